@@ -1,0 +1,3 @@
+from nitroproxy.cli import main
+
+raise SystemExit(main())

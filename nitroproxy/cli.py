@@ -1,0 +1,105 @@
+"""The ``nitroproxy`` command: parse arguments, call one function, print. No logic here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from nitroproxy import config
+
+DEFAULT_CONFIG = "config/nitroproxy.yaml"
+
+
+def _load(path: str) -> config.Settings:
+    try:
+        return config.load(path)
+    except config.ConfigError as exc:
+        print(f"nitroproxy: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from nitroproxy.web.server import serve
+
+    serve(_load(args.config))
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _load(args.file)
+    deployments = sum(len(m.deployments) for m in settings.models.values())
+    print(
+        f"{args.file}: ok ({len(settings.providers)} providers, {len(settings.models)} models, "
+        f"{deployments} deployments)"
+    )
+    return 0
+
+
+def cmd_mock_provider(args: argparse.Namespace) -> int:
+    from nitroproxy.mock_provider import MockSettings, run_mock
+
+    run_mock(args.host, args.port, MockSettings(tokens=args.tokens, delay_ms=args.delay_ms))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from nitroproxy.store.commands import sweep_once
+
+    settings = _load(args.config)
+    result = asyncio.run(sweep_once(settings))
+    print(
+        f"rolled up {result.rolled_up} records, deleted {result.deleted_raw} raw records and "
+        f"{result.deleted_aggregates} aggregates"
+    )
+    return 0
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    from nitroproxy.store.commands import usage_report
+
+    settings = _load(args.config)
+    print(asyncio.run(usage_report(settings, args.start, args.end, args.group_by, args.format)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nitroproxy", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the proxy")
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("check-config", help="validate a config file and exit")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("mock-provider", help="run the bundled mock LLM provider")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8081)
+    p.add_argument("--tokens", type=int, default=12)
+    p.add_argument("--delay-ms", type=float, default=0.0)
+    p.set_defaults(func=cmd_mock_provider)
+
+    p = sub.add_parser("sweep", help="run the retention sweeper once")
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("usage", help="usage totals from the usage records")
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    p.add_argument("--from", dest="start", help="ISO date or datetime (UTC), inclusive")
+    p.add_argument("--to", dest="end", help="ISO date or datetime (UTC), exclusive")
+    p.add_argument(
+        "--group-by", default="day", choices=["day", "model", "provider", "key", "user"]
+    )
+    p.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    p.set_defaults(func=cmd_usage)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result

@@ -1,0 +1,137 @@
+"""What one request cost: which token numbers win, and the metadata record that results."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from nitroproxy.core import pricing
+from nitroproxy.core.types import Outcome, Price, Usage, UsageRecord, UsageSource
+
+_UA_MAX = 256
+
+
+@dataclass(slots=True)
+class Tally:
+    """Mutable per-request accounting state, filled in as the request goes.
+
+    Times are monotonic seconds from the event loop's clock; ``ts`` is wall-clock epoch
+    seconds for the record.
+    """
+
+    started: float
+    ts: float
+    attempts: int = 0
+    deployment: str | None = None
+    provider: str | None = None
+    upstream_model: str | None = None
+    price: Price | None = None
+    first_output_at: float | None = None
+    ended_at: float | None = None
+    status: int = 200
+    outcome: Outcome = Outcome.OK
+    error_class: str | None = None
+    provider_usage: Usage | None = None
+    completed: bool = False
+    completion_estimate: int = 0
+    prompt_estimate: int | None = None
+
+    def fail(self, status: int, outcome: Outcome, error_class: str | None) -> None:
+        self.status = status
+        self.outcome = outcome
+        self.error_class = error_class
+
+
+def settle(tally: Tally) -> tuple[Usage, UsageSource]:
+    """Provider-reported usage wins when the exchange completed. A stream cut short keeps
+    the provider's prompt count if it sent one (Anthropic does, up front) and takes the
+    in-flight completion count: that is an estimate, and the record says so."""
+    provider = tally.provider_usage
+    if provider is not None and tally.completed:
+        return provider, UsageSource.PROVIDER
+    if provider is None and tally.prompt_estimate is None and tally.completion_estimate == 0:
+        return Usage(), UsageSource.NONE
+    usage = Usage(
+        prompt_tokens=provider.prompt_tokens if provider else (tally.prompt_estimate or 0),
+        completion_tokens=max(
+            tally.completion_estimate, provider.completion_tokens if provider else 0
+        ),
+        cached_tokens=provider.cached_tokens if provider else 0,
+        cache_write_tokens=provider.cache_write_tokens if provider else 0,
+    )
+    return usage, UsageSource.ESTIMATED
+
+
+def client_ip(address: str | None, policy: str) -> str | None:
+    """Apply the IP policy: ``none``, ``truncated`` (/24 for IPv4, /48 for IPv6), ``full``."""
+    if not address or policy == "none":
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if policy == "full":
+        return str(ip)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """The parts of a record known when the request arrives."""
+
+    record_id: str
+    request_id: str
+    key_id: str | None
+    user_id: str | None
+    model: str
+    endpoint: str
+    stream: bool
+    client_ip: str | None
+    user_agent: str | None
+
+
+def build_record(facts: RequestFacts, tally: Tally, *, cache_hit: bool = False) -> UsageRecord:
+    usage, source = settle(tally)
+    ended = tally.ended_at if tally.ended_at is not None else tally.started
+    ttft = None
+    tps = None
+    if tally.first_output_at is not None:
+        ttft = (tally.first_output_at - tally.started) * 1000.0
+        generating = ended - tally.first_output_at
+        if generating > 0 and usage.completion_tokens > 1:
+            tps = usage.completion_tokens / generating
+    cost = pricing.cost_nanos(tally.price, usage) if tally.price is not None else 0
+    ua = facts.user_agent[:_UA_MAX] if facts.user_agent else None
+    return UsageRecord(
+        id=facts.record_id,
+        request_id=facts.request_id,
+        ts=tally.ts,
+        key_id=facts.key_id,
+        user_id=facts.user_id,
+        model=facts.model,
+        provider=tally.provider,
+        deployment=tally.deployment,
+        upstream_model=tally.upstream_model,
+        endpoint=facts.endpoint,
+        stream=facts.stream,
+        status=tally.status,
+        outcome=tally.outcome.value,
+        error_class=tally.error_class,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cached_tokens=usage.cached_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        usage_source=source.value,
+        cost_nanos=cost,
+        latency_ms=(ended - tally.started) * 1000.0,
+        ttft_ms=ttft,
+        output_tps=tps,
+        attempts=tally.attempts,
+        client_ip=facts.client_ip,
+        user_agent=ua,
+        cache_hit=cache_hit,
+    )

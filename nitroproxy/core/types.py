@@ -1,0 +1,104 @@
+"""Canonical value types shared by the pure core, the store and the gateway."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class ApiFormat(str, Enum):
+    """The wire format a client speaks or an upstream expects."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+class Endpoint(str, Enum):
+    CHAT = "chat.completions"
+    COMPLETIONS = "completions"
+    EMBEDDINGS = "embeddings"
+    MESSAGES = "messages"
+
+
+class UsageSource(str, Enum):
+    PROVIDER = "provider"
+    ESTIMATED = "estimated"
+    NONE = "none"
+
+
+class Outcome(str, Enum):
+    """How a request ended; one per usage record."""
+
+    OK = "ok"
+    UPSTREAM_ERROR = "upstream_error"
+    TIMEOUT = "timeout"
+    CLIENT_ERROR = "client_error"
+    RATE_LIMITED = "rate_limited"
+    CLIENT_DISCONNECTED = "client_disconnected"
+    STREAM_ERROR = "stream_error"
+    CACHE_HIT = "cache_hit"
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts for one request. ``cached_tokens`` are prompt tokens read from a cache
+    (billed at the cached price); they are included in ``prompt_tokens`` as OpenAI reports."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens."""
+
+    input: float = 0.0
+    output: float = 0.0
+    cached_input: float | None = None
+    cache_write: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One request's metadata. No field can hold prompt, completion or credential text:
+    everything here is an id, a name from config, a number or an enum value."""
+
+    id: str
+    request_id: str
+    ts: float
+    key_id: str | None
+    user_id: str | None
+    model: str
+    provider: str | None
+    deployment: str | None
+    upstream_model: str | None
+    endpoint: str
+    stream: bool
+    status: int
+    outcome: str
+    error_class: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    usage_source: str
+    cost_nanos: int
+    latency_ms: float
+    ttft_ms: float | None
+    output_tps: float | None
+    attempts: int
+    client_ip: str | None
+    user_agent: str | None
+    cache_hit: bool = False
+
+    @property
+    def cost_usd(self) -> float:
+        return self.cost_nanos / 1e9

@@ -1,0 +1,141 @@
+"""``create_app``: the application, its components and their lifetimes, in order.
+
+Components start in the order listed in ``cleanup_ctx`` and stop in reverse: the gateway
+stops first (pending records are settled), then the writer drains, then the store and the
+upstream session close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import aiosqlite
+from aiohttp import web
+
+from nitroproxy.config import Settings
+from nitroproxy.core.retention import RetentionPolicy
+from nitroproxy.gateway import Gateway
+from nitroproxy.metrics import Metrics
+from nitroproxy.mock_provider import MockSettings, create_mock_app
+from nitroproxy.providers.client import UpstreamClient
+from nitroproxy.store.db import open_db
+from nitroproxy.store.sweeper import RetentionSweeper
+from nitroproxy.store.writer import UsageWriter
+from nitroproxy.web import anthropic_routes, ops_routes, openai_routes
+from nitroproxy.web.appkeys import AUTH, GATEWAY, METRICS, SETTINGS, STORE, UPSTREAM, WRITER
+from nitroproxy.web.auth import Authenticator
+from nitroproxy.web.middleware import error_middleware
+
+
+def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.server.max_body_bytes, middlewares=[error_middleware]
+    )
+    app[SETTINGS] = settings
+    app[AUTH] = Authenticator(settings)
+    app[METRICS] = Metrics(enabled=settings.metrics.enabled, key_labels=settings.metrics.key_labels)
+    app.cleanup_ctx.append(_mock_provider)
+    app.cleanup_ctx.append(_upstream)
+    app.cleanup_ctx.append(_store)
+    app.cleanup_ctx.append(_writer)
+    app.cleanup_ctx.append(_sweeper)
+    app.cleanup_ctx.append(_gateway(clock))
+    openai_routes.add_routes(app)
+    anthropic_routes.add_routes(app)
+    ops_routes.add_routes(app)
+    return app
+
+
+async def _mock_provider(app: web.Application) -> AsyncIterator[None]:
+    """The demo config runs the bundled mock upstream in the same process and loop."""
+    mock = app[SETTINGS].server.mock_provider
+    if mock is None:
+        yield
+        return
+    runner = web.AppRunner(
+        create_mock_app(MockSettings(tokens=mock.tokens, delay_ms=mock.delay_ms)),
+        handler_cancellation=True,
+        access_log=None,
+    )
+    await runner.setup()
+    await web.TCPSite(runner, mock.host, mock.port).start()
+    yield
+    await runner.cleanup()
+
+
+async def _upstream(app: web.Application) -> AsyncIterator[None]:
+    client = UpstreamClient(app[SETTINGS].upstream)
+    await client.start()
+    app[UPSTREAM] = client
+    yield
+    await client.close()
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    storage = app[SETTINGS].storage
+    if not storage.enabled:
+        yield
+        return
+    conn: aiosqlite.Connection = await open_db(storage.path)
+    app[STORE] = conn
+    yield
+    await conn.close()
+
+
+async def _writer(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if not settings.storage.enabled:
+        yield
+        return
+    metrics = app[METRICS]
+    writer = UsageWriter(
+        settings.storage.path,
+        batch_size=settings.storage.batch_size,
+        flush_interval=settings.storage.flush_interval,
+        max_queue=settings.storage.max_queue,
+        on_written=metrics.usage_written,
+        on_dropped=metrics.usage_dropped,
+    )
+    await writer.start()
+    metrics.set_queue_depth_source(lambda: float(writer.queue_depth))
+    app[WRITER] = writer
+    yield
+    await writer.close(timeout=app[SETTINGS].server.shutdown_grace)
+
+
+async def _sweeper(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if not settings.storage.enabled:
+        yield
+        return
+    metrics = app[METRICS]
+    r = settings.retention
+    sweeper = RetentionSweeper(
+        app[STORE],
+        RetentionPolicy(requests_s=r.requests, billing_s=r.billing),
+        interval=r.interval,
+        batch_size=r.batch_size,
+        on_deleted=metrics.retention_deleted,
+    )
+    sweeper.start()
+    yield
+    await sweeper.close()
+
+
+def _gateway(
+    clock: Callable[[], float] | None,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        writer = app.get(WRITER)
+        gateway = Gateway(
+            app[SETTINGS],
+            app[UPSTREAM],
+            app[METRICS],
+            sink=writer.put if writer is not None else None,
+            **({"clock": clock} if clock is not None else {}),
+        )
+        app[GATEWAY] = gateway
+        yield
+        await gateway.close()
+
+    return ctx

@@ -1,0 +1,21 @@
+"""The typed registry of application state: every component under one ``web.AppKey``."""
+
+from __future__ import annotations
+
+import aiosqlite
+from aiohttp import web
+
+from nitroproxy.config import Settings
+from nitroproxy.gateway import Gateway
+from nitroproxy.metrics import Metrics
+from nitroproxy.providers.client import UpstreamClient
+from nitroproxy.store.writer import UsageWriter
+from nitroproxy.web.auth import Authenticator
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+UPSTREAM = web.AppKey("upstream", UpstreamClient)
+WRITER = web.AppKey("writer", UsageWriter)
+GATEWAY = web.AppKey("gateway", Gateway)
+AUTH = web.AppKey("auth", Authenticator)
+STORE = web.AppKey("store", aiosqlite.Connection)

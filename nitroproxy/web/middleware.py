@@ -1,0 +1,73 @@
+"""Request ids, and every failure rendered in one place in the API's own shape."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from nitroproxy.core.errors import (
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ProxyError,
+)
+from nitroproxy.web.errors import error_response, family_of
+
+REQUEST_ID = web.RequestKey("request_id", str)
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_log = structlog.get_logger("nitroproxy.web")
+
+
+def request_id_of(request: web.Request) -> str:
+    """A client-sent id is honoured if it is short and plain; anything else is replaced, so
+    no client text of unknown shape reaches the logs through it."""
+    sent = request.headers.get("x-request-id")
+    if sent and _SANE_ID.match(sent):
+        return sent
+    return uuid.uuid4().hex
+
+
+def _from_http(exc: web.HTTPException) -> ProxyError:
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound(f"unknown route: {exc.reason or 'not found'}", code="unknown_url")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed(
+            f"method {exc.method} is not allowed here (allowed: "
+            f"{', '.join(sorted(exc.allowed_methods))})",
+            headers={"Allow": ",".join(sorted(exc.allowed_methods))},
+        )
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLarge("the request body is larger than the server's limit")
+    err = ProxyError(exc.reason or "request failed")
+    err.status = exc.status  # type: ignore[misc]
+    return err
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = request_id_of(request)
+    request[REQUEST_ID] = rid
+    try:
+        response = await handler(request)
+    except ProxyError as exc:
+        response = error_response(exc, family_of(request.path))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error = _from_http(exc)
+        if isinstance(exc, web.HTTPNotFound):
+            error.message = f"unknown route: {request.method} {request.path}"
+        response = error_response(error, family_of(request.path))
+    except Exception:
+        _log.exception("unhandled error", request_id=rid, path=request.path)
+        response = error_response(
+            ProxyError("internal error; the request id identifies it in the server log"),
+            family_of(request.path),
+        )
+    if not response.prepared:
+        response.headers["x-request-id"] = rid
+    return response

@@ -1,0 +1,253 @@
+"""An Exchange to the client: one JSON body, or an SSE stream written event by event.
+
+Backpressure comes from awaiting each write. A client that goes away cancels the handler
+(the server runs with ``handler_cancellation``), which closes the upstream connection in
+the ``finally`` below; the call is settled exactly once whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from nitroproxy.core import anthropic_wire, openai_wire, tokens
+from nitroproxy.core.errors import ProxyError, UpstreamError
+from nitroproxy.core.pipeline import StreamPipeline
+from nitroproxy.core.types import ApiFormat, Outcome, Usage
+from nitroproxy.gateway import Call, Exchange, Gateway, status_outcome
+from nitroproxy.web.appkeys import GATEWAY, METRICS, SETTINGS
+from nitroproxy.web.errors import stream_error_event
+from nitroproxy.web.middleware import REQUEST_ID
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+CLIENT_GONE = 499  # nginx's convention for "client closed the request"
+
+
+async def relay(request: web.Request, call: Call) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    tally = call.tally
+    exchange: Exchange | None = None
+    response: web.StreamResponse | None = None
+    try:
+        keepalive = request.app[SETTINGS].server.keepalive_interval
+        if call.stream and keepalive > 0:
+            exchange, response = await _open_with_keepalive(request, call, keepalive)
+        else:
+            exchange = await _open(gateway, call)
+        if exchange is None:
+            assert response is not None
+            return response
+        if not call.stream:
+            return await _respond(request, call, exchange)
+        return await _stream(request, call, exchange, response)
+    except (asyncio.CancelledError, ConnectionResetError):
+        tally.fail(CLIENT_GONE, Outcome.CLIENT_DISCONNECTED, None)
+        raise
+    finally:
+        tally.ended_at = gateway.clock()
+        if exchange is not None:
+            exchange.close()
+        gateway.finish(call)
+
+
+async def _open(gateway: Gateway, call: Call) -> Exchange:
+    try:
+        return await gateway.open(call)
+    except ProxyError as exc:
+        status, outcome = status_outcome(exc)
+        call.tally.fail(status, outcome, exc.error_class)
+        raise
+
+
+async def _open_with_keepalive(
+    request: web.Request, call: Call, interval: float
+) -> tuple[Exchange | None, web.StreamResponse | None]:
+    """While the first token is slow, send SSE comments so idle proxies keep the connection.
+    Once headers are out, failover is over: an error then goes in-band."""
+    task = asyncio.ensure_future(_open(request.app[GATEWAY], call))
+    response: web.StreamResponse | None = None
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=interval)
+            if done:
+                break
+            if response is None:
+                response = await _prepare_stream(request, call, None)
+            await response.write(b": keep-alive\n\n")
+    finally:
+        if not task.done():
+            task.cancel()
+    try:
+        return task.result(), response
+    except ProxyError as exc:
+        if response is None:
+            raise
+        await _write_error(response, call, exc)
+        return None, response
+
+
+def _transparency(call: Call, exchange: Exchange | None) -> dict[str, str]:
+    headers = {"x-request-id": call.request_id}
+    if exchange is not None:
+        headers["x-nitroproxy-provider"] = exchange.provider.name
+        headers["x-nitroproxy-deployment"] = exchange.deployment.name
+        headers["x-nitroproxy-upstream-model"] = exchange.deployment.upstream_model
+        headers["x-nitroproxy-attempts"] = str(call.tally.attempts)
+    headers.update(call.extra_headers)
+    return headers
+
+
+async def _respond(request: web.Request, call: Call, exchange: Exchange) -> web.Response:
+    gateway = request.app[GATEWAY]
+    raw = await gateway.client.read(exchange.provider, exchange.response)
+    try:
+        parsed: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        error = UpstreamError(f"provider '{exchange.provider.name}' sent a malformed response")
+        call.tally.fail(error.status, Outcome.UPSTREAM_ERROR, error.error_class)
+        raise error
+    upstream = exchange.provider.kind
+    if upstream is call.client_format:
+        body = raw
+    elif upstream is ApiFormat.ANTHROPIC:
+        body = orjson.dumps(
+            anthropic_wire.messages_response_to_chat(
+                parsed, model=exchange.deployment.upstream_model, created=int(time.time())
+            )
+        )
+    else:
+        body = orjson.dumps(
+            anthropic_wire.chat_response_to_messages(
+                parsed, model=exchange.deployment.upstream_model
+            )
+        )
+    usage = _response_usage(upstream, parsed)
+    call.tally.provider_usage = usage
+    call.tally.completed = True
+    if usage is None and request.app[SETTINGS].tokens.count:
+        call.tally.completion_estimate = await _count_output(call, upstream, parsed)
+    return web.Response(
+        body=body,
+        status=exchange.response.status,
+        content_type="application/json",
+        headers=_transparency(call, exchange),
+    )
+
+
+def _response_usage(upstream: ApiFormat, parsed: dict[str, Any]) -> Usage | None:
+    raw = parsed.get("usage")
+    if upstream is ApiFormat.ANTHROPIC:
+        return anthropic_wire.usage_from_anthropic(raw) if isinstance(raw, dict) else None
+    return openai_wire.usage_from(raw)
+
+
+async def _count_output(call: Call, upstream: ApiFormat, parsed: dict[str, Any]) -> int:
+    if upstream is ApiFormat.ANTHROPIC:
+        texts = [
+            str(b.get("text") or b.get("name") or "") + (orjson.dumps(b["input"]).decode()
+                                                         if "input" in b else "")
+            for b in parsed.get("content") or []
+            if isinstance(b, dict)
+        ]
+    else:
+        texts = list(openai_wire.chunk_texts(parsed))
+    text = "".join(texts)
+    enc = tokens.encoding_for_model(call.tally.upstream_model or call.model.name)
+    if len(text) > 20_000:
+        return await asyncio.get_running_loop().run_in_executor(None, tokens.count_text, enc, text)
+    return tokens.count_text(enc, text)
+
+
+async def _prepare_stream(
+    request: web.Request, call: Call, exchange: Exchange | None
+) -> web.StreamResponse:
+    response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **_transparency(call, exchange)})
+    await response.prepare(request)
+    return response
+
+
+async def _stream(
+    request: web.Request,
+    call: Call,
+    exchange: Exchange,
+    response: web.StreamResponse | None,
+) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    metrics = request.app[METRICS]
+    tally = call.tally
+    counter = None
+    if request.app[SETTINGS].tokens.count:
+        counter = tokens.CompletionCounter(
+            tokens.encoding_for_model(exchange.deployment.upstream_model)
+        )
+    pipeline = StreamPipeline(
+        upstream=exchange.provider.kind,
+        client=call.client_format,
+        counter=counter,
+        strip_usage=not call.wants_usage,
+        model=exchange.deployment.upstream_model,
+        created=int(time.time()),
+        message_id=f"msg_{request[REQUEST_ID]}",
+        prompt_tokens=tally.prompt_estimate or 0,
+        include_usage=call.wants_usage,
+    )
+    if response is None:
+        response = await _prepare_stream(request, call, exchange)
+    metrics.stream_started()
+    try:
+        await _pump(gateway, pipeline, exchange, response, tally)
+    except ProxyError as exc:
+        tally.fail(exc.status, Outcome.STREAM_ERROR, exc.error_class)
+        await _write_error(response, call, exc)
+    finally:
+        tally.provider_usage = pipeline.usage
+        tally.completed = pipeline.completed
+        tally.completion_estimate = pipeline.counted_completion_tokens
+        metrics.stream_ended()
+    return response
+
+
+async def _pump(
+    gateway: Gateway,
+    pipeline: StreamPipeline,
+    exchange: Exchange,
+    response: web.StreamResponse,
+    tally: Any,
+) -> None:
+    clock = gateway.clock
+    out = pipeline.feed(exchange.first_chunk)
+    if out:
+        if pipeline.output_started:
+            tally.first_output_at = clock()
+        await response.write(out)
+    async for chunk in gateway.client.chunks(exchange.provider, exchange.response):
+        out = pipeline.feed(chunk)
+        if out:
+            if tally.first_output_at is None and pipeline.output_started:
+                tally.first_output_at = clock()
+            await response.write(out)
+    out = pipeline.end()
+    if out:
+        await response.write(out)
+    if not pipeline.completed:
+        raise UpstreamError(
+            f"provider '{exchange.provider.name}' ended the stream before it was complete",
+            code="upstream_stream_truncated",
+        )
+
+
+async def _write_error(response: web.StreamResponse, call: Call, exc: ProxyError) -> None:
+    try:
+        await response.write(stream_error_event(exc, call.client_format))
+    except ConnectionResetError:
+        pass
