@@ -140,3 +140,18 @@ async def make_proxy() -> AsyncIterator[ProxyFactory]:
 async def proxy(make_proxy: ProxyFactory, proxy_config: dict[str, Any]) -> Proxy:
     result: Proxy = await make_proxy(proxy_config)
     return result
+
+
+def add_model(
+    cfg: dict[str, Any], name: str, *upstream_models: str, provider: str = "mock-openai", **extra: Any
+) -> dict[str, Any]:
+    """Add public model ``name`` with one deployment per upstream model (mock directives in
+    the name script the upstream's behaviour, e.g. ``mock+fail500``)."""
+    cfg["models"][name] = {
+        "deployments": [
+            {"name": f"{name}-{i}", "provider": provider, "model": m, "price": {"input": 1, "output": 2}}
+            for i, m in enumerate(upstream_models)
+        ],
+        **extra,
+    }
+    return cfg

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
 import aiohttp
 
 from nitroproxy.config import UpstreamSettings
@@ -84,18 +82,15 @@ class UpstreamClient:
             raise transport_error(provider, exc) from None
 
     @staticmethod
-    async def first_chunk(provider: Provider, resp: aiohttp.ClientResponse) -> bytes:
+    async def next_chunk(provider: Provider, resp: aiohttp.ClientResponse) -> bytes:
+        """The next body bytes as they arrive (b"" at the end). The idle timeout is the
+        request's ``sock_read``."""
         try:
-            async with asyncio.timeout(provider.settings.timeouts.first_byte):
-                return await resp.content.readany()
+            return await resp.content.readany()
         except _FOREIGN as exc:
             raise transport_error(provider, exc) from None
 
-    @staticmethod
-    async def chunks(provider: Provider, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive; the idle timeout is the session's ``sock_read``."""
-        try:
-            async for chunk in resp.content.iter_any():
-                yield chunk
-        except _FOREIGN as exc:
-            raise transport_error(provider, exc) from None
+    @classmethod
+    async def first_chunk(cls, provider: Provider, resp: aiohttp.ClientResponse) -> bytes:
+        async with asyncio.timeout(provider.settings.timeouts.first_byte):
+            return await cls.next_chunk(provider, resp)

@@ -7,12 +7,14 @@ upstream session close.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import aiosqlite
 from aiohttp import web
 
 from nitroproxy.config import Settings
+from nitroproxy.core import tokens
 from nitroproxy.core.retention import RetentionPolicy
 from nitroproxy.gateway import Gateway
 from nitroproxy.metrics import Metrics
@@ -122,10 +124,19 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
     await sweeper.close()
 
 
+def _preload_encodings(models: list[str]) -> None:
+    for model in models:
+        tokens.encoding_for_model(model)
+
+
 def _gateway(
     clock: Callable[[], float] | None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
+        # Loading a rank file takes a few hundred milliseconds: do it now, off the loop, not
+        # inside the first request that needs it.
+        models = [d.upstream_model for m in app[SETTINGS].models.values() for d in m.deployments]
+        await asyncio.get_running_loop().run_in_executor(None, _preload_encodings, models)
         writer = app.get(WRITER)
         gateway = Gateway(
             app[SETTINGS],

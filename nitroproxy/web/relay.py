@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import ClientResponse, web
 
-from nitroproxy.core import anthropic_wire, openai_wire, tokens
+from nitroproxy.core import anthropic_wire, openai_wire, sse, tokens
+from nitroproxy.core.accounting import Tally
 from nitroproxy.core.errors import ProxyError, UpstreamError
 from nitroproxy.core.pipeline import StreamPipeline
 from nitroproxy.core.types import ApiFormat, Outcome, Usage
 from nitroproxy.gateway import Call, Exchange, Gateway, status_outcome
+from nitroproxy.providers.base import Provider
 from nitroproxy.web.appkeys import GATEWAY, METRICS, SETTINGS
 from nitroproxy.web.errors import stream_error_event
 from nitroproxy.web.middleware import REQUEST_ID
@@ -81,7 +84,7 @@ async def _open_with_keepalive(
                 break
             if response is None:
                 response = await _prepare_stream(request, call, None)
-            await response.write(b": keep-alive\n\n")
+            await response.write(sse.comment())
     finally:
         if not task.done():
             task.cancel()
@@ -182,7 +185,6 @@ async def _stream(
     exchange: Exchange,
     response: web.StreamResponse | None,
 ) -> web.StreamResponse:
-    gateway = request.app[GATEWAY]
     metrics = request.app[METRICS]
     tally = call.tally
     counter = None
@@ -205,7 +207,7 @@ async def _stream(
         response = await _prepare_stream(request, call, exchange)
     metrics.stream_started()
     try:
-        await _pump(gateway, pipeline, exchange, response, tally)
+        await _pump(request, pipeline, exchange, response, tally)
     except ProxyError as exc:
         tally.fail(exc.status, Outcome.STREAM_ERROR, exc.error_class)
         await _write_error(response, call, exc)
@@ -218,24 +220,26 @@ async def _stream(
 
 
 async def _pump(
-    gateway: Gateway,
+    request: web.Request,
     pipeline: StreamPipeline,
     exchange: Exchange,
     response: web.StreamResponse,
-    tally: Any,
+    tally: Tally,
 ) -> None:
-    clock = gateway.clock
-    out = pipeline.feed(exchange.first_chunk)
-    if out:
-        if pipeline.output_started:
-            tally.first_output_at = clock()
-        await response.write(out)
-    async for chunk in gateway.client.chunks(exchange.provider, exchange.response):
+    gateway = request.app[GATEWAY]
+    keepalive = request.app[SETTINGS].server.keepalive_interval
+    clock, read, provider = gateway.clock, gateway.client.next_chunk, exchange.provider
+    chunk = exchange.first_chunk
+    while chunk:
         out = pipeline.feed(chunk)
         if out:
             if tally.first_output_at is None and pipeline.output_started:
                 tally.first_output_at = clock()
             await response.write(out)
+        if keepalive > 0:
+            chunk = await _read_with_keepalive(read, provider, exchange, response, keepalive)
+        else:
+            chunk = await read(provider, exchange.response)
     out = pipeline.end()
     if out:
         await response.write(out)
@@ -244,6 +248,25 @@ async def _pump(
             f"provider '{exchange.provider.name}' ended the stream before it was complete",
             code="upstream_stream_truncated",
         )
+
+
+async def _read_with_keepalive(
+    read: Callable[[Provider, ClientResponse], Awaitable[bytes]],
+    provider: Provider,
+    exchange: Exchange,
+    response: web.StreamResponse,
+    interval: float,
+) -> bytes:
+    """Wait for the next chunk, writing an SSE comment every ``interval`` of silence (a slow
+    first token, a long reasoning pause) so idle-timeout proxies keep the connection."""
+    while True:
+        try:
+            async with asyncio.timeout(interval) as scope:
+                return await read(provider, exchange.response)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+        await response.write(sse.comment())
 
 
 async def _write_error(response: web.StreamResponse, call: Call, exc: ProxyError) -> None:
