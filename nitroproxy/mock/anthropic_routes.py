@@ -1,0 +1,132 @@
+"""The Anthropic Messages route of the mock (``POST /v1/messages``).
+
+The stream follows Anthropic's real event order: message_start, content_block_start, ping,
+content_block_delta per token, content_block_stop, message_delta, message_stop.
+"""
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from nitroproxy.mock.content import (
+    TOOL_ARGUMENT_FRAGMENTS,
+    TOOL_INPUT,
+    WORDS,
+    chat_prompt_tokens,
+    completion_text,
+)
+from nitroproxy.mock.errors import InvalidRequest
+from nitroproxy.mock.exchange import Call, StreamPlan, send_json, send_stream
+
+
+def _event(name: str, payload: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _delta(delta: dict[str, str]) -> bytes:
+    payload = {"type": "content_block_delta", "index": 0, "delta": delta}
+    return _event("content_block_delta", payload)
+
+
+# Every token event is the same bytes in every response, so they are all encoded once here.
+_TEXT_DELTAS = tuple(_delta({"type": "text_delta", "text": word}) for word in WORDS)
+_JSON_DELTAS = tuple(
+    _delta({"type": "input_json_delta", "partial_json": part}) for part in TOOL_ARGUMENT_FRAGMENTS
+)
+_PING = _event("ping", {"type": "ping"})
+_BLOCK_STOP = _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+_MESSAGE_STOP = _event("message_stop", {"type": "message_stop"})
+_GARBAGE = b'event: content_block_delta\ndata: {not json\n\ndata: {"type": \n\n'
+
+
+async def messages(call: Call) -> web.StreamResponse:
+    body, script = call.body, call.script
+    turns = body["messages"]
+    if not isinstance(turns, list) or not turns:
+        raise InvalidRequest("messages: must be a non-empty list", "messages")
+    prompt = chat_prompt_tokens(turns, body.get("system"))
+    cached = min(script.cached, prompt)
+    ident = call.state.next_id()
+    tool = _tool_name(body)
+    block: dict[str, Any]
+    if tool is None:
+        output, stop = _output_length(body, script.tokens)
+        block = {"type": "text", "text": completion_text(output)}
+    else:
+        output, stop = len(TOOL_ARGUMENT_FRAGMENTS), "tool_use"
+        block = {"type": "tool_use", "id": f"toolu_mock_{ident}", "name": tool, "input": TOOL_INPUT}
+    # Anthropic's input_tokens excludes the tokens read from the cache.
+    usage = {
+        "input_tokens": prompt - cached,
+        "output_tokens": output,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+    }
+    message: dict[str, Any] = {
+        "id": f"msg_mock_{ident}",
+        "type": "message",
+        "role": "assistant",
+        "model": call.model,
+        "content": [block],
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": usage,
+    }
+    if not call.stream:
+        if not call.reports_usage:
+            del message["usage"]
+        return await send_json(call, message, output)
+    opening = {
+        **message,
+        "content": [],
+        "stop_reason": None,
+        "usage": {**usage, "output_tokens": 1},
+    }
+    start_block = {**block, "text": ""} if tool is None else {**block, "input": {}}
+    head = (
+        _event("message_start", {"type": "message_start", "message": opening})
+        + _event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": start_block},
+        )
+        + _PING
+    )
+    if tool is None:
+        tokens = [_TEXT_DELTAS[index % len(_TEXT_DELTAS)] for index in range(output)]
+    else:
+        tokens = list(_JSON_DELTAS)
+    final: dict[str, Any] = {
+        "type": "message_delta",
+        "delta": {"stop_reason": stop, "stop_sequence": None},
+    }
+    # Anthropic reports the final output count here, not in message_stop.
+    if call.reports_usage:
+        final["usage"] = {"output_tokens": output}
+    tail = _BLOCK_STOP + _event("message_delta", final) + _MESSAGE_STOP
+    return await send_stream(call, StreamPlan(head, tokens, tail, _GARBAGE))
+
+
+def _output_length(body: dict[str, Any], tokens: int) -> tuple[int, str]:
+    limit = body.get("max_tokens")
+    if limit is None:
+        return tokens, "end_turn"
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise InvalidRequest("max_tokens: must be an integer >= 1", "max_tokens")
+    return (limit, "max_tokens") if tokens > limit else (tokens, "end_turn")
+
+
+def _tool_name(body: dict[str, Any]) -> str | None:
+    """The tool to use: tool_choice's if it names one, else the first tool's."""
+    tools, choice = body.get("tools"), body.get("tool_choice")
+    if not tools or (isinstance(choice, dict) and choice.get("type") == "none"):
+        return None
+    if not isinstance(tools, list):
+        raise InvalidRequest("tools: must be a list", "tools")
+    if isinstance(choice, dict) and choice.get("type") == "tool":
+        name = choice.get("name")
+    else:
+        name = tools[0].get("name") if isinstance(tools[0], dict) else None
+    if not isinstance(name, str):
+        raise InvalidRequest("tools.0.name: must be a string", "tools")
+    return name
