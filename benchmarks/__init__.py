@@ -1,0 +1,1 @@
+"""Standalone performance scripts: ``python -m benchmarks.<name>``."""

@@ -1,0 +1,194 @@
+"""Opening the SQLite database: file modes, PRAGMAs, migrations keyed on ``user_version``.
+
+Connections are opened in autocommit mode (``isolation_level=None``): every statement commits
+on its own unless it runs inside ``async with transaction(conn):``. A transaction spans
+several awaits, so two tasks must not run transactions on one connection at the same time;
+components that write in the background (the usage writer, the retention sweeper) open their
+own connection. Single-statement reads are safe on any connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+
+import aiosqlite
+
+# Append-only: migration N (1-based) brings user_version from N-1 to N. Never edit a shipped
+# script; add a new one. Each runs in one transaction with the user_version bump.
+MIGRATIONS: tuple[str, ...] = (
+    # v1: usage records (metadata only) and their per-day roll-up.
+    """
+    CREATE TABLE usage (
+        id TEXT PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        ts REAL NOT NULL,
+        key_id TEXT,
+        user_id TEXT,
+        model TEXT NOT NULL,
+        provider TEXT,
+        deployment TEXT,
+        upstream_model TEXT,
+        endpoint TEXT NOT NULL,
+        stream INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        error_class TEXT,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        cached_tokens INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL,
+        usage_source TEXT NOT NULL,
+        cost_nanos INTEGER NOT NULL,
+        latency_ms REAL NOT NULL,
+        ttft_ms REAL,
+        output_tps REAL,
+        attempts INTEGER NOT NULL,
+        client_ip TEXT,
+        user_agent TEXT,
+        cache_hit INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX usage_ts ON usage (ts);
+    CREATE INDEX usage_user_ts ON usage (user_id, ts);
+    CREATE INDEX usage_key_ts ON usage (key_id, ts);
+
+    -- Key columns hold '' instead of NULL so the primary key identifies a group.
+    CREATE TABLE usage_daily (
+        day TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        requests INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        cached_tokens INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL,
+        cost_nanos INTEGER NOT NULL,
+        PRIMARY KEY (day, user_id, key_id, model, provider)
+    );
+    """,
+)
+
+
+class SchemaTooNewError(RuntimeError):
+    """The database was migrated by a newer NitroProxy than this one."""
+
+    def __init__(self, found: int, supported: int) -> None:
+        super().__init__(
+            f"database schema version {found} is newer than this NitroProxy supports "
+            f"({supported}); upgrade NitroProxy or point it at another database"
+        )
+        self.found = found
+        self.supported = supported
+
+
+async def open_db(path: str | Path) -> aiosqlite.Connection:
+    """Open (creating it 0600, in a 0700 directory if that is new), configure and migrate."""
+    memory = str(path) == ":memory:"
+    if not memory:
+        await asyncio.to_thread(_create_private_file, Path(path))
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        # busy_timeout first, so the journal-mode switch waits for other connections.
+        await conn.execute("PRAGMA busy_timeout = 5000")
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        await migrate(conn)
+    except BaseException:
+        await conn.close()
+        raise
+    if not memory:
+        await asyncio.to_thread(_restrict_sidecars, Path(path))
+    return conn
+
+
+async def migrate(conn: aiosqlite.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
+    """Apply the migrations this database lacks; return the resulting schema version."""
+    target = len(migrations)
+    while True:
+        async with transaction(conn):
+            # Read under the write lock: another process may have migrated meanwhile.
+            version = await _user_version(conn)
+            if version > target:
+                raise SchemaTooNewError(version, target)
+            if version == target:
+                return version
+            for statement in _statements(migrations[version]):
+                await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {version + 1}")
+
+
+@contextlib.asynccontextmanager
+async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[None]:
+    """One write transaction; takes the write lock up front (waits up to busy_timeout)."""
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        await conn.execute("COMMIT")
+    except BaseException:
+        # ROLLBACK fails harmlessly if COMMIT already ended the transaction.
+        with contextlib.suppress(sqlite3.Error, ValueError):
+            await conn.execute("ROLLBACK")
+        raise
+
+
+async def check_writable(conn: aiosqlite.Connection) -> bool:
+    """True if the database accepts writes now (for /readyz). Waits up to busy_timeout."""
+    # A no-op DELETE takes the write lock and fails on a read-only or locked database, yet
+    # is a single statement: safe even on a connection that other tasks are using.
+    try:
+        await conn.execute("DELETE FROM usage WHERE 0")
+    except (sqlite3.Error, ValueError):
+        return False
+    return True
+
+
+async def _user_version(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into statements (``execute`` runs one at a time; ``executescript``
+    would commit our transaction). ``complete_statement`` keeps triggers and quoted ';'.
+    Comments must be ``--`` line comments."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if _has_sql(pending):
+                yield pending.strip()
+            pending = ""
+    if _has_sql(pending):
+        raise ValueError(f"incomplete SQL statement in migration: {pending.strip()[:60]!r}")
+
+
+def _has_sql(text: str) -> bool:
+    lines = (line.strip() for line in text.splitlines())
+    return any(line.strip(";") and not line.startswith("--") for line in lines)
+
+
+def _create_private_file(path: Path) -> None:
+    parent = path.parent
+    if not parent.exists():
+        parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(parent, 0o700)  # mkdir's mode is filtered by umask; be explicit
+    # Create the file ourselves so it never exists with a wider mode than 0600.
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o600)
+    os.close(fd)
+
+
+def _restrict_sidecars(path: Path) -> None:
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{path}{suffix}", 0o600)

@@ -1,0 +1,222 @@
+"""Usage records in SQLite: insert, query, list, and the daily roll-up used by retention.
+
+Raw rows live in ``usage``; the sweeper moves whole UTC days of old rows into ``usage_daily``
+and deletes them in the same transaction, so the two tables never hold the same request and
+queries simply add them up. Timestamps are Unix seconds (non-negative).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from operator import attrgetter
+from types import MappingProxyType
+from typing import Any
+
+import aiosqlite
+
+from nitroproxy.core.retention import day_ceil
+from nitroproxy.core.types import Outcome, UsageRecord
+from nitroproxy.store.db import transaction
+
+GROUP_BY_OPTIONS: tuple[str, ...] = ("day", "model", "provider", "key", "user")
+
+_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(UsageRecord))
+_COLUMN_LIST = ", ".join(_COLUMNS)
+_STREAM = _COLUMNS.index("stream")
+_CACHE_HIT = _COLUMNS.index("cache_hit")
+# Duplicate ids are ignored: the same record offered twice is stored once.
+_INSERT_SQL = (
+    f"INSERT INTO usage ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
+    "ON CONFLICT (id) DO NOTHING"
+)
+_get_row = attrgetter(*_COLUMNS)
+
+# Integer arithmetic so SQL and core.retention.day_of agree to the second (date(ts) rounds
+# to milliseconds and could move 23:59:59.9999 into the next day).
+_DAY_SQL = "date((CAST(ts AS INTEGER) / 86400) * 86400, 'unixepoch')"
+_ERROR_SQL = (
+    f"(status >= 400 OR outcome NOT IN ('{Outcome.OK.value}', '{Outcome.CACHE_HIT.value}'))"
+)
+_TOKEN_COLUMNS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_nanos",
+)
+
+# group_by -> (expression over usage, column of usage_daily)
+_GROUP_SQL: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "day": (_DAY_SQL, "day"),
+        "model": ("model", "model"),
+        "provider": ("COALESCE(provider, '')", "provider"),
+        "key": ("COALESCE(key_id, '')", "key_id"),
+        "user": ("COALESCE(user_id, '')", "user_id"),
+    }
+)
+
+# The oldest rows first, in index order (ts, rowid): deterministic, so the INSERT and the
+# DELETE of one roll-up transaction select exactly the same rows.
+_BATCH_SQL = "SELECT rowid FROM usage WHERE ts < :before ORDER BY ts, rowid LIMIT :limit"
+_ROLLUP_SQL = f"""
+INSERT INTO usage_daily (day, user_id, key_id, model, provider, requests, errors,
+    {", ".join(_TOKEN_COLUMNS)})
+SELECT {_DAY_SQL}, COALESCE(user_id, ''), COALESCE(key_id, ''), model,
+    COALESCE(provider, ''), COUNT(*), SUM({_ERROR_SQL}),
+    {", ".join(f"SUM({c})" for c in _TOKEN_COLUMNS)}
+FROM usage WHERE rowid IN ({_BATCH_SQL})
+GROUP BY 1, 2, 3, 4, 5
+ON CONFLICT (day, user_id, key_id, model, provider) DO UPDATE SET
+    requests = requests + excluded.requests,
+    errors = errors + excluded.errors,
+    {", ".join(f"{c} = {c} + excluded.{c}" for c in _TOKEN_COLUMNS)}
+"""
+_DELETE_BATCH_SQL = f"DELETE FROM usage WHERE rowid IN ({_BATCH_SQL})"
+_DELETE_DAILY_SQL = (
+    "DELETE FROM usage_daily WHERE rowid IN "
+    "(SELECT rowid FROM usage_daily WHERE day < ? ORDER BY day LIMIT ?)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """Totals for one group. ``group`` is '' for records without that attribute."""
+
+    group: str
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    cost_nanos: int
+
+    @property
+    def cost_usd(self) -> float:
+        return self.cost_nanos / 1e9
+
+
+def record_to_row(record: UsageRecord) -> tuple[Any, ...]:
+    """Column values in ``usage`` column order (bools bind as 0/1)."""
+    row: tuple[Any, ...] = _get_row(record)
+    return row
+
+
+def row_to_record(row: Sequence[Any]) -> UsageRecord:
+    values = list(row)
+    values[_STREAM] = bool(values[_STREAM])
+    values[_CACHE_HIT] = bool(values[_CACHE_HIT])
+    return UsageRecord(*values)
+
+
+async def insert_many(conn: aiosqlite.Connection, records: Sequence[UsageRecord]) -> None:
+    """Insert in one transaction with one ``executemany``."""
+    if not records:
+        return
+    rows = [_get_row(r) for r in records]
+    async with transaction(conn):
+        await conn.executemany(_INSERT_SQL, rows)
+
+
+async def query_usage(
+    conn: aiosqlite.Connection,
+    *,
+    start: float | None,
+    end: float | None,
+    group_by: str,
+    key_id: str | None = None,
+    user_id: str | None = None,
+) -> list[UsageRow]:
+    """Totals per group over ``[start, end)``, raw rows and daily aggregates combined.
+
+    A daily aggregate counts when its day starts inside the range, so totals are exact for
+    ranges on UTC day boundaries and do not change when the sweeper rolls days up.
+    """
+    if group_by not in _GROUP_SQL:
+        raise ValueError(f"group_by must be one of {', '.join(GROUP_BY_OPTIONS)}")
+    raw_group, daily_group = _GROUP_SQL[group_by]
+    raw_where, raw_params = _filters("ts", start, end, key_id, user_id)
+    daily_where, daily_params = _filters(
+        "day",
+        None if start is None else day_ceil(start),
+        None if end is None else day_ceil(end),
+        key_id,
+        user_id,
+    )
+    sums = ", ".join(f"SUM({c})" for c in _TOKEN_COLUMNS)
+    sql = f"""
+    SELECT grp, SUM(requests), SUM(errors), {sums} FROM (
+        SELECT {raw_group} AS grp, COUNT(*) AS requests, SUM({_ERROR_SQL}) AS errors,
+            {", ".join(f"SUM({c}) AS {c}" for c in _TOKEN_COLUMNS)}
+        FROM usage WHERE {raw_where} GROUP BY 1
+        UNION ALL
+        SELECT {daily_group} AS grp, SUM(requests), SUM(errors), {sums}
+        FROM usage_daily WHERE {daily_where} GROUP BY 1
+    ) GROUP BY grp ORDER BY grp
+    """
+    rows = await conn.execute_fetchall(sql, [*raw_params, *daily_params])
+    return [UsageRow(str(r[0]), *(int(v) for v in r[1:])) for r in rows]
+
+
+async def list_records(
+    conn: aiosqlite.Connection,
+    *,
+    user_id: str | None = None,
+    key_id: str | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    limit: int = 1000,
+) -> list[UsageRecord]:
+    """Raw records in ``[start, end)``, oldest first (rolled-up records are gone)."""
+    if limit < 0:
+        raise ValueError("limit must be >= 0")
+    where, params = _filters("ts", start, end, key_id, user_id)
+    sql = f"SELECT {_COLUMN_LIST} FROM usage WHERE {where} ORDER BY ts, rowid LIMIT ?"
+    rows = await conn.execute_fetchall(sql, [*params, limit])
+    return [row_to_record(r) for r in rows]
+
+
+async def roll_up(conn: aiosqlite.Connection, *, before: float, limit: int) -> tuple[int, int]:
+    """Move up to ``limit`` of the oldest raw rows with ``ts < before`` into ``usage_daily``.
+
+    One transaction: add the rows' totals to their day's aggregates, then delete the same
+    rows. Returns (aggregate rows inserted or updated, raw rows deleted).
+    """
+    params = {"before": before, "limit": limit}
+    async with transaction(conn):
+        async with conn.execute(_ROLLUP_SQL, params) as cursor:
+            upserted = cursor.rowcount
+        async with conn.execute(_DELETE_BATCH_SQL, params) as cursor:
+            deleted = cursor.rowcount
+    return upserted, deleted
+
+
+async def delete_daily_before(conn: aiosqlite.Connection, *, day: str, limit: int) -> int:
+    """Delete up to ``limit`` aggregates of days before ``day`` (YYYY-MM-DD); one statement."""
+    async with conn.execute(_DELETE_DAILY_SQL, (day, limit)) as cursor:
+        return cursor.rowcount
+
+
+def _filters(
+    column: str,
+    start: float | str | None,
+    end: float | str | None,
+    key_id: str | None,
+    user_id: str | None,
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for clause, value in (
+        (f"{column} >= ?", start),
+        (f"{column} < ?", end),
+        ("key_id = ?", key_id),
+        ("user_id = ?", user_id),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    return " AND ".join(clauses) or "1", params

@@ -1,0 +1,192 @@
+import asyncio
+import os
+import stat
+from dataclasses import fields
+from typing import Any
+
+import aiosqlite
+import pytest
+
+from nitroproxy.core.types import UsageRecord
+from nitroproxy.store.db import (
+    MIGRATIONS,
+    SchemaTooNewError,
+    check_writable,
+    migrate,
+    open_db,
+    transaction,
+)
+
+
+async def _scalar(conn: aiosqlite.Connection, sql: str) -> Any:
+    async with conn.execute(sql) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return row[0]
+
+
+async def _tables(conn: aiosqlite.Connection) -> set[str]:
+    rows = await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
+    return {r[0] for r in rows}
+
+
+def _mode(path: str | os.PathLike[str]) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def open_umask():
+    # A permissive umask proves the modes come from the code, not from the environment.
+    old = os.umask(0)
+    yield
+    os.umask(old)
+
+
+async def test_migrates_an_empty_database_to_the_latest_version(tmp_path):
+    conn = await open_db(tmp_path / "np.db")
+    try:
+        assert await _scalar(conn, "PRAGMA user_version") == len(MIGRATIONS)
+        assert {"usage", "usage_daily"} <= await _tables(conn)
+        columns = [r[1] for r in await conn.execute_fetchall("PRAGMA table_info(usage)")]
+        assert columns == [f.name for f in fields(UsageRecord)]
+        indexes = {r[1] for r in await conn.execute_fetchall("PRAGMA index_list(usage)")}
+        assert {"usage_ts", "usage_user_ts", "usage_key_ts"} <= indexes
+    finally:
+        await conn.close()
+
+
+async def test_reopening_is_idempotent_and_keeps_data(tmp_path):
+    path = tmp_path / "np.db"
+    conn = await open_db(path)
+    await conn.execute("INSERT INTO usage_daily VALUES ('2024-01-01','','','m','',1,0,1,1,0,0,0,5)")
+    await conn.close()
+    conn = await open_db(path)
+    try:
+        assert await _scalar(conn, "PRAGMA user_version") == len(MIGRATIONS)
+        assert await _scalar(conn, "SELECT COUNT(*) FROM usage_daily") == 1
+    finally:
+        await conn.close()
+
+
+async def test_two_connections_opening_a_fresh_database_at_once_both_succeed(tmp_path):
+    path = tmp_path / "np.db"
+    a, b = await asyncio.gather(open_db(path), open_db(path))
+    try:
+        assert await _scalar(a, "PRAGMA user_version") == len(MIGRATIONS)
+        assert await _scalar(b, "PRAGMA user_version") == len(MIGRATIONS)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_pragmas_are_set(tmp_path):
+    conn = await open_db(tmp_path / "np.db")
+    try:
+        assert await _scalar(conn, "PRAGMA journal_mode") == "wal"
+        assert await _scalar(conn, "PRAGMA synchronous") == 1  # NORMAL
+        assert await _scalar(conn, "PRAGMA busy_timeout") == 5000
+        assert await _scalar(conn, "PRAGMA foreign_keys") == 1
+    finally:
+        await conn.close()
+
+
+@pytest.mark.usefixtures("open_umask")
+async def test_new_file_is_0600_and_new_directory_is_0700(tmp_path):
+    path = tmp_path / "state" / "nitro" / "np.db"
+    conn = await open_db(path)
+    try:
+        await conn.execute("INSERT INTO usage_daily VALUES ('d','','','m','',1,0,0,0,0,0,0,0)")
+        assert _mode(path) == 0o600
+        assert _mode(path.parent) == 0o700
+        for suffix in ("-wal", "-shm"):
+            assert _mode(f"{path}{suffix}") == 0o600
+    finally:
+        await conn.close()
+
+
+@pytest.mark.usefixtures("open_umask")
+async def test_an_existing_directory_keeps_its_mode(tmp_path):
+    os.chmod(tmp_path, 0o755)
+    conn = await open_db(tmp_path / "np.db")
+    await conn.close()
+    assert _mode(tmp_path) == 0o755
+    assert _mode(tmp_path / "np.db") == 0o600
+
+
+async def test_a_newer_database_is_refused_with_a_clear_error(tmp_path):
+    path = tmp_path / "np.db"
+    conn = await open_db(path)
+    await conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    await conn.close()
+    with pytest.raises(SchemaTooNewError, match="newer than this NitroProxy supports"):
+        await open_db(path)
+
+
+async def test_appending_a_migration_applies_only_the_new_one(tmp_path):
+    conn = await open_db(tmp_path / "np.db")
+    try:
+        extra = "CREATE TABLE extra (x INTEGER); -- trailing comment\n"
+        assert await migrate(conn, (*MIGRATIONS, extra)) == len(MIGRATIONS) + 1
+        assert "extra" in await _tables(conn)
+        assert await migrate(conn, (*MIGRATIONS, extra)) == len(MIGRATIONS) + 1
+    finally:
+        await conn.close()
+
+
+async def test_a_failing_migration_rolls_back_entirely(tmp_path):
+    conn = await open_db(tmp_path / "np.db")
+    try:
+        broken = "CREATE TABLE half (x); INSERT INTO no_such_table VALUES (1);"
+        with pytest.raises(aiosqlite.OperationalError, match="no_such_table"):
+            await migrate(conn, (*MIGRATIONS, broken))
+        assert "half" not in await _tables(conn)
+        assert await _scalar(conn, "PRAGMA user_version") == len(MIGRATIONS)
+        assert not conn.in_transaction
+    finally:
+        await conn.close()
+
+
+async def test_transaction_rolls_back_on_error(tmp_path):
+    conn = await open_db(tmp_path / "np.db")
+    try:
+        with pytest.raises(RuntimeError):
+            async with transaction(conn):
+                await conn.execute(
+                    "INSERT INTO usage_daily VALUES ('d','','','m','',1,0,0,0,0,0,0,0)"
+                )
+                raise RuntimeError
+        assert await _scalar(conn, "SELECT COUNT(*) FROM usage_daily") == 0
+    finally:
+        await conn.close()
+
+
+async def test_check_writable_reports_a_writable_database(tmp_path):
+    conn = await open_db(tmp_path / "np.db")
+    try:
+        assert await check_writable(conn)
+    finally:
+        await conn.close()
+
+
+async def test_check_writable_is_false_while_another_connection_holds_the_write_lock(tmp_path):
+    path = tmp_path / "np.db"
+    conn = await open_db(path)
+    holder = await open_db(path)
+    try:
+        await conn.execute("PRAGMA busy_timeout = 50")
+        await holder.execute("BEGIN IMMEDIATE")
+        assert not await check_writable(conn)
+        await holder.execute("ROLLBACK")
+        assert await check_writable(conn)
+    finally:
+        await holder.close()
+        await conn.close()
+
+
+async def test_check_writable_is_false_for_read_only_and_closed_connections(tmp_path):
+    path = tmp_path / "np.db"
+    conn = await open_db(path)
+    await conn.close()
+    assert not await check_writable(conn)
+    async with aiosqlite.connect(f"file:{path}?mode=ro", uri=True) as ro:
+        assert not await check_writable(ro)
