@@ -1,0 +1,357 @@
+"""Per-key rate limits (requests/min, tokens/min, concurrent requests) and budgets.
+
+The windows are sliding logs of ``(timestamp, amount)`` over the last 60 s, not GCRA or a
+token bucket: "60 requests per minute" then means exactly "never more than 60 in any 60 s",
+request N+1 inside the window is refused and admitted again the instant the oldest entry is
+60 s old, and a token estimate can be corrected afterwards at its own timestamp. Memory per
+key is one entry per distinct admission instant in the last minute (so at most ``rpm``
+entries when requests are limited); idle keys are swept away.
+
+Time is always an argument (``now``), on one monotonic scale.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+from typing import Literal
+
+from nitroproxy.core.errors import QuotaExceeded, RateLimited
+
+__all__ = [
+    "WINDOW_S",
+    "Admission",
+    "KeyLimits",
+    "RateLimits",
+    "check_budget",
+    "format_duration",
+    "ratelimit_headers",
+    "to_error",
+]
+
+WINDOW_S = 60.0
+# A refused concurrency slot frees when some stream ends, which no clock predicts; this is
+# the hint sent as Retry-After.
+CONCURRENCY_RETRY_AFTER_S = 1.0
+
+Reason = Literal["requests", "tokens", "concurrency", "budget"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLimits:
+    """``None`` means unlimited."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    budget_day_usd: float | None = None
+    budget_month_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The verdict plus what the ``x-ratelimit-*`` headers report. Header fields are
+    ``None`` for unlimited dimensions; resets are seconds until the window is empty."""
+
+    allowed: bool
+    reason: Reason | None = None
+    retry_after: float | None = None
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests: float | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens: float | None = None
+    tokens_requested: int = 0
+    message: str | None = None
+
+
+class _Window:
+    """A sorted log of (timestamp, amount) with a running total. Pruning advances a head
+    index and compacts the lists once half of them is dead, so it is amortized O(1)."""
+
+    __slots__ = ("amounts", "head", "stamps", "total")
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+        self.amounts: list[int] = []
+        self.head = 0
+        self.total = 0
+
+    def __len__(self) -> int:
+        return len(self.stamps) - self.head
+
+    def prune(self, now: float) -> None:
+        # An entry counts while now < stamp + WINDOW_S.
+        end = bisect_right(self.stamps, now - WINDOW_S, self.head)
+        self.total -= sum(self.amounts[self.head : end])
+        self.head = end
+        if self.head and self.head * 2 >= len(self.stamps):
+            del self.stamps[: self.head], self.amounts[: self.head]
+            self.head = 0
+
+    def add(self, now: float, amount: int) -> None:
+        self.total += amount
+        if self.stamps and self.stamps[-1] == now:
+            self.amounts[-1] += amount  # coalesce admissions at the same instant
+            return
+        i = bisect_right(self.stamps, now, self.head)  # == len() unless the clock went back
+        self.stamps.insert(i, now)
+        self.amounts.insert(i, amount)
+
+    def adjust(self, at: float, delta: int) -> None:
+        """Change the amount recorded at ``at``; a pruned or unknown entry is left alone."""
+        i = bisect_left(self.stamps, at, self.head)
+        if i < len(self.stamps) and self.stamps[i] == at:
+            new = max(0, self.amounts[i] + delta)
+            self.total += new - self.amounts[i]
+            self.amounts[i] = new
+
+    def wait_for(self, excess: int, now: float) -> float:
+        """Seconds until at least ``excess`` has expired from the window."""
+        freed = 0
+        for i in range(self.head, len(self.stamps)):
+            freed += self.amounts[i]
+            if freed >= excess:
+                return self.stamps[i] + WINDOW_S - now
+        return WINDOW_S
+
+    def reset_in(self, now: float) -> float:
+        return self.stamps[-1] + WINDOW_S - now if len(self) else 0.0
+
+
+class _KeyState:
+    __slots__ = ("active", "requests", "tokens")
+
+    def __init__(self) -> None:
+        self.requests = _Window()
+        self.tokens = _Window()
+        self.active = 0
+
+    def prune(self, now: float) -> None:
+        self.requests.prune(now)
+        self.tokens.prune(now)
+
+    def idle(self) -> bool:
+        return not self.active and not len(self.requests) and not len(self.tokens)
+
+
+class RateLimits:
+    """All keys' windows and concurrency counters in one process. Mutable and pure: each
+    call is one atomic step, so the async shell needs no lock as long as it doesn't await
+    between a check and its update.
+
+    A key is dropped once its windows are empty and it holds no slot; a full sweep runs at
+    most once per window, triggered by ``admit``, so memory follows the keys active in the
+    last minute.
+    """
+
+    def __init__(self) -> None:
+        self._keys: dict[str, _KeyState] = {}
+        self._last_sweep: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def admit(
+        self,
+        key: str,
+        limits: KeyLimits,
+        *,
+        tokens: int,
+        now: float,
+        concurrent: bool = True,
+        spent_day_usd: float = 0.0,
+        spent_month_usd: float = 0.0,
+    ) -> Admission:
+        """Check budget, concurrency, requests/min and tokens/min together; if all pass,
+        record one request, ``tokens`` estimated tokens and (when ``concurrent``) one slot,
+        which the caller returns with :meth:`release`."""
+        self._maybe_sweep(now)
+        state = self._keys.get(key)
+        if state is None:
+            state = _KeyState()
+        state.prune(now)
+        denial = _deny(state, limits, tokens, now, concurrent, spent_day_usd, spent_month_usd)
+        if denial is None:
+            if limits.rpm is not None:
+                state.requests.add(now, 1)
+            if limits.tpm is not None:
+                state.tokens.add(now, tokens)
+            if concurrent:
+                state.active += 1
+        if not state.idle():
+            self._keys[key] = state
+        return _admission(state, limits, tokens, now, denial)
+
+    def settle(
+        self, key: str, *, admitted_tokens: int, actual_tokens: int, at: float, now: float
+    ) -> None:
+        """Replace the estimate admitted at ``at`` by the real usage, at its own timestamp,
+        so the correction expires when the estimate would have. A no-op once it left the
+        window."""
+        state = self._keys.get(key)
+        if state is None:
+            return
+        state.prune(now)
+        state.tokens.adjust(at, actual_tokens - admitted_tokens)
+        self._drop_if_idle(key, state)
+
+    def release(self, key: str, now: float) -> None:
+        """Return a concurrency slot taken by :meth:`admit`."""
+        state = self._keys.get(key)
+        if state is None:
+            return
+        state.active = max(0, state.active - 1)
+        state.prune(now)
+        self._drop_if_idle(key, state)
+
+    def active(self, key: str) -> int:
+        state = self._keys.get(key)
+        return state.active if state else 0
+
+    def sweep(self, now: float) -> None:
+        """Prune every key and forget the idle ones."""
+        self._last_sweep = now
+        for key, state in list(self._keys.items()):
+            state.prune(now)
+            self._drop_if_idle(key, state)
+
+    def _maybe_sweep(self, now: float) -> None:
+        if self._last_sweep is None:
+            self._last_sweep = now
+        elif now - self._last_sweep >= WINDOW_S:
+            self.sweep(now)
+
+    def _drop_if_idle(self, key: str, state: _KeyState) -> None:
+        if state.idle():
+            del self._keys[key]
+
+
+def _deny(
+    state: _KeyState,
+    limits: KeyLimits,
+    tokens: int,
+    now: float,
+    concurrent: bool,
+    spent_day: float,
+    spent_month: float,
+) -> tuple[Reason, float | None, str] | None:
+    quota = check_budget(limits, spent_day, spent_month)
+    if quota is not None:
+        return "budget", None, quota.message
+    reasons: list[tuple[Reason, float | None, str]] = []
+    if concurrent and limits.max_concurrent is not None and state.active >= limits.max_concurrent:
+        reasons.append(
+            (
+                "concurrency",
+                CONCURRENCY_RETRY_AFTER_S,
+                f"Rate limit reached: {limits.max_concurrent} concurrent requests in flight",
+            )
+        )
+    if limits.rpm is not None and state.requests.total + 1 > limits.rpm:
+        wait = state.requests.wait_for(state.requests.total + 1 - limits.rpm, now)
+        reasons.append(("requests", wait, f"Rate limit reached: {limits.rpm} requests per min"))
+    if limits.tpm is not None and tokens > limits.tpm:
+        message = (
+            f"Request too large: about {tokens} tokens, over the limit of "
+            f"{limits.tpm} tokens per min"
+        )
+        return "tokens", None, message
+    if limits.tpm is not None and state.tokens.total + tokens > limits.tpm:
+        wait = state.tokens.wait_for(state.tokens.total + tokens - limits.tpm, now)
+        used = state.tokens.total
+        message = (
+            f"Rate limit reached: {limits.tpm} tokens per min (used {used}, requested {tokens})"
+        )
+        reasons.append(("tokens", wait, message))
+    if not reasons:
+        return None
+    # Name the first limit hit, but wait for all of them, so a retry then succeeds.
+    waits = [w for _, w, _ in reasons if w is not None]
+    return reasons[0][0], max(waits) if waits else None, reasons[0][2]
+
+
+def _admission(
+    state: _KeyState,
+    limits: KeyLimits,
+    tokens: int,
+    now: float,
+    denial: tuple[Reason, float | None, str] | None,
+) -> Admission:
+    rpm, tpm = limits.rpm, limits.tpm
+    return Admission(
+        allowed=denial is None,
+        reason=None if denial is None else denial[0],
+        retry_after=None if denial is None else denial[1],
+        message=None if denial is None else denial[2],
+        limit_requests=rpm,
+        remaining_requests=None if rpm is None else max(0, rpm - state.requests.total),
+        reset_requests=None if rpm is None else state.requests.reset_in(now),
+        limit_tokens=tpm,
+        remaining_tokens=None if tpm is None else max(0, tpm - state.tokens.total),
+        reset_tokens=None if tpm is None else state.tokens.reset_in(now),
+        tokens_requested=tokens,
+    )
+
+
+def check_budget(
+    limits: KeyLimits, spent_day_usd: float, spent_month_usd: float
+) -> QuotaExceeded | None:
+    """A key whose recorded spend has reached its daily or monthly budget is cut off."""
+    for period, budget, spent in (
+        ("daily", limits.budget_day_usd, spent_day_usd),
+        ("monthly", limits.budget_month_usd, spent_month_usd),
+    ):
+        if budget is not None and spent >= budget:
+            return QuotaExceeded(
+                f"You exceeded your {period} budget of ${budget:.2f} (spent ${spent:.2f})"
+            )
+    return None
+
+
+def to_error(adm: Admission) -> RateLimited:
+    """The 429 for a refused admission, with its headers (budget → ``insufficient_quota``)."""
+    message = adm.message or "Rate limit reached"
+    headers = ratelimit_headers(adm)
+    if adm.reason == "budget":
+        return QuotaExceeded(message, headers=headers)
+    return RateLimited(message, retry_after=adm.retry_after, headers=headers)
+
+
+def ratelimit_headers(adm: Admission) -> dict[str, str]:
+    """OpenAI's ``x-ratelimit-*`` headers for the limited dimensions, plus ``retry-after``
+    (whole seconds, rounded up) on a refusal that has one."""
+    headers: dict[str, str] = {}
+    for kind, limit, remaining, reset in (
+        ("requests", adm.limit_requests, adm.remaining_requests, adm.reset_requests),
+        ("tokens", adm.limit_tokens, adm.remaining_tokens, adm.reset_tokens),
+    ):
+        if limit is None:
+            continue
+        headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+        headers[f"x-ratelimit-remaining-{kind}"] = str(remaining or 0)
+        headers[f"x-ratelimit-reset-{kind}"] = format_duration(reset or 0.0)
+    if not adm.allowed and adm.retry_after is not None:
+        headers["retry-after"] = str(max(1, math.ceil(adm.retry_after)))
+    return headers
+
+
+def format_duration(seconds: float) -> str:
+    """OpenAI's (Go's) duration style at millisecond precision, rounded up:
+    ``"20ms"``, ``"1s"``, ``"1.5s"``, ``"6m0s"``, ``"1h0m0s"``."""
+    ms = math.ceil(round(max(0.0, seconds) * 1000, 6))
+    if ms == 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    whole, frac = divmod(rest, 1000)
+    secs = f"{whole}.{frac:03d}".rstrip("0") if frac else str(whole)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
