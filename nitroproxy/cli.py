@@ -45,22 +45,40 @@ def cmd_mock_provider(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from nitroproxy.store.commands import sweep_once
+    from nitroproxy.core.retention import RetentionPolicy
+    from nitroproxy.store.sweeper import RetentionSweeper, SweepResult
 
     settings = _load(args.config)
-    result = asyncio.run(sweep_once(settings))
+    r = settings.retention
+    policy = RetentionPolicy(requests_s=r.requests, billing_s=r.billing)
+
+    async def sweep() -> SweepResult:
+        sweeper = RetentionSweeper(settings.storage.path, policy, batch_size=r.batch_size)
+        try:
+            return await sweeper.run_once()
+        finally:
+            await sweeper.close()
+
+    result = asyncio.run(sweep())
     print(
-        f"rolled up {result.rolled_up} records, deleted {result.deleted_raw} raw records and "
-        f"{result.deleted_aggregates} aggregates"
+        f"rolled up {result.deleted_raw} records into {result.rolled_up} daily aggregates; "
+        f"deleted {result.deleted_aggregates} expired aggregates"
     )
     return 0
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    from nitroproxy.store.commands import usage_report
+    from nitroproxy.reports import usage_report
 
     settings = _load(args.config)
-    print(asyncio.run(usage_report(settings, args.start, args.end, args.group_by, args.format)))
+    try:
+        report = asyncio.run(
+            usage_report(settings, args.start, args.end, args.group_by, args.format)
+        )
+    except ValueError as exc:
+        print(f"nitroproxy: {exc}", file=sys.stderr)
+        return 2
+    print(report)
     return 0
 
 
@@ -91,9 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", default=DEFAULT_CONFIG)
     p.add_argument("--from", dest="start", help="ISO date or datetime (UTC), inclusive")
     p.add_argument("--to", dest="end", help="ISO date or datetime (UTC), exclusive")
-    p.add_argument(
-        "--group-by", default="day", choices=["day", "model", "provider", "key", "user"]
-    )
+    p.add_argument("--group-by", default="day", choices=["day", "model", "provider", "key", "user"])
     p.add_argument("--format", default="table", choices=["table", "json", "csv"])
     p.set_defaults(func=cmd_usage)
     return parser

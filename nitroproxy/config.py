@@ -97,7 +97,7 @@ class Deployment:
     name: str
     provider: str
     upstream_model: str
-    price: Price = Price()
+    price: Price = field(default_factory=Price)
     weight: float = 1.0
     seed_ttft: float | None = None
     seed_tokens_per_s: float | None = None
@@ -261,8 +261,22 @@ def parse(data: Any) -> Settings:
     root = Reader(data, "")
     root.require_mapping()
     root.only(
-        "server upstream providers models routing storage retention privacy logging "
-        "metrics tokens auth tiers keys".split()
+        [
+            "server",
+            "upstream",
+            "providers",
+            "models",
+            "routing",
+            "storage",
+            "retention",
+            "privacy",
+            "logging",
+            "metrics",
+            "tokens",
+            "auth",
+            "tiers",
+            "keys",
+        ]
     )
     providers = _providers(root.child("providers"))
     tiers = {name: _limits(r) for name, r in root.child("tiers").items()}
@@ -286,8 +300,15 @@ def parse(data: Any) -> Settings:
 
 def _server(r: Reader) -> ServerSettings:
     r.only(
-        "host port max_body_bytes shutdown_grace keepalive_interval trust_forwarded_for "
-        "mock_provider".split()
+        [
+            "host",
+            "port",
+            "max_body_bytes",
+            "shutdown_grace",
+            "keepalive_interval",
+            "trust_forwarded_for",
+            "mock_provider",
+        ]
     )
     d = ServerSettings()
     mock = r.child("mock_provider")
@@ -303,7 +324,7 @@ def _server(r: Reader) -> ServerSettings:
 
 
 def _mock(r: Reader) -> MockProviderSettings:
-    r.only("host port tokens delay_ms".split())
+    r.only(["host", "port", "tokens", "delay_ms"])
     d = MockProviderSettings()
     return MockProviderSettings(
         host=r.text("host", d.host),
@@ -314,7 +335,7 @@ def _mock(r: Reader) -> MockProviderSettings:
 
 
 def _upstream(r: Reader) -> UpstreamSettings:
-    r.only("max_connections max_connections_per_host keepalive_timeout".split())
+    r.only(["max_connections", "max_connections_per_host", "keepalive_timeout"])
     d = UpstreamSettings()
     return UpstreamSettings(
         max_connections=r.integer("max_connections", d.max_connections, minimum=1),
@@ -324,7 +345,7 @@ def _upstream(r: Reader) -> UpstreamSettings:
 
 
 def _timeouts(r: Reader) -> Timeouts:
-    r.only("connect first_byte idle total".split())
+    r.only(["connect", "first_byte", "idle", "total"])
     d = Timeouts()
     return Timeouts(
         connect=r.duration("connect", d.connect),
@@ -339,8 +360,16 @@ def _providers(r: Reader) -> dict[str, ProviderSettings]:
     for name, p in r.items():
         p.require_mapping()
         p.only(
-            "kind base_url api_key headers timeouts stream_usage anthropic_version "
-            "auth_header".split()
+            [
+                "kind",
+                "base_url",
+                "api_key",
+                "headers",
+                "timeouts",
+                "stream_usage",
+                "anthropic_version",
+                "auth_header",
+            ]
         )
         kind = p.choice("kind", [f.value for f in ApiFormat], required=True)
         url = p.text("base_url", None, required=True).rstrip("/")
@@ -370,7 +399,7 @@ def _models(r: Reader, providers: Mapping[str, ProviderSettings]) -> dict[str, M
         if name.endswith((":floor", ":nitro")):
             m.fail(None, "a model name may not end with :floor or :nitro (routing suffixes)")
         m.require_mapping()
-        m.only("strategy deployments default_max_tokens".split())
+        m.only(["strategy", "deployments", "default_max_tokens"])
         deployments = []
         dl = m.child("deployments")
         for d in dl.seq(required=True):
@@ -395,16 +424,16 @@ def _models(r: Reader, providers: Mapping[str, ProviderSettings]) -> dict[str, M
 
 def _deployment(d: Reader, model: str, providers: Mapping[str, ProviderSettings]) -> Deployment:
     d.require_mapping()
-    d.only("name provider model price weight seed".split())
+    d.only(["name", "provider", "model", "price", "weight", "seed"])
     provider = d.text("provider", None, required=True)
     if provider not in providers:
         known = ", ".join(sorted(providers)) or "none configured"
         d.fail("provider", f"unknown provider {provider!r} (known: {known})")
     upstream = d.text("model", model)
     price = d.child("price")
-    price.only("input output cached_input cache_write".split())
+    price.only(["input", "output", "cached_input", "cache_write"])
     seed = d.child("seed")
-    seed.only("ttft tokens_per_s".split())
+    seed.only(["ttft", "tokens_per_s"])
     return Deployment(
         name=d.text("name", f"{provider}/{upstream}"),
         provider=provider,
@@ -423,8 +452,16 @@ def _deployment(d: Reader, model: str, providers: Mapping[str, ProviderSettings]
 
 def _routing(r: Reader) -> RoutingSettings:
     r.only(
-        "max_attempts deadline failure_threshold base_cooldown max_cooldown ewma_alpha "
-        "min_samples seed".split()
+        [
+            "max_attempts",
+            "deadline",
+            "failure_threshold",
+            "base_cooldown",
+            "max_cooldown",
+            "ewma_alpha",
+            "min_samples",
+            "seed",
+        ]
     )
     d = RoutingSettings()
     seed = r.integer("seed", -1, minimum=-1)
@@ -441,7 +478,7 @@ def _routing(r: Reader) -> RoutingSettings:
 
 
 def _storage(r: Reader) -> StorageSettings:
-    r.only("enabled path batch_size flush_interval max_queue".split())
+    r.only(["enabled", "path", "batch_size", "flush_interval", "max_queue"])
     d = StorageSettings()
     return StorageSettings(
         enabled=r.flag("enabled", d.enabled),
@@ -453,7 +490,7 @@ def _storage(r: Reader) -> StorageSettings:
 
 
 def _retention(r: Reader) -> RetentionSettings:
-    r.only("requests billing interval batch_size".split())
+    r.only(["requests", "billing", "interval", "batch_size"])
     d = RetentionSettings()
     return RetentionSettings(
         requests=r.duration("requests", d.requests),
@@ -464,7 +501,7 @@ def _retention(r: Reader) -> RetentionSettings:
 
 
 def _privacy(r: Reader) -> PrivacySettings:
-    r.only("client_ip store_user_agent".split())
+    r.only(["client_ip", "store_user_agent"])
     return PrivacySettings(
         client_ip=r.choice("client_ip", ["none", "truncated", "full"], "truncated"),
         store_user_agent=r.flag("store_user_agent", True),
@@ -472,7 +509,7 @@ def _privacy(r: Reader) -> PrivacySettings:
 
 
 def _logging(r: Reader) -> LoggingSettings:
-    r.only("level format access_log".split())
+    r.only(["level", "format", "access_log"])
     levels = ["debug", "info", "warning", "error", "critical"]
     return LoggingSettings(
         level=r.choice("level", levels, os.environ.get("NITROPROXY_LOG_LEVEL", "info").lower()),
@@ -482,7 +519,7 @@ def _logging(r: Reader) -> LoggingSettings:
 
 
 def _metrics(r: Reader) -> MetricsSettings:
-    r.only("enabled key_labels port".split())
+    r.only(["enabled", "key_labels", "port"])
     port = r.integer("port", 0, minimum=0, maximum=65535)
     return MetricsSettings(
         enabled=r.flag("enabled", True),
@@ -492,7 +529,7 @@ def _metrics(r: Reader) -> MetricsSettings:
 
 
 def _tokens(r: Reader) -> TokenSettings:
-    r.only("count offload_chars".split())
+    r.only(["count", "offload_chars"])
     return TokenSettings(
         count=r.flag("count", True),
         offload_chars=r.integer("offload_chars", 20_000, minimum=0),
@@ -500,7 +537,7 @@ def _tokens(r: Reader) -> TokenSettings:
 
 
 def _auth(r: Reader) -> AuthSettings:
-    r.only("required admin_key".split())
+    r.only(["required", "admin_key"])
     return AuthSettings(
         required=r.flag("required", True),
         admin_key=r.text("admin_key", None) or None,
@@ -509,7 +546,7 @@ def _auth(r: Reader) -> AuthSettings:
 
 def _limits(r: Reader) -> LimitSettings:
     r.require_mapping()
-    r.only("rpm tpm max_concurrent budget_day_usd budget_month_usd".split())
+    r.only(["rpm", "tpm", "max_concurrent", "budget_day_usd", "budget_month_usd"])
     return LimitSettings(
         rpm=r.optional_int("rpm"),
         tpm=r.optional_int("tpm"),
@@ -524,8 +561,20 @@ def _keys(r: Reader, tiers: Mapping[str, LimitSettings]) -> tuple[KeySettings, .
     names: set[str] = set()
     for k in r.seq():
         k.require_mapping()
-        k.only("name key user tier models rpm tpm max_concurrent budget_day_usd "
-               "budget_month_usd".split())
+        k.only(
+            [
+                "name",
+                "key",
+                "user",
+                "tier",
+                "models",
+                "rpm",
+                "tpm",
+                "max_concurrent",
+                "budget_day_usd",
+                "budget_month_usd",
+            ]
+        )
         name = k.text("name", None, required=True)
         if name in names:
             k.fail("name", f"duplicate key name {name!r}")
@@ -543,8 +592,9 @@ def _keys(r: Reader, tiers: Mapping[str, LimitSettings]) -> tuple[KeySettings, .
                 user=k.text("user", None) or None,
                 tier=tier,
                 models=tuple(k.texts("models")),
-                limits=_limits(k.subset("rpm tpm max_concurrent budget_day_usd "
-                                        "budget_month_usd".split())),
+                limits=_limits(
+                    k.subset(["rpm", "tpm", "max_concurrent", "budget_day_usd", "budget_month_usd"])
+                ),
             )
         )
     return tuple(out)

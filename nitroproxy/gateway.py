@@ -136,8 +136,9 @@ class Gateway:
             self._candidates[call.model.name],
             strategy=call.strategy,
             prefs=call.prefs,
-            measurements={c.name: self.health.measurement(c.name)
-                          for c in self._candidates[call.model.name]},
+            measurements={
+                c.name: self.health.measurement(c.name) for c in self._candidates[call.model.name]
+            },
             available=lambda name: self.health.available(name, now),
             prompt_tokens=prompt,
             max_output_tokens=call.max_output_tokens,
@@ -191,14 +192,18 @@ class Gateway:
         tally.upstream_model = deployment.upstream_model
         tally.price = deployment.price
 
-    def _failed(self, call: Call, deployment: Deployment, provider: Provider, error: ProxyError) -> None:
+    def _failed(
+        self, call: Call, deployment: Deployment, provider: Provider, error: ProxyError
+    ) -> None:
         if is_retryable(error):
             self.health.record_failure(deployment.name, self.clock(), retry_after=error.retry_after)
         self.metrics.upstream_error(provider.name, error.code or error.error_class)
 
     async def _attempt(self, call: Call, deployment: Deployment, provider: Provider) -> Exchange:
         body = self._upstream_body(call, deployment, provider)
-        resp = await self.client.send(provider, upstream_endpoint(call.endpoint, provider.kind), body)
+        resp = await self.client.send(
+            provider, upstream_endpoint(call.endpoint, provider.kind), body
+        )
         exchange = Exchange(provider, deployment, resp)
         if call.stream:
             # Read the first chunk here, inside the attempt: an upstream that accepts the
@@ -233,10 +238,14 @@ class Gateway:
         if provider.kind is ApiFormat.ANTHROPIC:
             return orjson.dumps(
                 anthropic_wire.chat_to_messages_request(
-                    call.body, upstream_model=model, default_max_tokens=call.model.default_max_tokens
+                    call.body,
+                    upstream_model=model,
+                    default_max_tokens=call.model.default_max_tokens,
                 )
             )
-        return orjson.dumps(anthropic_wire.messages_to_chat_request(call.body, upstream_model=model))
+        return orjson.dumps(
+            anthropic_wire.messages_to_chat_request(call.body, upstream_model=model)
+        )
 
     # -- settling -------------------------------------------------------------------------
 
@@ -328,4 +337,3 @@ def status_outcome(error: ProxyError) -> tuple[int, Outcome]:
     if status < 500:
         return status, Outcome.CLIENT_ERROR
     return status, Outcome.UPSTREAM_ERROR
-

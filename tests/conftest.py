@@ -43,7 +43,9 @@ class Proxy:
     def headers(self, key: str = CLIENT_KEY) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
 
-    async def post(self, path: str, body: Any, key: str = CLIENT_KEY, **kw: Any) -> aiohttp.ClientResponse:
+    async def post(
+        self, path: str, body: Any, key: str = CLIENT_KEY, **kw: Any
+    ) -> aiohttp.ClientResponse:
         headers = {**self.headers(key), **kw.pop("headers", {})}
         return await self.session.post(self.url + path, json=body, headers=headers, **kw)
 
@@ -143,15 +145,43 @@ async def proxy(make_proxy: ProxyFactory, proxy_config: dict[str, Any]) -> Proxy
 
 
 def add_model(
-    cfg: dict[str, Any], name: str, *upstream_models: str, provider: str = "mock-openai", **extra: Any
+    cfg: dict[str, Any],
+    name: str,
+    *upstream_models: str,
+    provider: str = "mock-openai",
+    **extra: Any,
 ) -> dict[str, Any]:
     """Add public model ``name`` with one deployment per upstream model (mock directives in
     the name script the upstream's behaviour, e.g. ``mock+fail500``)."""
     cfg["models"][name] = {
         "deployments": [
-            {"name": f"{name}-{i}", "provider": provider, "model": m, "price": {"input": 1, "output": 2}}
+            {
+                "name": f"{name}-{i}",
+                "provider": provider,
+                "model": m,
+                "price": {"input": 1, "output": 2},
+            }
             for i, m in enumerate(upstream_models)
         ],
         **extra,
     }
     return cfg
+
+
+async def wait_records(proxy: Proxy, count: int, within: float = 5.0) -> list[Any]:
+    """The usage records the proxy has written, once there are ``count`` of them."""
+    import asyncio
+
+    from nitroproxy.store.usage import list_records
+    from nitroproxy.web.appkeys import STORE
+
+    conn = proxy.app[STORE]
+    async with asyncio.timeout(within):
+        while True:
+            found = await list_records(conn)
+            if len(found) >= count:
+                await asyncio.sleep(0.05)  # and no more than that
+                found = await list_records(conn)
+                assert len(found) == count, found
+                return found
+            await asyncio.sleep(0.02)

@@ -60,8 +60,14 @@ def test_secrets_do_not_show_in_repr(tmp_path: Path) -> None:
         ),
         (GOOD.replace("strategy: price", "strategy: cheapest"), "models.gpt-4o.strategy: must be"),
         (GOOD.replace("kind: openai", "kind: azure"), "providers.openai.kind: must be one of"),
-        (GOOD.replace('"https://api.openai.com/v1"', "api.openai.com"), "providers.openai.base_url"),
-        (GOOD.replace("requests: 30d", "requests: soon"), "retention.requests: expected a duration"),
+        (
+            GOOD.replace('"https://api.openai.com/v1"', "api.openai.com"),
+            "providers.openai.base_url",
+        ),
+        (
+            GOOD.replace("requests: 30d", "requests: soon"),
+            "retention.requests: expected a duration",
+        ),
         (GOOD + "\nrouting: {max_atempts: 3}\n", "routing.max_atempts: unknown setting"),
         (GOOD.replace("input: 2.5", "input: -1"), "price.input: must be at least 0"),
         ("models: [1, 2]\n", "models: expected a mapping"),

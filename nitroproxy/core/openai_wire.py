@@ -24,7 +24,9 @@ def _require_model(body: Mapping[str, Any]) -> None:
         raise InvalidRequest("'model' must be a non-empty string", param="model")
 
 
-def _optional(body: Mapping[str, Any], name: str, kinds: type | tuple[type, ...], what: str) -> None:
+def _optional(
+    body: Mapping[str, Any], name: str, kinds: type | tuple[type, ...], what: str
+) -> None:
     value = body.get(name)
     if value is None:
         return
@@ -34,7 +36,7 @@ def _optional(body: Mapping[str, Any], name: str, kinds: type | tuple[type, ...]
         raise InvalidRequest(f"'{name}' must be {what}", param=name)
 
 
-def _common(body: Any) -> Mapping[str, Any]:
+def _common(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
     _require_model(body)
@@ -49,8 +51,8 @@ def _common(body: Any) -> Mapping[str, Any]:
     return body
 
 
-def validate_chat(body: Any) -> Mapping[str, Any]:
-    body = _common(body)
+def validate_chat(raw: Any) -> Mapping[str, Any]:
+    body = _common(raw)
     messages = body.get("messages")
     if messages is None:
         raise InvalidRequest("you must provide a messages parameter", param="messages")
@@ -76,8 +78,8 @@ def validate_chat(body: Any) -> Mapping[str, Any]:
     return body
 
 
-def validate_completion(body: Any) -> Mapping[str, Any]:
-    body = _common(body)
+def validate_completion(raw: Any) -> Mapping[str, Any]:
+    body = _common(raw)
     if "prompt" not in body:
         raise InvalidRequest("you must provide a prompt parameter", param="prompt")
     if not isinstance(body["prompt"], str | list):
@@ -85,8 +87,8 @@ def validate_completion(body: Any) -> Mapping[str, Any]:
     return body
 
 
-def validate_embedding(body: Any) -> Mapping[str, Any]:
-    body = _common(body)
+def validate_embedding(raw: Any) -> Mapping[str, Any]:
+    body = _common(raw)
     value = body.get("input")
     if value is None:
         raise InvalidRequest("you must provide an input parameter", param="input")
@@ -112,6 +114,7 @@ def parse_error(body: Any) -> tuple[str | None, str | None, str | None, str | No
     """(type, message, code, param) from an OpenAI error body, tolerating partial shapes."""
     err = body.get("error") if isinstance(body, dict) else None
     if isinstance(err, dict):
+
         def s(name: str) -> str | None:
             value = err.get(name)
             return value if isinstance(value, str) else None
@@ -186,7 +189,9 @@ def finish_reason(chunk: Mapping[str, Any]) -> str | None:
     return None
 
 
-def model_list(names: Iterable[str], *, created: int, owned_by: str = "nitroproxy") -> dict[str, Any]:
+def model_list(
+    names: Iterable[str], *, created: int, owned_by: str = "nitroproxy"
+) -> dict[str, Any]:
     return {
         "object": "list",
         "data": [

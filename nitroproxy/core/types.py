@@ -3,30 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class ApiFormat(str, Enum):
+class ApiFormat(StrEnum):
     """The wire format a client speaks or an upstream expects."""
 
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
 
 
-class Endpoint(str, Enum):
+class Endpoint(StrEnum):
     CHAT = "chat.completions"
     COMPLETIONS = "completions"
     EMBEDDINGS = "embeddings"
     MESSAGES = "messages"
 
 
-class UsageSource(str, Enum):
+class UsageSource(StrEnum):
     PROVIDER = "provider"
     ESTIMATED = "estimated"
     NONE = "none"
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     """How a request ended; one per usage record."""
 
     OK = "ok"

@@ -71,7 +71,9 @@ class Provider:
         return f"Provider({self.name!r}, {self.kind.value})"
 
 
-def status_error(provider: Provider, status: int, body: bytes, headers: Mapping[str, str]) -> ProxyError:
+def status_error(
+    provider: Provider, status: int, body: bytes, headers: Mapping[str, str]
+) -> ProxyError:
     """An upstream 4xx/5xx as an ``UpstreamStatusError`` carrying its body for the client."""
     try:
         parsed: Any = orjson.loads(body) if body else None
@@ -123,7 +125,9 @@ def transport_error(provider: Provider, exc: BaseException) -> ProxyError:
     if isinstance(exc, aiohttp.ClientConnectorError):
         return UpstreamError(f"provider '{name}' is unreachable", code="upstream_unreachable")
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        return UpstreamError(f"provider '{name}' closed the connection", code="upstream_disconnected")
+        return UpstreamError(
+            f"provider '{name}' closed the connection", code="upstream_disconnected"
+        )
     if isinstance(exc, aiohttp.ClientError | OSError):
         return UpstreamError(f"provider '{name}' failed: {type(exc).__name__}")
     return UpstreamError(f"provider '{name}' failed unexpectedly")

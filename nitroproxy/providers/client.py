@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+
 import aiohttp
 
 from nitroproxy.config import UpstreamSettings

@@ -23,7 +23,7 @@ from nitroproxy.providers.client import UpstreamClient
 from nitroproxy.store.db import open_db
 from nitroproxy.store.sweeper import RetentionSweeper
 from nitroproxy.store.writer import UsageWriter
-from nitroproxy.web import anthropic_routes, ops_routes, openai_routes
+from nitroproxy.web import anthropic_routes, openai_routes, ops_routes
 from nitroproxy.web.appkeys import AUTH, GATEWAY, METRICS, SETTINGS, STORE, UPSTREAM, WRITER
 from nitroproxy.web.auth import Authenticator
 from nitroproxy.web.middleware import error_middleware
@@ -113,7 +113,7 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
     metrics = app[METRICS]
     r = settings.retention
     sweeper = RetentionSweeper(
-        app[STORE],
+        settings.storage.path,  # its own connection: its transactions never interleave ours
         RetentionPolicy(requests_s=r.requests, billing_s=r.billing),
         interval=r.interval,
         batch_size=r.batch_size,

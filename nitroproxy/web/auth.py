@@ -23,26 +23,28 @@ def key_digest(secret: str) -> str:
 def extract_key(headers: Mapping[str, str]) -> str | None:
     """``Authorization: Bearer`` (OpenAI SDK) or ``x-api-key`` (Anthropic SDK)."""
     auth = headers.get("Authorization")
-    if auth:
+    if auth is not None and auth:
         scheme, _, value = auth.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
         return None
-    value = headers.get("x-api-key")
-    return value.strip() if value and value.strip() else None
+    api_key = headers.get("x-api-key")
+    return api_key.strip() if api_key and api_key.strip() else None
 
 
 def _merge(base: LimitSettings, over: LimitSettings) -> KeyLimits:
-    def pick(name: str) -> float | int | None:
-        value = getattr(over, name)
-        return value if value is not None else getattr(base, name)
-
     return KeyLimits(
-        rpm=pick("rpm"),  # type: ignore[arg-type]
-        tpm=pick("tpm"),  # type: ignore[arg-type]
-        max_concurrent=pick("max_concurrent"),  # type: ignore[arg-type]
-        budget_day_usd=pick("budget_day_usd"),
-        budget_month_usd=pick("budget_month_usd"),
+        rpm=over.rpm if over.rpm is not None else base.rpm,
+        tpm=over.tpm if over.tpm is not None else base.tpm,
+        max_concurrent=over.max_concurrent
+        if over.max_concurrent is not None
+        else base.max_concurrent,
+        budget_day_usd=over.budget_day_usd
+        if over.budget_day_usd is not None
+        else base.budget_day_usd,
+        budget_month_usd=over.budget_month_usd
+        if over.budget_month_usd is not None
+        else base.budget_month_usd,
     )
 
 

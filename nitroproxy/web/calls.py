@@ -33,6 +33,7 @@ async def read_json(request: web.Request) -> Any:
 
 def _validator(endpoint: Endpoint) -> Callable[[Any], Mapping[str, Any]]:
     if endpoint is Endpoint.MESSAGES:
+
         def validate(body: Any) -> Mapping[str, Any]:
             anthropic_wire.validate_messages_request(body)
             return body  # type: ignore[no-any-return]

@@ -45,9 +45,7 @@ def error_response(error: ProxyError, family: ApiFormat) -> web.Response:
         body = error.body
     else:
         body = orjson.dumps(error_payload(error, family))
-    return web.Response(
-        body=body, status=status, headers=headers, content_type="application/json"
-    )
+    return web.Response(body=body, status=status, headers=headers, content_type="application/json")
 
 
 def stream_error_event(error: ProxyError, family: ApiFormat) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
 from aiohttp import web
 
@@ -55,7 +56,7 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "time": time.time(),
-            "deployments": {name: h.as_dict() for name, h in snapshot.items()},
+            "deployments": {name: asdict(h) for name, h in snapshot.items()},
             "usage_queue_depth": writer.queue_depth if writer is not None else None,
             "usage_written": writer.written if writer is not None else None,
             "usage_dropped": writer.dropped if writer is not None else None,

@@ -8,6 +8,7 @@ the ``finally`` below; the call is settled exactly once whatever happened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -157,8 +158,8 @@ def _response_usage(upstream: ApiFormat, parsed: dict[str, Any]) -> Usage | None
 async def _count_output(call: Call, upstream: ApiFormat, parsed: dict[str, Any]) -> int:
     if upstream is ApiFormat.ANTHROPIC:
         texts = [
-            str(b.get("text") or b.get("name") or "") + (orjson.dumps(b["input"]).decode()
-                                                         if "input" in b else "")
+            str(b.get("text") or b.get("name") or "")
+            + (orjson.dumps(b["input"]).decode() if "input" in b else "")
             for b in parsed.get("content") or []
             if isinstance(b, dict)
         ]
@@ -174,7 +175,9 @@ async def _count_output(call: Call, upstream: ApiFormat, parsed: dict[str, Any])
 async def _prepare_stream(
     request: web.Request, call: Call, exchange: Exchange | None
 ) -> web.StreamResponse:
-    response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **_transparency(call, exchange)})
+    response = web.StreamResponse(
+        status=200, headers={**SSE_HEADERS, **_transparency(call, exchange)}
+    )
     await response.prepare(request)
     return response
 
@@ -270,7 +273,5 @@ async def _read_with_keepalive(
 
 
 async def _write_error(response: web.StreamResponse, call: Call, exc: ProxyError) -> None:
-    try:
+    with contextlib.suppress(ConnectionResetError):
         await response.write(stream_error_event(exc, call.client_format))
-    except ConnectionResetError:
-        pass

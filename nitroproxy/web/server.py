@@ -10,13 +10,10 @@ from nitroproxy import logs
 from nitroproxy.config import Settings
 from nitroproxy.web.app import create_app
 
-_SERVER_OPTIONS = {
-    # A client that hangs up cancels its handler at once, so the upstream request is
-    # closed instead of running on into the void.
-    "handler_cancellation": True,
-    # We write our own access line (with tokens and latency) from the gateway.
-    "access_log": None,
-}
+# A client that hangs up cancels its handler at once, so the upstream request is closed
+# instead of running on into the void. The access line is ours (with tokens and latency),
+# written by the gateway, so aiohttp's is off.
+HANDLER_CANCELLATION = True
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
@@ -33,14 +30,19 @@ async def start(
 ) -> tuple[web.AppRunner, int]:
     """Start ``app`` on ``host:port`` (0 picks a free port) the way ``serve`` does; returns the
     runner and the bound port. Tests use this to run the real server."""
-    runner = web.AppRunner(app, shutdown_timeout=shutdown_grace, **_SERVER_OPTIONS)
+    runner = web.AppRunner(
+        app,
+        shutdown_timeout=shutdown_grace,
+        handler_cancellation=HANDLER_CANCELLATION,
+        access_log=None,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    server = site._server
     bound = port
-    if server is not None and getattr(server, "sockets", None):
-        bound = server.sockets[0].getsockname()[1]
+    for address in runner.addresses:
+        bound = int(address[1])
+        break
     return runner, bound
 
 
@@ -60,6 +62,7 @@ def serve(settings: Settings) -> None:
         shutdown_timeout=settings.server.shutdown_grace,
         print=None,
         loop=new_loop(),
-        **_SERVER_OPTIONS,  # type: ignore[arg-type]
+        handler_cancellation=HANDLER_CANCELLATION,
+        access_log=None,
     )
     log.info("stopped")

@@ -78,4 +78,4 @@ def test_encode_round_trip() -> None:
     blob = sse.encode(b'{"a":1}', "message_delta") + sse.encode(b"[DONE]") + sse.comment()
     events = decode_all([blob])
     assert summary(events) == [("message_delta", b'{"a":1}'), (None, b"[DONE]"), (None, None)]
-    assert sse.DONE == sse.encode(b"[DONE]")
+    assert sse.encode(b"[DONE]") == sse.DONE

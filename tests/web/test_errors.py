@@ -35,12 +35,17 @@ async def test_malformed_json_is_400(proxy: Proxy) -> None:
         ({"messages": MESSAGES}, "model"),
         ({"model": 7, "messages": MESSAGES}, "model"),
         ({"model": "gpt-test"}, "messages"),
-        ({"model": "gpt-test", "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+        (
+            {"model": "gpt-test", "messages": [{"role": "wizard", "content": "x"}]},
+            "messages[0].role",
+        ),
         ({"model": "gpt-test", "messages": MESSAGES, "stream": "yes"}, "stream"),
         ({"model": "gpt-test", "messages": MESSAGES, "max_tokens": 0}, "max_tokens"),
     ],
 )
-async def test_bad_fields_are_400_with_param(proxy: Proxy, body: dict[str, Any], param: str) -> None:
+async def test_bad_fields_are_400_with_param(
+    proxy: Proxy, body: dict[str, Any], param: str
+) -> None:
     async with await proxy.post("/v1/chat/completions", body) as resp:
         assert resp.status == 400
         payload = await resp.json()
@@ -54,7 +59,9 @@ async def test_unknown_model_is_404_model_not_found(proxy: Proxy) -> None:
         assert_openai_error(await r.json(), "invalid_request_error", "model_not_found")
 
 
-async def test_body_over_the_limit_is_413(make_proxy: ProxyFactory, proxy_config: dict[str, Any]) -> None:
+async def test_body_over_the_limit_is_413(
+    make_proxy: ProxyFactory, proxy_config: dict[str, Any]
+) -> None:
     proxy_config["server"] = {"max_body_bytes": 2048}
     proxy = await make_proxy(proxy_config)
     body = {"model": "gpt-test", "messages": [{"role": "user", "content": "x" * 4096}]}
@@ -91,7 +98,9 @@ async def test_upstream_429_passes_retry_after(
     make_proxy: ProxyFactory, proxy_config: dict[str, Any]
 ) -> None:
     proxy = await make_proxy(add_model(proxy_config, "busy", "mock+fail429+retry=7"))
-    async with await proxy.post("/v1/chat/completions", {"model": "busy", "messages": MESSAGES}) as r:
+    async with await proxy.post(
+        "/v1/chat/completions", {"model": "busy", "messages": MESSAGES}
+    ) as r:
         assert r.status == 429
         assert r.headers["Retry-After"] == "7"
 
@@ -112,16 +121,24 @@ async def test_hanging_upstream_is_504_and_reset_is_502(
     assert reset.value.status_code == 502
 
 
-async def test_unreachable_upstream_is_502(make_proxy: ProxyFactory, proxy_config: dict[str, Any]) -> None:
+async def test_unreachable_upstream_is_502(
+    make_proxy: ProxyFactory, proxy_config: dict[str, Any]
+) -> None:
     proxy_config["providers"]["mock-openai"]["base_url"] = "http://127.0.0.1:9/v1"
     proxy = await make_proxy(proxy_config)
-    async with await proxy.post("/v1/chat/completions", {"model": "gpt-test", "messages": MESSAGES}) as r:
+    async with await proxy.post(
+        "/v1/chat/completions", {"model": "gpt-test", "messages": MESSAGES}
+    ) as r:
         assert r.status == 502
         assert_openai_error(await r.json(), "api_error", "upstream_unreachable")
 
 
-async def test_malformed_upstream_body_is_502(make_proxy: ProxyFactory, proxy_config: dict[str, Any]) -> None:
+async def test_malformed_upstream_body_is_502(
+    make_proxy: ProxyFactory, proxy_config: dict[str, Any]
+) -> None:
     proxy = await make_proxy(add_model(proxy_config, "junk", "mock+garbage"))
-    async with await proxy.post("/v1/chat/completions", {"model": "junk", "messages": MESSAGES}) as r:
+    async with await proxy.post(
+        "/v1/chat/completions", {"model": "junk", "messages": MESSAGES}
+    ) as r:
         assert r.status == 502
         assert_openai_error(await r.json(), "api_error")
