@@ -62,6 +62,16 @@ class MockProviderSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TLSSettings:
+    """The listener's certificate; ``client_ca`` set means clients must present a
+    certificate signed by it (mutual TLS)."""
+
+    cert: str
+    key: str
+    client_ca: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -70,6 +80,7 @@ class ServerSettings:
     keepalive_interval: float = 0.0
     trust_forwarded_for: bool = False
     mock_provider: MockProviderSettings | None = None
+    tls: TLSSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +101,8 @@ class ProviderSettings:
     stream_usage: bool = True
     anthropic_version: str = "2023-06-01"
     auth_header: str = "authorization"
+    ca_bundle: str | None = None
+    insecure_skip_verify: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +191,23 @@ class LimitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """The opt-in response cache: the only place prompt-derived data may be stored."""
+
+    enabled: bool = False
+    ttl: float = 3600.0
+    max_entries: int = 10_000
+    max_bytes: int = 256 * 1024 * 1024
+    scope: str = "key"
+
+
+@dataclass(frozen=True, slots=True)
+class StatsSettings:
+    enabled: bool = True
+    min_bucket: int = 10
+
+
+@dataclass(frozen=True, slots=True)
 class KeySettings:
     """A key declared in the config file (small deployments, demos); the store holds the rest."""
 
@@ -187,6 +217,7 @@ class KeySettings:
     tier: str | None = None
     models: tuple[str, ...] = ()
     limits: LimitSettings = LimitSettings()
+    cache: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +242,8 @@ class Settings:
     auth: AuthSettings = AuthSettings()
     tiers: Mapping[str, LimitSettings] = field(default_factory=dict)
     keys: tuple[KeySettings, ...] = ()
+    cache: CacheSettings = CacheSettings()
+    stats: StatsSettings = StatsSettings()
 
     def deployment(self, name: str) -> Deployment:
         for model in self.models.values():
@@ -276,6 +309,8 @@ def parse(data: Any) -> Settings:
             "auth",
             "tiers",
             "keys",
+            "cache",
+            "stats",
         ]
     )
     providers = _providers(root.child("providers"))
@@ -295,6 +330,8 @@ def parse(data: Any) -> Settings:
         auth=_auth(root.child("auth")),
         tiers=tiers,
         keys=_keys(root.child("keys"), tiers),
+        cache=_cache(root.child("cache")),
+        stats=_stats(root.child("stats")),
     )
 
 
@@ -308,10 +345,12 @@ def _server(r: Reader) -> ServerSettings:
             "keepalive_interval",
             "trust_forwarded_for",
             "mock_provider",
+            "tls",
         ]
     )
     d = ServerSettings()
     mock = r.child("mock_provider")
+    tls = r.child("tls")
     return ServerSettings(
         host=r.text("host", d.host),
         port=r.port("port", d.port),
@@ -320,6 +359,36 @@ def _server(r: Reader) -> ServerSettings:
         keepalive_interval=r.duration("keepalive_interval", d.keepalive_interval),
         trust_forwarded_for=r.flag("trust_forwarded_for", d.trust_forwarded_for),
         mock_provider=_mock(mock) if mock.present else None,
+        tls=_tls(tls) if tls.present else None,
+    )
+
+
+def _tls(r: Reader) -> TLSSettings:
+    r.only(["cert", "key", "client_ca"])
+    return TLSSettings(
+        cert=r.text("cert", None, required=True),
+        key=r.text("key", None, required=True),
+        client_ca=r.text("client_ca", None) or None,
+    )
+
+
+def _cache(r: Reader) -> CacheSettings:
+    r.only(["enabled", "ttl", "max_entries", "max_bytes", "scope"])
+    d = CacheSettings()
+    return CacheSettings(
+        enabled=r.flag("enabled", d.enabled),
+        ttl=r.duration("ttl", d.ttl),
+        max_entries=r.integer("max_entries", d.max_entries, minimum=1),
+        max_bytes=r.integer("max_bytes", d.max_bytes, minimum=1024),
+        scope=r.choice("scope", ["key", "user"], d.scope),
+    )
+
+
+def _stats(r: Reader) -> StatsSettings:
+    r.only(["enabled", "min_bucket"])
+    return StatsSettings(
+        enabled=r.flag("enabled", True),
+        min_bucket=r.integer("min_bucket", 10, minimum=1),
     )
 
 
@@ -369,6 +438,8 @@ def _providers(r: Reader) -> dict[str, ProviderSettings]:
                 "stream_usage",
                 "anthropic_version",
                 "auth_header",
+                "ca_bundle",
+                "insecure_skip_verify",
             ]
         )
         kind = p.choice("kind", [f.value for f in ApiFormat], required=True)
@@ -385,6 +456,8 @@ def _providers(r: Reader) -> dict[str, ProviderSettings]:
             stream_usage=p.flag("stream_usage", True),
             anthropic_version=p.text("anthropic_version", "2023-06-01"),
             auth_header=p.text("auth_header", "authorization").lower(),
+            ca_bundle=p.text("ca_bundle", None) or None,
+            insecure_skip_verify=p.flag("insecure_skip_verify", False),
         )
     return out
 
@@ -573,6 +646,7 @@ def _keys(r: Reader, tiers: Mapping[str, LimitSettings]) -> tuple[KeySettings, .
                 "max_concurrent",
                 "budget_day_usd",
                 "budget_month_usd",
+                "cache",
             ]
         )
         name = k.text("name", None, required=True)
@@ -592,6 +666,7 @@ def _keys(r: Reader, tiers: Mapping[str, LimitSettings]) -> tuple[KeySettings, .
                 user=k.text("user", None) or None,
                 tier=tier,
                 models=tuple(k.texts("models")),
+                cache=k.flag("cache", False),
                 limits=_limits(
                     k.subset(["rpm", "tpm", "max_concurrent", "budget_day_usd", "budget_month_usd"])
                 ),
