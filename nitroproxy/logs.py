@@ -15,8 +15,8 @@ passes through ``redact`` before it is rendered:
 
 Logging configuration is process-wide by nature (structlog and ``logging`` both are), so
 this module keeps one sink and one processor list and reconfigures them in place. Loggers
-cached before a reconfigure therefore follow the new output, format and redaction; only
-their level stays as it was when they were first used.
+made before a reconfigure therefore follow the new output, format and redaction; only their
+level stays as it was when they were created (or, for lazy ones, first used).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 
 from nitroproxy.core.types import UsageRecord
 
-__all__ = ["access_log", "configure_logging", "get_logger", "redact"]
+__all__ = ["access_log", "configure_logging", "get_logger", "mask", "redact"]
 
 LEVEL_ENV = "NITROPROXY_LOG_LEVEL"
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
@@ -223,6 +223,7 @@ class _Setup:
         # replaces its elements and never rebinds it.
         self.processors: list[Processor] = _chain(_renderer(console=False))
         self.handler: logging.Handler | None = None
+        self.configured = False
 
 
 def _renderer(*, console: bool, colors: bool = False) -> Processor:
@@ -309,6 +310,7 @@ def configure_logging(
     _SETUP.sink.stream = stream
     _SETUP.processors[:] = _chain(renderer)
     _configure_structlog(min_level)
+    _SETUP.configured = True
 
     root = logging.getLogger()
     if _SETUP.handler is not None:
@@ -321,9 +323,13 @@ def configure_logging(
 
 
 def get_logger(name: str = "nitroproxy") -> FilteringBoundLogger:
-    """A logger whose lines carry ``logger=name``; safe to create at import time: it resolves
-    the configuration on first use. Before ``configure_logging`` runs, structlog gets the
-    redacting JSON setup at ``info`` (structlog only: no stdlib handlers)."""
+    """A logger whose lines carry ``logger=name``. Safe to create at import time: until
+    ``configure_logging`` has run it is a lazy proxy that resolves the configuration on
+    first use (structlog meanwhile gets the redacting JSON setup at ``info``, without
+    touching stdlib logging). After that it is the bound logger itself, which skips the
+    proxy's per-call indirection."""
+    if _SETUP.configured:
+        return cast(FilteringBoundLogger, structlog.get_logger(name).bind())
     if not structlog.is_configured():
         _configure_structlog(_LEVELS["info"])
     return cast(FilteringBoundLogger, structlog.get_logger(name))

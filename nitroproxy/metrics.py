@@ -41,7 +41,7 @@ from prometheus_client.metrics_core import (
 
 from nitroproxy.core.types import UsageRecord
 
-__all__ = ["DURATION_BUCKETS", "TOKENS_PER_SECOND_BUCKETS", "Metrics"]
+__all__ = ["DURATION_BUCKETS", "TOKENS_PER_SECOND_BUCKETS", "TOKEN_KINDS", "Metrics"]
 
 # Seconds; LLM calls range from a cached 10 ms answer to a two-minute reasoning stream.
 DURATION_BUCKETS: tuple[float, ...] = (
