@@ -63,6 +63,18 @@ def test_each_encoding_is_loaded_once():
     assert encoding_for_model("gpt-4o") is get_encoding("o200k_base")
 
 
+def test_a_corrupt_rank_file_is_rejected(monkeypatch, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "o200k_base.tiktoken").write_bytes(b"aGk= 0\n")
+    monkeypatch.setattr(tokens, "files", lambda package: tmp_path)
+    get_encoding.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="does not match its SHA-256"):
+            get_encoding("o200k_base")
+    finally:
+        get_encoding.cache_clear()
+
+
 def test_unknown_encoding_is_rejected():
     with pytest.raises(ValueError, match="unknown encoding 'p50k_base'"):
         get_encoding("p50k_base")
@@ -447,6 +459,11 @@ def test_completion_counter_encodes_each_character_about_once(o200k, text):
         counter.feed(text[i : i + 3])
     assert counter.total > 0
     assert metered.encoded_chars <= 1.1 * len(text)
+
+
+def test_completion_counter_needs_a_positive_flush_size(o200k):
+    with pytest.raises(ValueError, match="flush_chars"):
+        CompletionCounter(o200k, flush_chars=0)
 
 
 def test_completion_counter_starts_empty_and_ignores_empty_deltas(o200k):
