@@ -40,7 +40,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_mock_provider(args: argparse.Namespace) -> int:
     from nitroproxy.mock_provider import MockSettings, run_mock
 
-    run_mock(args.host, args.port, MockSettings(tokens=args.tokens, delay_ms=args.delay_ms))
+    run_mock(
+        args.host, args.port, MockSettings(tokens=args.tokens, delay_ms=args.delay_ms)
+    )
     return 0
 
 
@@ -53,7 +55,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     policy = RetentionPolicy(requests_s=r.requests, billing_s=r.billing)
 
     async def sweep() -> SweepResult:
-        sweeper = RetentionSweeper(settings.storage.path, policy, batch_size=r.batch_size)
+        sweeper = RetentionSweeper(
+            settings.storage.path, policy, batch_size=r.batch_size
+        )
         try:
             return await sweeper.run_once()
         finally:
@@ -109,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", default=DEFAULT_CONFIG)
     p.add_argument("--from", dest="start", help="ISO date or datetime (UTC), inclusive")
     p.add_argument("--to", dest="end", help="ISO date or datetime (UTC), exclusive")
-    p.add_argument("--group-by", default="day", choices=["day", "model", "provider", "key", "user"])
+    p.add_argument(
+        "--group-by", default="day", choices=["day", "model", "provider", "key", "user"]
+    )
     p.add_argument("--format", default="table", choices=["table", "json", "csv"])
     p.set_defaults(func=cmd_usage)
     return parser

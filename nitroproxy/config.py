@@ -6,6 +6,7 @@ file is reported as one line, never as a ``KeyError`` inside a request later.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from nitroproxy.core import pricing
 from nitroproxy.core.selection import Strategy
 from nitroproxy.core.types import ApiFormat, Price
 from nitroproxy.settings_reader import ConfigError, Reader
@@ -286,7 +288,9 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" (line {where.line + 1})" if where is not None else ""
-        raise ConfigError(f"{path}: invalid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(
+            f"{path}: invalid YAML{at}: {getattr(exc, 'problem', exc)}"
+        ) from None
     return parse(data if data is not None else {})
 
 
@@ -462,7 +466,9 @@ def _providers(r: Reader) -> dict[str, ProviderSettings]:
     return out
 
 
-def _models(r: Reader, providers: Mapping[str, ProviderSettings]) -> dict[str, ModelSettings]:
+def _models(
+    r: Reader, providers: Mapping[str, ProviderSettings]
+) -> dict[str, ModelSettings]:
     out: dict[str, ModelSettings] = {}
     # A deployment name is one upstream (provider + model): public models may share it, and
     # then share its health and measurements; it may not mean two different upstreams.
@@ -470,7 +476,10 @@ def _models(r: Reader, providers: Mapping[str, ProviderSettings]) -> dict[str, M
     for name, m in r.items():
         seen: set[str] = set()
         if name.endswith((":floor", ":nitro")):
-            m.fail(None, "a model name may not end with :floor or :nitro (routing suffixes)")
+            m.fail(
+                None,
+                "a model name may not end with :floor or :nitro (routing suffixes)",
+            )
         m.require_mapping()
         m.only(["strategy", "deployments", "default_max_tokens"])
         deployments = []
@@ -481,21 +490,28 @@ def _models(r: Reader, providers: Mapping[str, ProviderSettings]) -> dict[str, M
                 d.fail("name", f"duplicate deployment name {dep.name!r} in this model")
             target = (dep.provider, dep.upstream_model)
             if everywhere.setdefault(dep.name, target) != target:
-                d.fail("name", f"deployment name {dep.name!r} already names another upstream")
+                d.fail(
+                    "name",
+                    f"deployment name {dep.name!r} already names another upstream",
+                )
             seen.add(dep.name)
             deployments.append(dep)
         if not deployments:
             dl.fail(None, "at least one deployment is required")
         out[name] = ModelSettings(
             name=name,
-            strategy=Strategy(m.choice("strategy", [s.value for s in Strategy], "fallback")),
+            strategy=Strategy(
+                m.choice("strategy", [s.value for s in Strategy], "fallback")
+            ),
             deployments=tuple(deployments),
             default_max_tokens=m.integer("default_max_tokens", 4096, minimum=1),
         )
     return out
 
 
-def _deployment(d: Reader, model: str, providers: Mapping[str, ProviderSettings]) -> Deployment:
+def _deployment(
+    d: Reader, model: str, providers: Mapping[str, ProviderSettings]
+) -> Deployment:
     d.require_mapping()
     d.only(["name", "provider", "model", "price", "weight", "seed"])
     provider = d.text("provider", None, required=True)
@@ -504,6 +520,7 @@ def _deployment(d: Reader, model: str, providers: Mapping[str, ProviderSettings]
         d.fail("provider", f"unknown provider {provider!r} (known: {known})")
     upstream = d.text("model", model)
     price = d.child("price")
+    default_price = pricing.price_for(upstream, _default_prices()) or Price()
     price.only(["input", "output", "cached_input", "cache_write"])
     seed = d.child("seed")
     seed.only(["ttft", "tokens_per_s"])
@@ -516,11 +533,18 @@ def _deployment(d: Reader, model: str, providers: Mapping[str, ProviderSettings]
             output=price.number("output", 0.0, minimum=0.0),
             cached_input=price.optional_float("cached_input"),
             cache_write=price.optional_float("cache_write"),
-        ),
+        )
+        if price.present
+        else default_price,
         weight=d.number("weight", 1.0, minimum=0.0),
         seed_ttft=seed.optional_float("ttft"),
         seed_tokens_per_s=seed.optional_float("tokens_per_s"),
     )
+
+
+@functools.cache
+def _default_prices() -> dict[str, Price]:
+    return pricing.load_default_prices()
 
 
 def _routing(r: Reader) -> RoutingSettings:
@@ -541,7 +565,9 @@ def _routing(r: Reader) -> RoutingSettings:
     return RoutingSettings(
         max_attempts=r.integer("max_attempts", d.max_attempts, minimum=1),
         deadline=r.duration("deadline", d.deadline),
-        failure_threshold=r.integer("failure_threshold", d.failure_threshold, minimum=1),
+        failure_threshold=r.integer(
+            "failure_threshold", d.failure_threshold, minimum=1
+        ),
         base_cooldown=r.duration("base_cooldown", d.base_cooldown),
         max_cooldown=r.duration("max_cooldown", d.max_cooldown),
         ewma_alpha=r.number("ewma_alpha", d.ewma_alpha, minimum=0.001, maximum=1.0),
@@ -585,7 +611,9 @@ def _logging(r: Reader) -> LoggingSettings:
     r.only(["level", "format", "access_log"])
     levels = ["debug", "info", "warning", "error", "critical"]
     return LoggingSettings(
-        level=r.choice("level", levels, os.environ.get("NITROPROXY_LOG_LEVEL", "info").lower()),
+        level=r.choice(
+            "level", levels, os.environ.get("NITROPROXY_LOG_LEVEL", "info").lower()
+        ),
         format=r.choice("format", ["auto", "json", "console"], "auto"),
         access_log=r.flag("access_log", True),
     )
@@ -658,7 +686,10 @@ def _keys(r: Reader, tiers: Mapping[str, LimitSettings]) -> tuple[KeySettings, .
             k.fail("key", "must be at least 8 characters")
         tier = k.text("tier", None) or None
         if tier is not None and tier not in tiers:
-            k.fail("tier", f"unknown tier {tier!r} (known: {', '.join(sorted(tiers)) or 'none'})")
+            k.fail(
+                "tier",
+                f"unknown tier {tier!r} (known: {', '.join(sorted(tiers)) or 'none'})",
+            )
         out.append(
             KeySettings(
                 name=name,
@@ -668,7 +699,15 @@ def _keys(r: Reader, tiers: Mapping[str, LimitSettings]) -> tuple[KeySettings, .
                 models=tuple(k.texts("models")),
                 cache=k.flag("cache", False),
                 limits=_limits(
-                    k.subset(["rpm", "tpm", "max_concurrent", "budget_day_usd", "budget_month_usd"])
+                    k.subset(
+                        [
+                            "rpm",
+                            "tpm",
+                            "max_concurrent",
+                            "budget_day_usd",
+                            "budget_month_usd",
+                        ]
+                    )
                 ),
             )
         )

@@ -7,7 +7,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,8 @@ import orjson
 from nitroproxy import logs
 from nitroproxy.config import Deployment, ModelSettings, Settings
 from nitroproxy.core import anthropic_wire, selection, tokens
+from nitroproxy.core.limits import ratelimit_headers, to_error
+from nitroproxy.core.spend import SpendBook
 from nitroproxy.core.accounting import RequestFacts, Tally, build_record
 from nitroproxy.core.errors import (
     NoDeploymentAvailable,
@@ -27,6 +29,7 @@ from nitroproxy.core.errors import (
 )
 from nitroproxy.core.health import HealthBook
 from nitroproxy.core.types import ApiFormat, Endpoint, Outcome, UsageRecord
+from nitroproxy.limiter import InMemoryLimiter, Limiter, Ticket
 from nitroproxy.metrics import Metrics
 from nitroproxy.principal import Principal
 from nitroproxy.providers.base import Provider, is_retryable
@@ -56,6 +59,7 @@ class Call:
     wants_usage: bool = False
     facts: RequestFacts | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+    ticket: Ticket | None = None
 
     @property
     def max_output_tokens(self) -> int:
@@ -88,12 +92,19 @@ class Gateway:
         sink: RecordSink | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        limiter: Limiter | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
         self.metrics = metrics
         self.sink = sink
         self.clock = clock
+        self.wall_clock = wall_clock
+        self.limiter: Limiter = (
+            limiter if limiter is not None else InMemoryLimiter(clock)
+        )
+        self.spend = SpendBook()
         self.providers = {n: Provider(p) for n, p in settings.providers.items()}
         r = settings.routing
         self.health = HealthBook(
@@ -117,7 +128,9 @@ class Gateway:
                 for i, d in enumerate(model.deployments)
             )
             for d in model.deployments:
-                self.health.seed(d.name, ttft_s=d.seed_ttft, tokens_per_s=d.seed_tokens_per_s)
+                self.health.seed(
+                    d.name, ttft_s=d.seed_ttft, tokens_per_s=d.seed_tokens_per_s
+                )
         self._deployments = {
             m.name: {d.name: d for d in m.deployments} for m in settings.models.values()
         }
@@ -137,7 +150,8 @@ class Gateway:
             strategy=call.strategy,
             prefs=call.prefs,
             measurements={
-                c.name: self.health.measurement(c.name) for c in self._candidates[call.model.name]
+                c.name: self.health.measurement(c.name)
+                for c in self._candidates[call.model.name]
             },
             available=lambda name: self.health.available(name, now),
             prompt_tokens=prompt,
@@ -147,29 +161,70 @@ class Gateway:
         deployments = self._deployments[call.model.name]
         return [deployments[c.name] for c in chosen]
 
+    # -- admitting ------------------------------------------------------------------------
+
+    async def admit(self, call: Call) -> None:
+        """Rate limits, concurrency and budget for the caller's key, checked atomically;
+        refused calls raise 429 with OpenAI's x-ratelimit headers."""
+        principal = call.principal
+        limits = principal.limits
+        if principal.key_id is None or limits.unlimited:
+            return
+        if limits.tpm is not None and call.tally.prompt_estimate is None:
+            call.tally.prompt_estimate = await self.count_prompt_async(call)
+        day, month = self.spend.totals(principal.key_id, self.wall_clock())
+        ticket = await self.limiter.admit(
+            principal.key_id,
+            limits,
+            tokens=call.tally.prompt_estimate or 0,
+            concurrent=call.stream,
+            spent_day_usd=day,
+            spent_month_usd=month,
+        )
+        call.extra_headers.update(ratelimit_headers(ticket.admission))
+        if not ticket.allowed:
+            self.metrics.rate_limited(ticket.admission.reason or "requests")
+            raise to_error(ticket.admission)
+        call.ticket = ticket
+
+    async def count_prompt_async(self, call: Call) -> int:
+        if tokens.prompt_chars(call.body) > self.settings.tokens.offload_chars:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, count_prompt, call
+            )
+        return count_prompt(call)
+
     # -- attempting -----------------------------------------------------------------------
 
     async def open(self, call: Call) -> Exchange:
-        """Try deployments in order until one answers. Before any byte reaches the client,
-        a retryable failure moves on to the next deployment; others go to the client."""
+        """Admit, then try deployments in order until one answers. Before any byte reaches
+        the client, a retryable failure moves on to the next deployment; others go to the
+        client."""
+        await self.admit(call)
         plan = self.plan(call)
         limit = self.settings.routing.max_attempts
         deadline = self.clock() + self.settings.routing.deadline
         last: ProxyError | None = None
         for deployment in plan[:limit]:
             if self.clock() >= deadline:
-                last = last or UpstreamTimeout("routing deadline exceeded before any attempt")
+                last = last or UpstreamTimeout(
+                    "routing deadline exceeded before any attempt"
+                )
                 break
             provider = self.providers[deployment.provider]
             if last is not None:
-                self.metrics.fallback(call.model.name, call.tally.provider or "", provider.name)
+                self.metrics.fallback(
+                    call.model.name, call.tally.provider or "", provider.name
+                )
             self._mark_attempt(call.tally, deployment, provider)
             self.health.begin_attempt(deployment.name, self.clock())
             try:
                 async with asyncio.timeout_at(self._loop_deadline(deadline)):
                     return await self._attempt(call, deployment, provider)
             except TimeoutError:
-                last = UpstreamTimeout(f"provider '{provider.name}' exceeded the routing deadline")
+                last = UpstreamTimeout(
+                    f"provider '{provider.name}' exceeded the routing deadline"
+                )
             except ProxyError as exc:
                 last = exc
             self._failed(call, deployment, provider, last)
@@ -177,7 +232,9 @@ class Gateway:
                 raise last
             self.metrics.retry(call.model.name, provider.name)
         if last is None:
-            raise NoDeploymentAvailable(f"no deployment available for model '{call.model.name}'")
+            raise NoDeploymentAvailable(
+                f"no deployment available for model '{call.model.name}'"
+            )
         raise last
 
     def _loop_deadline(self, deadline: float) -> float:
@@ -196,10 +253,14 @@ class Gateway:
         self, call: Call, deployment: Deployment, provider: Provider, error: ProxyError
     ) -> None:
         if is_retryable(error):
-            self.health.record_failure(deployment.name, self.clock(), retry_after=error.retry_after)
+            self.health.record_failure(
+                deployment.name, self.clock(), retry_after=error.retry_after
+            )
         self.metrics.upstream_error(provider.name, error.code or error.error_class)
 
-    async def _attempt(self, call: Call, deployment: Deployment, provider: Provider) -> Exchange:
+    async def _attempt(
+        self, call: Call, deployment: Deployment, provider: Provider
+    ) -> Exchange:
         body = self._upstream_body(call, deployment, provider)
         resp = await self.client.send(
             provider, upstream_endpoint(call.endpoint, provider.kind), body
@@ -218,7 +279,9 @@ class Gateway:
                 raise UpstreamError(f"provider '{provider.name}' sent an empty stream")
         return exchange
 
-    def _upstream_body(self, call: Call, deployment: Deployment, provider: Provider) -> bytes:
+    def _upstream_body(
+        self, call: Call, deployment: Deployment, provider: Provider
+    ) -> bytes:
         model = deployment.upstream_model
         if provider.kind is call.client_format:
             body = dict(call.body)
@@ -260,17 +323,26 @@ class Gateway:
         )
         if needs_prompt and tally.attempts > 0:
             if tokens.prompt_chars(call.body) > self.settings.tokens.offload_chars:
-                task = asyncio.get_running_loop().create_task(self._count_then_record(call))
-                self._pending.add(task)
-                task.add_done_callback(self._pending.discard)
+                self._spawn(self._count_then_record(call))
                 return
             tally.prompt_estimate = count_prompt(call)
         self._record(call)
 
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _settle_limits(self, ticket: Ticket, actual_tokens: int) -> None:
+        await self.limiter.release(ticket)
+        await self.limiter.settle(ticket, actual_tokens=actual_tokens)
+
     async def _count_then_record(self, call: Call) -> None:
         loop = asyncio.get_running_loop()
         try:
-            call.tally.prompt_estimate = await loop.run_in_executor(None, count_prompt, call)
+            call.tally.prompt_estimate = await loop.run_in_executor(
+                None, count_prompt, call
+            )
         finally:
             self._record(call)
 
@@ -279,6 +351,14 @@ class Gateway:
         record = build_record(self._facts(call), tally)
         if self.sink is not None:
             self.sink(record)
+        if record.key_id is not None:
+            self.spend.add(record.key_id, record.ts, record.cost_nanos)
+        if call.ticket is not None:
+            self._spawn(
+                self._settle_limits(
+                    call.ticket, record.prompt_tokens + record.completion_tokens
+                )
+            )
         self.metrics.observe_request(record)
         if tally.deployment is not None and tally.outcome is Outcome.OK:
             self.health.record_success(

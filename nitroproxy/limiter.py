@@ -31,7 +31,16 @@ class Ticket:
     :meth:`Limiter.release`. It carries everything a backend needs to undo or correct the
     admission, and remembers what was done so settling or releasing twice is harmless."""
 
-    __slots__ = ("_released", "_settled", "admission", "at", "holds_slot", "id", "key_id", "tokens")
+    __slots__ = (
+        "_released",
+        "_settled",
+        "admission",
+        "at",
+        "holds_slot",
+        "id",
+        "key_id",
+        "tokens",
+    )
 
     def __init__(
         self,

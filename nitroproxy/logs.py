@@ -40,7 +40,14 @@ from nitroproxy.core.types import UsageRecord
 __all__ = ["access_log", "configure_logging", "get_logger", "mask", "redact"]
 
 LEVEL_ENV = "NITROPROXY_LOG_LEVEL"
-_LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
+_LEVELS = {
+    "debug": 10,
+    "info": 20,
+    "warning": 30,
+    "warn": 30,
+    "error": 40,
+    "critical": 50,
+}
 _FORMATS = ("auto", "json", "console")
 
 DROPPED = "[dropped]"
@@ -160,7 +167,9 @@ def redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> Event
                 continue
             kind = _key_kind(key)
             if kind == _PLAIN:  # the common case, inlined from _clean
-                event_dict[key] = _mask_short(value) if len(value) <= 64 else mask(value)
+                event_dict[key] = (
+                    _mask_short(value) if len(value) <= 64 else mask(value)
+                )
                 continue
         elif t in _SCALARS:
             continue
@@ -178,7 +187,9 @@ class _IsoTimestamp:
         self._second = -1
         self._prefix = ""
 
-    def __call__(self, _logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    def __call__(
+        self, _logger: WrappedLogger, _method: str, event_dict: EventDict
+    ) -> EventDict:
         now = time.time()
         second = int(now)
         if second != self._second:
@@ -305,7 +316,9 @@ def configure_logging(
         raise ValueError(f"log format must be one of {_FORMATS}, got {fmt!r}")
     min_level = _resolve_level(level)
     tty = (sys.stdout if stream is None else stream).isatty()
-    renderer = _renderer(console=fmt == "console" or (fmt == "auto" and tty), colors=tty)
+    renderer = _renderer(
+        console=fmt == "console" or (fmt == "auto" and tty), colors=tty
+    )
 
     _SETUP.sink.stream = stream
     _SETUP.processors[:] = _chain(renderer)

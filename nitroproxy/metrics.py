@@ -122,7 +122,9 @@ class _CounterVec:
 
     __slots__ = ("doc", "guards", "labelnames", "name", "values")
 
-    def __init__(self, name: str, doc: str, labelnames: Sequence[str], cap: int = 256) -> None:
+    def __init__(
+        self, name: str, doc: str, labelnames: Sequence[str], cap: int = 256
+    ) -> None:
         self.name = name
         self.doc = doc
         self.labelnames = tuple(labelnames)
@@ -133,11 +135,15 @@ class _CounterVec:
     def inc(self, labels: tuple[str, ...], amount: float = 1.0) -> None:
         values = self.values
         if labels not in values:
-            labels = tuple(guard(v) for guard, v in zip(self.guards, labels, strict=True))
+            labels = tuple(
+                guard(v) for guard, v in zip(self.guards, labels, strict=True)
+            )
         values[labels] = values.get(labels, 0.0) + amount
 
     def family(self) -> CounterMetricFamily:
-        return _counter_family(self.name, self.doc, self.labelnames, list(self.values.items()))
+        return _counter_family(
+            self.name, self.doc, self.labelnames, list(self.values.items())
+        )
 
 
 def _cumulative(les: Sequence[str], hist: _Histogram) -> list[tuple[str, float]]:
@@ -177,7 +183,9 @@ class Metrics:
             ("provider", "reason"),
         )
         self._retries = _CounterVec(
-            "nitroproxy_retries", "Attempts retried on the same provider.", ("model", "provider")
+            "nitroproxy_retries",
+            "Attempts retried on the same provider.",
+            ("model", "provider"),
         )
         self._fallbacks = _CounterVec(
             "nitroproxy_fallbacks",
@@ -185,10 +193,14 @@ class Metrics:
             ("model", "from_provider", "to_provider"),
         )
         self._rate_limited = _CounterVec(
-            "nitroproxy_rate_limited_requests", "Requests refused by a limit.", ("reason",)
+            "nitroproxy_rate_limited_requests",
+            "Requests refused by a limit.",
+            ("reason",),
         )
         self._usage_written = _CounterVec(
-            "nitroproxy_usage_records_written", "Usage records written to the store.", ()
+            "nitroproxy_usage_records_written",
+            "Usage records written to the store.",
+            (),
         )
         self._usage_dropped = _CounterVec(
             "nitroproxy_usage_records_dropped",
@@ -196,7 +208,9 @@ class Metrics:
             (),
         )
         self._retention_deleted = _CounterVec(
-            "nitroproxy_retention_deleted_rows", "Rows deleted by retention sweeps.", ("kind",)
+            "nitroproxy_retention_deleted_rows",
+            "Rows deleted by retention sweeps.",
+            ("kind",),
         )
         if enabled:
             self.registry.register(self)
@@ -256,7 +270,9 @@ class Metrics:
             str(outcome),
             "" if key_id is None else str(key_id),
         )
-        labels = tuple(guard(v) for guard, v in zip(self._label_guards, raw, strict=True))
+        labels = tuple(
+            guard(v) for guard, v in zip(self._label_guards, raw, strict=True)
+        )
         series = self._by_labels.get(labels)
         if series is None:
             series = self._by_labels[labels] = _Series(labels)
@@ -313,7 +329,9 @@ class Metrics:
     def set_deployment_health(self, deployment: str, *, cooling_down: bool) -> None:
         """Record whether ``deployment`` (a config name) is in a cool-down."""
         if self.enabled:
-            self._cooling_down[self._deployment_guard(deployment)] = 1.0 if cooling_down else 0.0
+            self._cooling_down[self._deployment_guard(deployment)] = (
+                1.0 if cooling_down else 0.0
+            )
 
     # ---- exposition -----------------------------------------------------------------------
 
@@ -348,14 +366,18 @@ class Metrics:
         ):
             yield vec.family()
         yield GaugeMetricFamily(
-            "nitroproxy_active_streams", "Streaming responses in progress.", self._active_streams
+            "nitroproxy_active_streams",
+            "Streaming responses in progress.",
+            self._active_streams,
         )
         try:
             depth = float(self._queue_depth())
         except Exception:  # a writer mid-shutdown must not fail the whole scrape
             depth = float("nan")
         yield GaugeMetricFamily(
-            "nitroproxy_usage_queue_depth", "Usage records waiting in the writer queue.", depth
+            "nitroproxy_usage_queue_depth",
+            "Usage records waiting in the writer queue.",
+            depth,
         )
         cooling = GaugeMetricFamily(
             "nitroproxy_deployment_cooling_down",
@@ -383,7 +405,14 @@ class _Totals:
     def add(self, s: _Series) -> None:
         model, provider, endpoint, stream, status, outcome, key_id = s.labels
         mp: tuple[str, ...] = (model, provider)
-        key = (model, provider, endpoint, status, outcome, *((key_id,) if self.key_labels else ()))
+        key = (
+            model,
+            provider,
+            endpoint,
+            status,
+            outcome,
+            *((key_id,) if self.key_labels else ()),
+        )
         self.requests[key] = self.requests.get(key, 0) + s.requests
         _merge(self.durations, (model, provider, endpoint, stream), s.duration)
         if any(s.ttft.counts):
@@ -391,7 +420,9 @@ class _Totals:
         if any(s.tps.counts):
             _merge(self.tps, mp, s.tps)
         acc = self.tokens.setdefault(mp, [0] * len(TOKEN_KINDS))
-        for i, n in enumerate((s.prompt, s.completion, s.cached, s.cache_write, s.reasoning)):
+        for i, n in enumerate(
+            (s.prompt, s.completion, s.cached, s.cache_write, s.reasoning)
+        ):
             acc[i] += n
         self.costs[mp] = self.costs.get(mp, 0) + s.cost_nanos
         if s.cache_hits:
@@ -402,7 +433,13 @@ class _Totals:
         yield _counter_family(
             "nitroproxy_requests",
             "Finished requests by model, provider, endpoint, HTTP status and outcome.",
-            (*mp, "endpoint", "status", "outcome", *(("key_id",) if self.key_labels else ())),
+            (
+                *mp,
+                "endpoint",
+                "status",
+                "outcome",
+                *(("key_id",) if self.key_labels else ()),
+            ),
             self.requests.items(),
         )
         yield _histogram_family(
@@ -443,12 +480,18 @@ class _Totals:
             ((labels, nanos / 1e9) for labels, nanos in self.costs.items()),
         )
         yield _counter_family(
-            "nitroproxy_cache_hits", "Requests answered from the cache.", mp, self.hits.items()
+            "nitroproxy_cache_hits",
+            "Requests answered from the cache.",
+            mp,
+            self.hits.items(),
         )
 
 
 def _counter_family(
-    name: str, doc: str, labelnames: Sequence[str], values: Iterable[tuple[Sequence[str], float]]
+    name: str,
+    doc: str,
+    labelnames: Sequence[str],
+    values: Iterable[tuple[Sequence[str], float]],
 ) -> CounterMetricFamily:
     family = CounterMetricFamily(name, doc, labels=labelnames)
     for labels, value in values:
@@ -456,7 +499,9 @@ def _counter_family(
     return family
 
 
-def _merge(into: dict[tuple[str, ...], _Histogram], key: tuple[str, ...], h: _Histogram) -> None:
+def _merge(
+    into: dict[tuple[str, ...], _Histogram], key: tuple[str, ...], h: _Histogram
+) -> None:
     acc = into.get(key)
     if acc is None:
         acc = into[key] = _Histogram(len(h.counts) - 1)

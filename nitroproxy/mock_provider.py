@@ -31,7 +31,13 @@ Example::
 from nitroproxy.mock.app import create_mock_app, run_mock
 from nitroproxy.mock.content import WORDS
 from nitroproxy.mock.settings import MockSettings
-from nitroproxy.mock.state import MOCK_STATE, MockState, Outcome, ReceivedRequest, StreamLog
+from nitroproxy.mock.state import (
+    MOCK_STATE,
+    MockState,
+    Outcome,
+    ReceivedRequest,
+    StreamLog,
+)
 
 __all__ = [
     "MOCK_STATE",

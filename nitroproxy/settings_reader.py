@@ -57,7 +57,9 @@ class Reader:
         self.require_mapping()
         for key in self.value:
             if key not in allowed:
-                self.fail(str(key), f"unknown setting (allowed: {', '.join(sorted(allowed))})")
+                self.fail(
+                    str(key), f"unknown setting (allowed: {', '.join(sorted(allowed))})"
+                )
 
     def child(self, key: str) -> Reader:
         if not self.present or key not in self.value or self.value[key] is None:
@@ -84,7 +86,11 @@ class Reader:
         return [Reader(v, f"{self.path}[{i}]") for i, v in enumerate(self.value)]
 
     def _get(self, key: str, default: Any, required: bool) -> Any:
-        if self.present and isinstance(self.value, dict) and self.value.get(key) is not None:
+        if (
+            self.present
+            and isinstance(self.value, dict)
+            and self.value.get(key) is not None
+        ):
             return self.value[key]
         if required:
             self.fail(key, "is required")
@@ -111,7 +117,12 @@ class Reader:
         return value
 
     def integer(
-        self, key: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+        self,
+        key: str,
+        default: int,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
     ) -> int:
         value = self._get(key, default, False)
         if isinstance(value, bool) or not isinstance(value, int):
@@ -147,7 +158,12 @@ class Reader:
         return self.integer(key, default, minimum=0, maximum=65535)
 
     def choice(
-        self, key: str, options: Sequence[str], default: Any = None, *, required: bool = False
+        self,
+        key: str,
+        options: Sequence[str],
+        default: Any = None,
+        *,
+        required: bool = False,
     ) -> Any:
         value = self._get(key, default, required)
         if value not in options:
@@ -162,11 +178,16 @@ class Reader:
         elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
             seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
         else:
-            self.fail(key, f"expected a duration such as 30, '500ms', '1h' or '90d', got {value!r}")
+            self.fail(
+                key,
+                f"expected a duration such as 30, '500ms', '1h' or '90d', got {value!r}",
+            )
         self._range(key, seconds, 0.0, None)
         return seconds
 
-    def _range(self, key: str, value: float, lo: float | None, hi: float | None) -> None:
+    def _range(
+        self, key: str, value: float, lo: float | None, hi: float | None
+    ) -> None:
         if lo is not None and value < lo:
             self.fail(key, f"must be at least {lo}, got {value}")
         if hi is not None and value > hi:

@@ -13,7 +13,12 @@ import pytest
 from aiohttp import web
 
 from nitroproxy import config
-from nitroproxy.mock_provider import MOCK_STATE, MockSettings, MockState, create_mock_app
+from nitroproxy.mock_provider import (
+    MOCK_STATE,
+    MockSettings,
+    MockState,
+    create_mock_app,
+)
 from nitroproxy.web.app import create_app
 from nitroproxy.web.server import start
 
@@ -47,7 +52,9 @@ class Proxy:
         self, path: str, body: Any, key: str = CLIENT_KEY, **kw: Any
     ) -> aiohttp.ClientResponse:
         headers = {**self.headers(key), **kw.pop("headers", {})}
-        return await self.session.post(self.url + path, json=body, headers=headers, **kw)
+        return await self.session.post(
+            self.url + path, json=body, headers=headers, **kw
+        )
 
 
 @pytest.fixture
@@ -98,7 +105,11 @@ def base_config(upstream_url: str, tmp_path: Path) -> dict[str, Any]:
             },
             "embed-test": {
                 "deployments": [
-                    {"provider": "mock-openai", "model": "mock-embedding", "price": {"input": 0.02}}
+                    {
+                        "provider": "mock-openai",
+                        "model": "mock-embedding",
+                        "price": {"input": 0.02},
+                    }
                 ]
             },
         },

@@ -38,7 +38,10 @@ def test_a_good_file_parses_into_typed_settings(tmp_path: Path) -> None:
     assert s.providers["anthropic"].base_url == "https://api.anthropic.com/v1"
     model = s.models["gpt-4o"]
     assert model.strategy is Strategy.PRICE
-    assert [d.name for d in model.deployments] == ["openai/gpt-4o", "anthropic/claude-x"]
+    assert [d.name for d in model.deployments] == [
+        "openai/gpt-4o",
+        "anthropic/claude-x",
+    ]
     assert model.deployments[0].price.output == 10
     assert model.deployments[1].weight == 2 and model.deployments[1].seed_ttft == 0.5
     assert s.retention.requests == 30 * 86400 and s.retention.interval == 600
@@ -58,8 +61,14 @@ def test_secrets_do_not_show_in_repr(tmp_path: Path) -> None:
             "models.gpt-4o.deployments[1].provider: unknown provider 'openia' "
             "(known: anthropic, openai)",
         ),
-        (GOOD.replace("strategy: price", "strategy: cheapest"), "models.gpt-4o.strategy: must be"),
-        (GOOD.replace("kind: openai", "kind: azure"), "providers.openai.kind: must be one of"),
+        (
+            GOOD.replace("strategy: price", "strategy: cheapest"),
+            "models.gpt-4o.strategy: must be",
+        ),
+        (
+            GOOD.replace("kind: openai", "kind: azure"),
+            "providers.openai.kind: must be one of",
+        ),
         (
             GOOD.replace('"https://api.openai.com/v1"', "api.openai.com"),
             "providers.openai.base_url",
@@ -68,12 +77,18 @@ def test_secrets_do_not_show_in_repr(tmp_path: Path) -> None:
             GOOD.replace("requests: 30d", "requests: soon"),
             "retention.requests: expected a duration",
         ),
-        (GOOD + "\nrouting: {max_atempts: 3}\n", "routing.max_atempts: unknown setting"),
+        (
+            GOOD + "\nrouting: {max_atempts: 3}\n",
+            "routing.max_atempts: unknown setting",
+        ),
         (GOOD.replace("input: 2.5", "input: -1"), "price.input: must be at least 0"),
         ("models: [1, 2]\n", "models: expected a mapping"),
         ("providers: {p: {kind: openai}}\n", "providers.p.base_url: is required"),
         ("server: {port: 99999}\n", "server.port: must be at most 65535"),
-        ("models: {m: {deployments: []}}\n", "models.m.deployments: at least one deployment"),
+        (
+            "models: {m: {deployments: []}}\n",
+            "models.m.deployments: at least one deployment",
+        ),
         ("a: [\n", "invalid YAML"),
     ],
 )
@@ -107,3 +122,14 @@ def test_shipped_configs_are_valid(name: str) -> None:
     env = {"OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "y"}
     settings = config.load(ROOT / "config" / name, env=env)
     assert settings.models
+
+
+def test_a_deployment_without_a_price_takes_the_default_table(tmp_path: Path) -> None:
+    text = """
+providers: {openai: {kind: openai, base_url: "https://x/v1"}}
+models: {m: {deployments: [{provider: openai, model: gpt-4o-2024-08-06}, {provider: openai, model: own}]}}
+"""
+    s = config.load(write(tmp_path, text))
+    known, unknown = s.models["m"].deployments
+    assert known.price.input == 2.5 and known.price.output == 10
+    assert unknown.price.input == 0 and unknown.price.output == 0

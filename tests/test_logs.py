@@ -92,7 +92,9 @@ def test_lines_are_json_with_level_logger_and_timestamp(out: io.StringIO) -> Non
 
 
 def test_key_in_the_event_message_is_masked(out: io.StringIO) -> None:
-    logs.get_logger().warning(f"upstream rejected {SK_KEY}; client used {NP_KEY} and {ANT_KEY}")
+    logs.get_logger().warning(
+        f"upstream rejected {SK_KEY}; client used {NP_KEY} and {ANT_KEY}"
+    )
     text = out.getvalue()
     assert_no_canary(text)
     assert "np-…[redacted]" in text
@@ -101,7 +103,9 @@ def test_key_in_the_event_message_is_masked(out: io.StringIO) -> None:
 
 def test_credentials_nested_in_dicts_and_lists_are_redacted(out: io.StringIO) -> None:
     config: dict[str, Any] = {
-        "providers": [{"name": "openai", "api_key": SK_KEY, "note": f"rotated from {NP_KEY}"}],
+        "providers": [
+            {"name": "openai", "api_key": SK_KEY, "note": f"rotated from {NP_KEY}"}
+        ],
         "admin": {"Admin-Key": NP_KEY, "password": "hunter2-Canary"},
         "digest": HEX_KEY,
     }
@@ -111,17 +115,27 @@ def test_credentials_nested_in_dicts_and_lists_are_redacted(out: io.StringIO) ->
     assert line["config"]["providers"][0]["api_key"] == "[redacted]"
     assert line["config"]["providers"][0]["name"] == "openai"
     assert line["authorization"] == "[redacted]"
-    assert config["admin"]["password"] == "hunter2-Canary"  # the caller's dict is untouched
+    assert (
+        config["admin"]["password"] == "hunter2-Canary"
+    )  # the caller's dict is untouched
 
 
 def test_header_dicts_are_dropped_or_redacted(out: io.StringIO) -> None:
-    headers = {"Authorization": f"Bearer {NP_KEY}", "x-api-key": ANT_KEY, "Accept": "json"}
+    headers = {
+        "Authorization": f"Bearer {NP_KEY}",
+        "x-api-key": ANT_KEY,
+        "Accept": "json",
+    }
     logs.get_logger().info("in", headers=headers, upstream={"request_headers": headers})
     assert_no_canary(out.getvalue())
     (line,) = lines(out)
     assert line["headers"] == "[dropped]"
     nested = line["upstream"]["request_headers"]
-    assert nested == {"Authorization": "[redacted]", "x-api-key": "[redacted]", "Accept": "json"}
+    assert nested == {
+        "Authorization": "[redacted]",
+        "x-api-key": "[redacted]",
+        "Accept": "json",
+    }
 
 
 def test_bearer_values_anywhere_are_masked(out: io.StringIO) -> None:
@@ -147,7 +161,9 @@ def test_exception_text_is_masked(out: io.StringIO) -> None:
     assert second["error"] == "RuntimeError: hex [redacted]"
 
 
-def test_prompt_and_completion_fields_are_dropped_at_any_depth(out: io.StringIO) -> None:
+def test_prompt_and_completion_fields_are_dropped_at_any_depth(
+    out: io.StringIO,
+) -> None:
     messages = [{"role": "user", "content": PROMPT}]
     logs.get_logger().info(
         "debugging",
@@ -161,7 +177,11 @@ def test_prompt_and_completion_fields_are_dropped_at_any_depth(out: io.StringIO)
     assert_no_canary(out.getvalue())
     (line,) = lines(out)
     assert line["prompt"] == line["messages"] == line["completion"] == "[dropped]"
-    assert line["request"] == {"model": "gpt-4o", "messages": "[dropped]", "input": "[dropped]"}
+    assert line["request"] == {
+        "model": "gpt-4o",
+        "messages": "[dropped]",
+        "input": "[dropped]",
+    }
 
 
 def test_token_counts_survive_redaction(out: io.StringIO) -> None:
@@ -175,7 +195,11 @@ def test_token_counts_survive_redaction(out: io.StringIO) -> None:
         token="a-session-token-Canary",
     )
     (line,) = lines(out)
-    assert (line["prompt_tokens"], line["completion_tokens"], line["total_tokens"]) == (12, 34, 46)
+    assert (line["prompt_tokens"], line["completion_tokens"], line["total_tokens"]) == (
+        12,
+        34,
+        46,
+    )
     assert line["max_tokens"] == 100
     assert line["usage"] == {"prompt_tokens": 12, "cached_tokens": 8}
     assert line["token"] == "[redacted]"
@@ -218,7 +242,9 @@ def test_mask(text: str, expected: str | None) -> None:
 
 
 def test_access_line_has_every_field(out: io.StringIO) -> None:
-    logs.access_log(logs.get_logger("nitroproxy.access"), RECORD, method="POST", path="/v1/x")
+    logs.access_log(
+        logs.get_logger("nitroproxy.access"), RECORD, method="POST", path="/v1/x"
+    )
     (line,) = lines(out)
     assert line == {
         "event": "request",
@@ -251,7 +277,9 @@ def test_access_line_has_every_field(out: io.StringIO) -> None:
 
 
 def test_access_line_without_ttft_or_provider(out: io.StringIO) -> None:
-    rec = dataclasses.replace(RECORD, ttft_ms=None, provider=None, status=429, outcome="rl")
+    rec = dataclasses.replace(
+        RECORD, ttft_ms=None, provider=None, status=429, outcome="rl"
+    )
     logs.access_log(logs.get_logger(), rec, method="POST", path="/v1/messages")
     (line,) = lines(out)
     assert (line["ttft_ms"], line["provider"], line["status"]) == (None, None, 429)
@@ -281,11 +309,15 @@ def test_stdlib_logging_goes_through_the_same_redaction(out: io.StringIO) -> Non
         2,
     )
     assert second["event"] == "upstream openai"
-    assert "ConnectionError: reset while sending sk-ant…[redacted]" in second["exception"]
+    assert (
+        "ConnectionError: reset while sending sk-ant…[redacted]" in second["exception"]
+    )
 
 
 def test_aiohttp_access_logger_is_silenced(out: io.StringIO) -> None:
-    logging.getLogger("aiohttp.access").info('127.0.0.1 "POST /v1/chat/completions" 200')
+    logging.getLogger("aiohttp.access").info(
+        '127.0.0.1 "POST /v1/chat/completions" 200'
+    )
     assert out.getvalue() == ""
 
 
@@ -322,7 +354,9 @@ def test_configure_is_idempotent(out: io.StringIO) -> None:
     assert [line["event"] for line in lines(out)] == ["once", "stdlib once"]
 
 
-def test_loggers_used_before_a_reconfigure_follow_the_new_stream(out: io.StringIO) -> None:
+def test_loggers_used_before_a_reconfigure_follow_the_new_stream(
+    out: io.StringIO,
+) -> None:
     log = logs.get_logger("nitroproxy.early")
     log.info("first")
     second = io.StringIO()

@@ -27,10 +27,18 @@ from nitroproxy.mock_provider import (
 
 DATA = Path(__file__).resolve().parents[1] / "nitroproxy" / "data"
 CHAT = "/v1/chat/completions"
-USER = [{"role": "user", "content": "say something nice"}]  # 3 + (3 + 3) = 9 prompt tokens
+USER = [
+    {"role": "user", "content": "say something nice"}
+]  # 3 + (3 + 3) = 9 prompt tokens
 TOOLS = [
-    {"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}},
-    {"type": "function", "function": {"name": "other", "parameters": {"type": "object"}}},
+    {
+        "type": "function",
+        "function": {"name": "search", "parameters": {"type": "object"}},
+    },
+    {
+        "type": "function",
+        "function": {"name": "other", "parameters": {"type": "object"}},
+    },
 ]
 ANTHROPIC_TOOLS = [{"name": "search", "input_schema": {"type": "object"}}]
 
@@ -97,7 +105,11 @@ async def test_chat_answers_the_exact_openai_shape(client):
     assert body["choices"] == [
         {
             "index": 0,
-            "message": {"role": "assistant", "content": "".join(WORDS[:5]), "refusal": None},
+            "message": {
+                "role": "assistant",
+                "content": "".join(WORDS[:5]),
+                "refusal": None,
+            },
             "finish_reason": "stop",
             "logprobs": None,
         }
@@ -115,9 +127,15 @@ async def test_chat_stream_sends_role_tokens_finish_and_done_without_usage(clien
     events = await openai_events(await client.post(CHAT, json=chat(stream=True)))
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
-    assert all(c["object"] == "chat.completion.chunk" and "usage" not in c for c in chunks)
+    assert all(
+        c["object"] == "chat.completion.chunk" and "usage" not in c for c in chunks
+    )
     assert len({c["id"] for c in chunks}) == 1
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "", "refusal": None}
+    assert chunks[0]["choices"][0]["delta"] == {
+        "role": "assistant",
+        "content": "",
+        "refusal": None,
+    }
     contents = [c["choices"][0]["delta"]["content"] for c in chunks[1:-1]]
     assert contents == list(WORDS[:5])
     assert chunks[-1]["choices"] == [
@@ -143,7 +161,9 @@ async def test_model_name_directives_set_tokens_cached_and_reasoning(client):
     assert body["model"] == "m+tokens=40+cached=4+reasoning=7"
     assert body["choices"][0]["message"]["content"] == "".join((WORDS * 2)[:40])
     usage = body["usage"]
-    assert usage["completion_tokens"] == 47  # OpenAI counts reasoning inside completion_tokens
+    assert (
+        usage["completion_tokens"] == 47
+    )  # OpenAI counts reasoning inside completion_tokens
     assert usage["total_tokens"] == 9 + 47
     assert usage["prompt_tokens_details"] == {"cached_tokens": 4}
     assert usage["completion_tokens_details"] == {"reasoning_tokens": 7}
@@ -173,15 +193,21 @@ async def test_chat_with_tools_calls_the_first_tool(client):
 
 
 async def test_chat_tool_choice_none_answers_text_and_named_choice_wins(client):
-    body = await (await client.post(CHAT, json=chat(tools=TOOLS, tool_choice="none"))).json()
+    body = await (
+        await client.post(CHAT, json=chat(tools=TOOLS, tool_choice="none"))
+    ).json()
     assert body["choices"][0]["message"]["content"] == "".join(WORDS[:5])
     named = {"type": "function", "function": {"name": "other"}}
-    body = await (await client.post(CHAT, json=chat(tools=TOOLS, tool_choice=named))).json()
+    body = await (
+        await client.post(CHAT, json=chat(tools=TOOLS, tool_choice=named))
+    ).json()
     assert body["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "other"
 
 
 async def test_chat_stream_with_tools_sends_the_call_then_argument_fragments(client):
-    events = await openai_events(await client.post(CHAT, json=chat(tools=TOOLS, stream=True)))
+    events = await openai_events(
+        await client.post(CHAT, json=chat(tools=TOOLS, stream=True))
+    )
     chunks = events[:-1]
     opening = chunks[0]["choices"][0]["delta"]
     assert opening["role"] == "assistant"
@@ -206,9 +232,18 @@ async def test_legacy_completions_non_stream_and_stream(client):
     body = await (await client.post("/v1/completions", json=request)).json()
     assert body["object"] == "text_completion"
     assert body["choices"] == [
-        {"text": "".join(WORDS[:5]), "index": 0, "logprobs": None, "finish_reason": "stop"}
+        {
+            "text": "".join(WORDS[:5]),
+            "index": 0,
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
     ]
-    assert body["usage"] == {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9}
+    assert body["usage"] == {
+        "prompt_tokens": 4,
+        "completion_tokens": 5,
+        "total_tokens": 9,
+    }
 
     request |= {"stream": True, "stream_options": {"include_usage": True}}
     events = await openai_events(await client.post("/v1/completions", json=request))
@@ -230,7 +265,9 @@ async def test_embeddings_are_deterministic_floats_per_input(client):
     assert all(len(v) == 8 and all(-1 <= x < 1 for x in v) for v in vectors)
     assert vectors[0] != vectors[1]
     assert body["usage"] == {"prompt_tokens": 3, "total_tokens": 3}
-    again = await (await client.post("/v1/embeddings", json={**request, "input": "bye"})).json()
+    again = await (
+        await client.post("/v1/embeddings", json={**request, "input": "bye"})
+    ).json()
     assert again["data"][0]["embedding"] == vectors[1]
 
 
@@ -246,7 +283,9 @@ async def test_base64_embeddings_decode_to_the_float_vectors(client):
 
 
 async def test_embeddings_reject_malformed_input(client):
-    response = await client.post("/v1/embeddings", json={"model": "emb", "input": [1, "a"]})
+    response = await client.post(
+        "/v1/embeddings", json={"model": "emb", "input": [1, "a"]}
+    )
     assert response.status == 400
     assert (await response.json())["error"]["param"] == "input"
 
@@ -255,7 +294,9 @@ async def test_models_lists_model_objects(client):
     body = await (await client.get("/v1/models")).json()
     assert body["object"] == "list"
     assert body["data"]
-    assert all(m["object"] == "model" and isinstance(m["id"], str) for m in body["data"])
+    assert all(
+        m["object"] == "model" and isinstance(m["id"], str) for m in body["data"]
+    )
 
 
 # --- Anthropic Messages ----------------------------------------------------------------------
@@ -287,7 +328,9 @@ async def test_messages_answers_the_exact_anthropic_shape(client):
 
 
 async def test_messages_stream_follows_the_real_event_sequence(client):
-    events = await anthropic_events(await client.post("/v1/messages", json=anthropic(stream=True)))
+    events = await anthropic_events(
+        await client.post("/v1/messages", json=anthropic(stream=True))
+    )
     names = [name for name, _ in events]
     assert names == [
         "message_start",
@@ -313,20 +356,26 @@ async def test_messages_stream_follows_the_real_event_sequence(client):
 
 
 async def test_messages_max_tokens_stops_with_reason_max_tokens(client):
-    body = await (await client.post("/v1/messages", json=anthropic(max_tokens=2))).json()
+    body = await (
+        await client.post("/v1/messages", json=anthropic(max_tokens=2))
+    ).json()
     assert body["stop_reason"] == "max_tokens"
     assert body["usage"]["output_tokens"] == 2
     assert body["content"][0]["text"] == "".join(WORDS[:2])
 
 
 async def test_messages_cached_tokens_are_excluded_from_input_tokens(client):
-    body = await (await client.post("/v1/messages", json=anthropic("c+cached=5"))).json()
+    body = await (
+        await client.post("/v1/messages", json=anthropic("c+cached=5"))
+    ).json()
     assert body["usage"]["input_tokens"] == 9 - 5
     assert body["usage"]["cache_read_input_tokens"] == 5
 
 
 async def test_messages_with_tools_uses_the_first_tool(client):
-    body = await (await client.post("/v1/messages", json=anthropic(tools=ANTHROPIC_TOOLS))).json()
+    body = await (
+        await client.post("/v1/messages", json=anthropic(tools=ANTHROPIC_TOOLS))
+    ).json()
     assert body["stop_reason"] == "tool_use"
     [block] = body["content"]
     assert block["type"] == "tool_use"
@@ -344,7 +393,9 @@ async def test_messages_stream_with_tools_sends_input_json_deltas(client):
     assert block["input"] == {}
     deltas = [data["delta"] for name, data in events if name == "content_block_delta"]
     assert all(d["type"] == "input_json_delta" for d in deltas)
-    assert json.loads("".join(d["partial_json"] for d in deltas)) == {"query": "mock value"}
+    assert json.loads("".join(d["partial_json"] for d in deltas)) == {
+        "query": "mock value"
+    }
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
     assert events[-1][0] == "message_stop"
 
@@ -363,8 +414,12 @@ async def test_messages_stream_with_tools_sends_input_json_deltas(client):
         ("/v1/completions", b'{"model": "m"}', "prompt"),
     ],
 )
-async def test_openai_routes_reject_bad_requests_in_openai_shape(client, path, payload, param):
-    response = await client.post(path, data=payload, headers={"Content-Type": "application/json"})
+async def test_openai_routes_reject_bad_requests_in_openai_shape(
+    client, path, payload, param
+):
+    response = await client.post(
+        path, data=payload, headers={"Content-Type": "application/json"}
+    )
     assert response.status == 400
     error = (await response.json())["error"]
     assert set(error) == {"message", "type", "param", "code"}
@@ -387,14 +442,20 @@ async def test_api_key_is_required_in_each_apis_header(client):
     response = await client.post(CHAT, json=chat())
     assert response.status == 401
     assert (await response.json())["error"]["code"] == "invalid_api_key"
-    ok = await client.post(CHAT, json=chat(), headers={"Authorization": "Bearer sk-mock"})
+    ok = await client.post(
+        CHAT, json=chat(), headers={"Authorization": "Bearer sk-mock"}
+    )
     assert ok.status == 200
     assert (await client.get("/v1/models")).status == 401
 
-    wrong = await client.post("/v1/messages", json=anthropic(), headers={"x-api-key": "nope"})
+    wrong = await client.post(
+        "/v1/messages", json=anthropic(), headers={"x-api-key": "nope"}
+    )
     assert wrong.status == 401
     assert (await wrong.json())["error"]["type"] == "authentication_error"
-    right = await client.post("/v1/messages", json=anthropic(), headers={"x-api-key": "sk-mock"})
+    right = await client.post(
+        "/v1/messages", json=anthropic(), headers={"x-api-key": "sk-mock"}
+    )
     assert right.status == 200
 
 
@@ -551,10 +612,17 @@ async def test_enqueued_faults_fail_n_times_then_recover(client):
     state = state_of(client)
     state.enqueue_faults("mock-a", ["fail500", "fail429+retry=2"])
     first = await client.post(CHAT, json=chat("mock-a"))
-    second = await client.post(CHAT, json=chat("mock-a+tokens=2"))  # matched by the base name
+    second = await client.post(
+        CHAT, json=chat("mock-a+tokens=2")
+    )  # matched by the base name
     other = await client.post(CHAT, json=chat("mock-b"))
     third = await client.post(CHAT, json=chat("mock-a"))
-    assert (first.status, second.status, other.status, third.status) == (500, 429, 200, 200)
+    assert (first.status, second.status, other.status, third.status) == (
+        500,
+        429,
+        200,
+        200,
+    )
     assert second.headers["retry-after"] == "2"
 
 
@@ -642,7 +710,9 @@ def _poll_models(port: int, deadline: float) -> Any:
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                conn.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                conn.sendall(
+                    b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                )
                 raw = b""
                 while chunk := conn.recv(65536):
                     raw += chunk
@@ -700,9 +770,13 @@ def test_every_word_is_one_token_in_both_encodings(encodings):
 
 
 @pytest.mark.parametrize("settings", [MockSettings(tokens=2 * len(WORDS) + 7)])
-async def test_completion_tokens_equal_the_tokenizer_count_of_the_text(client, encodings):
+async def test_completion_tokens_equal_the_tokenizer_count_of_the_text(
+    client, encodings
+):
     body = await (await client.post(CHAT, json=chat())).json()
     text = body["choices"][0]["message"]["content"]
     assert body["usage"]["completion_tokens"] == 2 * len(WORDS) + 7
     for encoding in encodings:
-        assert len(encoding.encode(text)) == body["usage"]["completion_tokens"], encoding.name
+        assert len(encoding.encode(text)) == body["usage"]["completion_tokens"], (
+            encoding.name
+        )

@@ -49,10 +49,16 @@ def settle(tally: Tally) -> tuple[Usage, UsageSource]:
     provider = tally.provider_usage
     if provider is not None and tally.completed:
         return provider, UsageSource.PROVIDER
-    if provider is None and tally.prompt_estimate is None and tally.completion_estimate == 0:
+    if (
+        provider is None
+        and tally.prompt_estimate is None
+        and tally.completion_estimate == 0
+    ):
         return Usage(), UsageSource.NONE
     usage = Usage(
-        prompt_tokens=provider.prompt_tokens if provider else (tally.prompt_estimate or 0),
+        prompt_tokens=provider.prompt_tokens
+        if provider
+        else (tally.prompt_estimate or 0),
         completion_tokens=max(
             tally.completion_estimate, provider.completion_tokens if provider else 0
         ),
@@ -93,7 +99,9 @@ class RequestFacts:
     user_agent: str | None
 
 
-def build_record(facts: RequestFacts, tally: Tally, *, cache_hit: bool = False) -> UsageRecord:
+def build_record(
+    facts: RequestFacts, tally: Tally, *, cache_hit: bool = False
+) -> UsageRecord:
     usage, source = settle(tally)
     ended = tally.ended_at if tally.ended_at is not None else tally.started
     ttft = None

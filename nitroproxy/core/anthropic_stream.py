@@ -81,7 +81,9 @@ class MessagesToChatStream:
         self._usage: dict[str, Any] = {}
         self._finish_reason: str | None = None
         self._done = False
-        self._tool_index: dict[int, int] = {}  # Anthropic block index -> OpenAI tool index
+        self._tool_index: dict[
+            int, int
+        ] = {}  # Anthropic block index -> OpenAI tool index
 
     @property
     def usage(self) -> Usage:
@@ -103,7 +105,9 @@ class MessagesToChatStream:
                 self._usage = dict(message.get("usage") or {})
                 return [self._chunk({"role": "assistant", "content": ""})]
             case "content_block_start":
-                return self._block_start(data.get("index"), data.get("content_block") or {})
+                return self._block_start(
+                    data.get("index"), data.get("content_block") or {}
+                )
             case "content_block_delta":
                 return self._block_delta(data.get("index"), data.get("delta") or {})
             case "message_delta":
@@ -126,7 +130,9 @@ class MessagesToChatStream:
                 # OpenAI client (Anthropic asks clients to ignore unknown events).
                 return []
 
-    def _block_start(self, index: Any, block: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def _block_start(
+        self, index: Any, block: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
         if block.get("type") == "text" and block.get("text"):
             return [self._chunk({"content": block["text"]})]
         if block.get("type") != "tool_use" or not isinstance(index, int):
@@ -141,21 +147,38 @@ class MessagesToChatStream:
         }
         return [self._chunk({"tool_calls": [call]})]
 
-    def _block_delta(self, index: Any, delta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def _block_delta(
+        self, index: Any, delta: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
         kind = delta.get("type")
         if kind == "text_delta" and delta.get("text"):
             return [self._chunk({"content": delta["text"]})]
-        if kind == "input_json_delta" and delta.get("partial_json") and index in self._tool_index:
+        if (
+            kind == "input_json_delta"
+            and delta.get("partial_json")
+            and index in self._tool_index
+        ):
             function = {"arguments": delta["partial_json"]}
             return [
                 self._chunk(
-                    {"tool_calls": [{"index": self._tool_index[index], "function": function}]}
+                    {
+                        "tool_calls": [
+                            {"index": self._tool_index[index], "function": function}
+                        ]
+                    }
                 )
             ]
         return []
 
-    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+    def _chunk(
+        self, delta: dict[str, Any], finish_reason: str | None = None
+    ) -> dict[str, Any]:
+        choice = {
+            "index": 0,
+            "delta": delta,
+            "finish_reason": finish_reason,
+            "logprobs": None,
+        }
         # With include_usage, OpenAI sends "usage": null on every chunk but the last.
         return self._envelope([choice], None)
 
@@ -188,7 +211,10 @@ class ChatToMessagesStream:
         self._finished = False
         self._blocks = 0  # content blocks started so far; the open one is _blocks - 1
         self._open: str | None = None  # "text" or "tool_use"
-        self._tool_key: tuple[Any, Any] = (None, None)  # (index, id) of the open tool call
+        self._tool_key: tuple[Any, Any] = (
+            None,
+            None,
+        )  # (index, id) of the open tool call
         self._saw_tool_use = False
         self._finish_reason: str | None = None
 
@@ -232,7 +258,10 @@ class ChatToMessagesStream:
         delta = {"stop_reason": stop_reason, "stop_sequence": None}
         usage_out = usage_to_anthropic(self._usage)
         events.append(
-            ("message_delta", {"type": "message_delta", "delta": delta, "usage": usage_out})
+            (
+                "message_delta",
+                {"type": "message_delta", "delta": delta, "usage": usage_out},
+            )
         )
         events.append(("message_stop", {"type": "message_stop"}))
         return events
@@ -257,22 +286,37 @@ class ChatToMessagesStream:
         events = self._close()
         self._open = kind
         self._blocks += 1
-        data = {"type": "content_block_start", "index": self._blocks - 1, "content_block": block}
+        data = {
+            "type": "content_block_start",
+            "index": self._blocks - 1,
+            "content_block": block,
+        }
         return [*events, ("content_block_start", data)]
 
     def _close(self) -> list[Event]:
         if self._open is None:
             return []
         self._open = None
-        return [("content_block_stop", {"type": "content_block_stop", "index": self._blocks - 1})]
+        return [
+            (
+                "content_block_stop",
+                {"type": "content_block_stop", "index": self._blocks - 1},
+            )
+        ]
 
     def _delta(self, delta: dict[str, Any]) -> Event:
-        data = {"type": "content_block_delta", "index": self._blocks - 1, "delta": delta}
+        data = {
+            "type": "content_block_delta",
+            "index": self._blocks - 1,
+            "delta": delta,
+        }
         return ("content_block_delta", data)
 
     def _text(self, text: str) -> list[Event]:
         events = (
-            [] if self._open == "text" else self._open_block("text", {"type": "text", "text": ""})
+            []
+            if self._open == "text"
+            else self._open_block("text", {"type": "text", "text": ""})
         )
         return [*events, self._delta({"type": "text_delta", "text": text})]
 
@@ -295,5 +339,7 @@ class ChatToMessagesStream:
             events = self._open_block("tool_use", block)
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
-            events.append(self._delta({"type": "input_json_delta", "partial_json": arguments}))
+            events.append(
+                self._delta({"type": "input_json_delta", "partial_json": arguments})
+            )
         return events

@@ -32,7 +32,9 @@ _STOP_REASON_BY_FINISH = {
     "content_filter": "refusal",
 }
 _TOOL_CHOICE_TO_ANTHROPIC = {"auto": "auto", "required": "any", "none": "none"}
-_TOOL_CHOICE_TO_OPENAI = {value: key for key, value in _TOOL_CHOICE_TO_ANTHROPIC.items()}
+_TOOL_CHOICE_TO_OPENAI = {
+    value: key for key, value in _TOOL_CHOICE_TO_ANTHROPIC.items()
+}
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -141,7 +143,9 @@ def parse_anthropic_error(body: Any) -> tuple[str | None, str | None]:
     return _str_or_none(error.get("type")), _str_or_none(error.get("message"))
 
 
-def parse_openai_error(body: Any) -> tuple[str | None, str | None, str | None, str | None]:
+def parse_openai_error(
+    body: Any,
+) -> tuple[str | None, str | None, str | None, str | None]:
     """(type, message, code, param) from an OpenAI-style error body (a dict, or its JSON text).
 
     OpenAI-compatible servers vary: vLLM puts the fields at the top level with an integer
@@ -167,7 +171,9 @@ def finish_reason_from_stop_reason(stop_reason: str | None) -> str:
     return _FINISH_BY_STOP_REASON.get(stop_reason or "", "stop")
 
 
-def stop_reason_from_finish_reason(finish_reason: str | None, *, has_tool_use: bool) -> str:
+def stop_reason_from_finish_reason(
+    finish_reason: str | None, *, has_tool_use: bool
+) -> str:
     # Some OpenAI-compatible servers say "stop" after emitting tool calls; Anthropic clients
     # only run tools when stop_reason is "tool_use".
     if has_tool_use and finish_reason in (None, "stop", "tool_calls", "function_call"):
@@ -191,7 +197,11 @@ def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 
 _OPTIONAL_FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
-    ("system", lambda v: isinstance(v, str) or _list_of(_is_text_block)(v), "text or text blocks"),
+    (
+        "system",
+        lambda v: isinstance(v, str) or _list_of(_is_text_block)(v),
+        "text or text blocks",
+    ),
     ("stream", lambda v: isinstance(v, bool), "a boolean"),
     ("temperature", _is_number, "a number"),
     ("top_p", _is_number, "a number"),
@@ -205,7 +215,9 @@ def _validate_message(message: Any, where: str) -> None:
     if not isinstance(message, Mapping):
         raise InvalidRequest(f"{where}: must be an object", param=where)
     if message.get("role") not in ("user", "assistant"):
-        raise InvalidRequest(f"{where}.role: must be 'user' or 'assistant'", param=f"{where}.role")
+        raise InvalidRequest(
+            f"{where}.role: must be 'user' or 'assistant'", param=f"{where}.role"
+        )
     content = message.get("content")
     if isinstance(content, str):
         return
@@ -228,7 +240,9 @@ def validate_messages_request(body: Any) -> None:
         raise InvalidRequest("model: a model name is required", param="model")
     max_tokens = body.get("max_tokens")
     if not _is_int(max_tokens) or max_tokens < 1:
-        raise InvalidRequest("max_tokens: a positive integer is required", param="max_tokens")
+        raise InvalidRequest(
+            "max_tokens: a positive integer is required", param="max_tokens"
+        )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("messages: a non-empty list is required", param="messages")
@@ -246,7 +260,9 @@ def _text_of_parts(content: Any, where: str) -> list[str]:
     """The texts of a system/developer/tool message: a string or a list of text parts."""
     if isinstance(content, str):
         return [content] if content else []
-    if not isinstance(content, list) or not all(_is_text_block(part) for part in content):
+    if not isinstance(content, list) or not all(
+        _is_text_block(part) for part in content
+    ):
         raise InvalidRequest(
             f"{where}.content: only text is supported here", param=f"{where}.content"
         )
@@ -289,7 +305,9 @@ def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
         kind = part.get("type") if isinstance(part, Mapping) else None
         if kind == "text" and isinstance(part.get("text"), str):
             # Anthropic rejects empty text blocks.
-            blocks.extend([{"type": "text", "text": part["text"]}] if part["text"] else [])
+            blocks.extend(
+                [{"type": "text", "text": part["text"]}] if part["text"] else []
+            )
         elif kind == "image_url":
             blocks.append(_image_block(part.get("image_url"), param))
         elif (
@@ -323,7 +341,9 @@ def _assistant_blocks(message: Mapping[str, Any], where: str) -> list[dict[str, 
     content = message.get("content")
     if isinstance(content, list):
         # Assistant parts are text or refusal; both are plain text to Anthropic.
-        texts = [p.get("text") or p.get("refusal") for p in content if isinstance(p, Mapping)]
+        texts = [
+            p.get("text") or p.get("refusal") for p in content if isinstance(p, Mapping)
+        ]
         content = "".join(t for t in texts if isinstance(t, str))
     blocks: list[dict[str, Any]] = []
     if isinstance(content, str) and content:
@@ -332,13 +352,24 @@ def _assistant_blocks(message: Mapping[str, Any], where: str) -> list[dict[str, 
     for k, call in enumerate(tool_calls if isinstance(tool_calls, list) else [None]):
         param = f"{where}.tool_calls.[{k}]"
         function = call.get("function") if isinstance(call, Mapping) else None
-        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
-            raise InvalidRequest(f"{param}: a function tool call is required", param=param)
+        if not isinstance(function, Mapping) or not isinstance(
+            function.get("name"), str
+        ):
+            raise InvalidRequest(
+                f"{param}: a function tool call is required", param=param
+            )
         if not isinstance(call.get("id"), str):
             raise InvalidRequest(f"{param}.id: required", param=f"{param}.id")
-        arguments = _decode_arguments(function.get("arguments"), f"{param}.function.arguments")
+        arguments = _decode_arguments(
+            function.get("arguments"), f"{param}.function.arguments"
+        )
         blocks.append(
-            {"type": "tool_use", "id": call["id"], "name": function["name"], "input": arguments}
+            {
+                "type": "tool_use",
+                "id": call["id"],
+                "name": function["name"],
+                "input": arguments,
+            }
         )
     return blocks
 
@@ -346,7 +377,9 @@ def _assistant_blocks(message: Mapping[str, Any], where: str) -> list[dict[str, 
 def _tool_result_block(message: Mapping[str, Any], where: str) -> dict[str, Any]:
     tool_call_id = message.get("tool_call_id")
     if not isinstance(tool_call_id, str):
-        raise InvalidRequest(f"{where}.tool_call_id: required", param=f"{where}.tool_call_id")
+        raise InvalidRequest(
+            f"{where}.tool_call_id: required", param=f"{where}.tool_call_id"
+        )
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_call_id}
     content = message.get("content")
     texts = _text_of_parts(content, where)
@@ -366,7 +399,9 @@ def _finish_turn(turn: dict[str, Any]) -> dict[str, Any]:
     return turn
 
 
-def _chat_messages_to_anthropic(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
+def _chat_messages_to_anthropic(
+    messages: Any,
+) -> tuple[list[str], list[dict[str, Any]]]:
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("messages: a non-empty list is required", param="messages")
     system: list[str] = []
@@ -385,7 +420,9 @@ def _chat_messages_to_anthropic(messages: Any) -> tuple[list[str], list[dict[str
         elif role == "tool":
             role, blocks = "user", [_tool_result_block(message, where)]
         else:
-            raise InvalidRequest(f"{where}.role: unsupported role {role!r}", param=f"{where}.role")
+            raise InvalidRequest(
+                f"{where}.role: unsupported role {role!r}", param=f"{where}.role"
+            )
         if not blocks:
             continue  # Anthropic rejects empty content
         if turns and turns[-1]["role"] == role:
@@ -393,7 +430,9 @@ def _chat_messages_to_anthropic(messages: Any) -> tuple[list[str], list[dict[str
         else:
             turns.append({"role": role, "content": blocks})
     if not turns:
-        raise InvalidRequest("messages: a user or assistant message is required", param="messages")
+        raise InvalidRequest(
+            "messages: a user or assistant message is required", param="messages"
+        )
     return system, [_finish_turn(turn) for turn in turns]
 
 
@@ -404,9 +443,13 @@ def _chat_tools_to_anthropic(tools: Any) -> list[dict[str, Any]]:
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, Mapping) else None
         if not isinstance(function, Mapping) or tool.get("type") != "function":
-            raise InvalidRequest("only function tools are supported", param=f"tools.[{i}]")
+            raise InvalidRequest(
+                "only function tools are supported", param=f"tools.[{i}]"
+            )
         if not isinstance(function.get("name"), str):
-            raise InvalidRequest("a tool name is required", param=f"tools.[{i}].function.name")
+            raise InvalidRequest(
+                "a tool name is required", param=f"tools.[{i}].function.name"
+            )
         converted = {
             "name": function["name"],
             "input_schema": function.get("parameters") or _EMPTY_SCHEMA,
@@ -427,7 +470,9 @@ def _chat_tool_choice_to_anthropic(choice: Any, parallel: Any) -> dict[str, Any]
         function = choice.get("function")
         name = function.get("name") if isinstance(function, Mapping) else None
         if not isinstance(name, str):
-            raise InvalidRequest("a function name is required", param="tool_choice.function.name")
+            raise InvalidRequest(
+                "a function name is required", param="tool_choice.function.name"
+            )
         out = {"type": "tool", "name": name}
     elif choice is None:
         if parallel is not False:
@@ -465,8 +510,12 @@ def _chat_sampling_to_anthropic(body: Mapping[str, Any], out: dict[str, Any]) ->
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
-    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
-        raise InvalidRequest("stop: must be a string or a list of strings", param="stop")
+    if stop is not None and not (
+        isinstance(stop, list) and all(isinstance(s, str) for s in stop)
+    ):
+        raise InvalidRequest(
+            "stop: must be a string or a list of strings", param="stop"
+        )
     if stop:
         out["stop_sequences"] = stop
 
@@ -481,7 +530,9 @@ def chat_to_messages_request(
     that send OpenAI's defaults. ``n`` is the exception, as n>1 asks for output we can't give.
     """
     if body.get("n") not in (None, 1):
-        raise InvalidRequest("n: only one choice can be generated by this model", param="n")
+        raise InvalidRequest(
+            "n: only one choice can be generated by this model", param="n"
+        )
     system, messages = _chat_messages_to_anthropic(body.get("messages"))
     out: dict[str, Any] = {
         "model": upstream_model,
@@ -495,9 +546,13 @@ def chat_to_messages_request(
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequest("stream: must be a boolean", param="stream")
     if stream:
-        out["stream"] = True  # Anthropic always reports usage, so stream_options has no use
+        out["stream"] = (
+            True  # Anthropic always reports usage, so stream_options has no use
+        )
     # tool_choice goes only with tools: Anthropic rejects it alone.
-    tools = _chat_tools_to_anthropic(body["tools"]) if body.get("tools") is not None else []
+    tools = (
+        _chat_tools_to_anthropic(body["tools"]) if body.get("tools") is not None else []
+    )
     if tools:
         out["tools"] = tools
         choice = _chat_tool_choice_to_anthropic(
@@ -508,11 +563,16 @@ def chat_to_messages_request(
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
     response_format = body.get("response_format")
-    if isinstance(response_format, Mapping) and response_format.get("type") == "json_schema":
+    if (
+        isinstance(response_format, Mapping)
+        and response_format.get("type") == "json_schema"
+    ):
         json_schema = response_format.get("json_schema")
         schema = json_schema.get("schema") if isinstance(json_schema, Mapping) else None
         if not isinstance(schema, Mapping):
-            raise InvalidRequest("a schema is required", param="response_format.json_schema.schema")
+            raise InvalidRequest(
+                "a schema is required", param="response_format.json_schema.schema"
+            )
         out["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     # json_object has no Anthropic switch; OpenAI already requires the prompt to ask for JSON.
     return out
@@ -530,7 +590,9 @@ def _source_url(block: Mapping[str, Any], param: str) -> str:
         return f"data:{source.get('media_type')};base64,{source.get('data')}"
     if kind == "url":
         return str(source.get("url"))
-    raise InvalidRequest(f"{param}.source: {kind!r} sources are not supported", param=param)
+    raise InvalidRequest(
+        f"{param}.source: {kind!r} sources are not supported", param=param
+    )
 
 
 def _image_part(block: Mapping[str, Any], param: str) -> dict[str, Any]:
@@ -547,15 +609,21 @@ def _document_part(block: Mapping[str, Any], param: str) -> dict[str, Any]:
         "file_data": _source_url(block, param),
     }
     if not file["file_data"].startswith("data:"):
-        raise InvalidRequest(f"{param}.source: url documents are not supported", param=param)
+        raise InvalidRequest(
+            f"{param}.source: url documents are not supported", param=param
+        )
     return {"type": "file", "file": file}
 
 
-def _tool_result_to_chat(block: Mapping[str, Any], param: str) -> tuple[dict[str, Any], list[Any]]:
+def _tool_result_to_chat(
+    block: Mapping[str, Any], param: str
+) -> tuple[dict[str, Any], list[Any]]:
     """A role "tool" message, plus the images it held: OpenAI tool messages carry text only,
     so images move to the user message that follows the tool messages."""
     if not isinstance(block.get("tool_use_id"), str):
-        raise InvalidRequest(f"{param}.tool_use_id: required", param=f"{param}.tool_use_id")
+        raise InvalidRequest(
+            f"{param}.tool_use_id: required", param=f"{param}.tool_use_id"
+        )
     content = block.get("content")
     texts: list[str] = []
     images: list[Any] = []
@@ -567,8 +635,14 @@ def _tool_result_to_chat(block: Mapping[str, Any], param: str) -> tuple[dict[str
         elif isinstance(item, Mapping) and item.get("type") == "image":
             images.append(_image_part(item, f"{param}.content.{j}"))
         else:
-            raise InvalidRequest(f"{param}.content.{j}: unsupported in tool results", param=param)
-    message = {"role": "tool", "tool_call_id": block["tool_use_id"], "content": "\n".join(texts)}
+            raise InvalidRequest(
+                f"{param}.content.{j}: unsupported in tool results", param=param
+            )
+    message = {
+        "role": "tool",
+        "tool_call_id": block["tool_use_id"],
+        "content": "\n".join(texts),
+    }
     return message, images
 
 
@@ -596,10 +670,14 @@ def _user_to_chat(blocks: list[Any], where: str) -> list[dict[str, Any]]:
         elif kind == "document":
             parts.append(_document_part(block, param))
         else:
-            raise InvalidRequest(f"{param}: unsupported or malformed {kind!r} block", param=param)
+            raise InvalidRequest(
+                f"{param}: unsupported or malformed {kind!r} block", param=param
+            )
     # OpenAI needs tool messages right after the assistant's tool_calls, so they go first.
     parts = images + parts
-    return tool_messages + ([{"role": "user", "content": _collapse(parts)}] if parts else [])
+    return tool_messages + (
+        [{"role": "user", "content": _collapse(parts)}] if parts else []
+    )
 
 
 def _assistant_to_chat(blocks: list[Any], where: str) -> dict[str, Any]:
@@ -610,11 +688,18 @@ def _assistant_to_chat(blocks: list[Any], where: str) -> dict[str, Any]:
         if _is_text_block(block):
             texts.append(block["text"])
         elif kind == "tool_use" and isinstance(block.get("id"), str):
-            function = {"name": block.get("name"), "arguments": _compact(block.get("input") or {})}
-            tool_calls.append({"id": block["id"], "type": "function", "function": function})
+            function = {
+                "name": block.get("name"),
+                "arguments": _compact(block.get("input") or {}),
+            }
+            tool_calls.append(
+                {"id": block["id"], "type": "function", "function": function}
+            )
         elif kind not in ("thinking", "redacted_thinking"):
             # Thinking is dropped: OpenAI has no way to send it back to the model.
-            raise InvalidRequest(f"{param}: unsupported or malformed {kind!r} block", param=param)
+            raise InvalidRequest(
+                f"{param}: unsupported or malformed {kind!r} block", param=param
+            )
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
     if tool_calls:
         message["content"] = message["content"] or None
@@ -625,11 +710,17 @@ def _assistant_to_chat(blocks: list[Any], where: str) -> dict[str, Any]:
 def _tools_to_chat(tools: list[Any]) -> list[dict[str, Any]]:
     out = []
     for i, tool in enumerate(tools):
-        if tool.get("type") not in (None, "custom") or not isinstance(tool.get("name"), str):
+        if tool.get("type") not in (None, "custom") or not isinstance(
+            tool.get("name"), str
+        ):
             raise InvalidRequest(
-                f"tools.{i}: only custom tools are supported by this model", param=f"tools.{i}"
+                f"tools.{i}: only custom tools are supported by this model",
+                param=f"tools.{i}",
             )
-        function = {"name": tool["name"], "parameters": tool.get("input_schema") or _EMPTY_SCHEMA}
+        function = {
+            "name": tool["name"],
+            "parameters": tool.get("input_schema") or _EMPTY_SCHEMA,
+        }
         if tool.get("description"):
             function["description"] = tool["description"]
         if isinstance(tool.get("strict"), bool):
@@ -650,7 +741,9 @@ def _tool_choice_to_chat(choice: Mapping[str, Any], out: dict[str, Any]) -> None
         out["parallel_tool_calls"] = False
 
 
-def messages_to_chat_request(body: Mapping[str, Any], *, upstream_model: str) -> dict[str, Any]:
+def messages_to_chat_request(
+    body: Mapping[str, Any], *, upstream_model: str
+) -> dict[str, Any]:
     """An Anthropic Messages body (already through validate_messages_request) as OpenAI chat.
 
     thinking, top_k, cache_control and server tools have no OpenAI equivalent: thinking,
@@ -691,8 +784,13 @@ def messages_to_chat_request(body: Mapping[str, Any], *, upstream_model: str) ->
     if isinstance(metadata, Mapping) and isinstance(metadata.get("user_id"), str):
         out["user"] = metadata["user_id"]
     output_config = body.get("output_config")
-    output_format = output_config.get("format") if isinstance(output_config, Mapping) else None
-    if isinstance(output_format, Mapping) and output_format.get("type") == "json_schema":
+    output_format = (
+        output_config.get("format") if isinstance(output_config, Mapping) else None
+    )
+    if (
+        isinstance(output_format, Mapping)
+        and output_format.get("type") == "json_schema"
+    ):
         json_schema = {"name": "output", "schema": output_format.get("schema")}
         out["response_format"] = {"type": "json_schema", "json_schema": json_schema}
     return out
@@ -711,8 +809,13 @@ def messages_response_to_chat(
         if _is_text_block(block):
             texts.append(block["text"])
         elif isinstance(block, Mapping) and block.get("type") == "tool_use":
-            function = {"name": block.get("name"), "arguments": _compact(block.get("input") or {})}
-            tool_calls.append({"id": block.get("id"), "type": "function", "function": function})
+            function = {
+                "name": block.get("name"),
+                "arguments": _compact(block.get("input") or {}),
+            }
+            tool_calls.append(
+                {"id": block.get("id"), "type": "function", "function": function}
+            )
     message: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(texts) if texts or not tool_calls else None,
@@ -749,7 +852,9 @@ def _upstream_arguments(arguments: Any) -> dict[str, Any]:
         decoded = None
     if not isinstance(decoded, dict):
         # The model's output, not the client's input: an upstream failure, not a 400.
-        raise UpstreamError("upstream returned tool call arguments that are not a JSON object")
+        raise UpstreamError(
+            "upstream returned tool call arguments that are not a JSON object"
+        )
     return decoded
 
 
@@ -761,7 +866,9 @@ def chat_response_to_messages(body: Mapping[str, Any], *, model: str) -> dict[st
     content: list[dict[str, Any]] = []
     text = message.get("content")
     if isinstance(text, list):  # some OpenAI-compatible servers answer with parts
-        text = "".join(part.get("text") or "" for part in text if isinstance(part, Mapping))
+        text = "".join(
+            part.get("text") or "" for part in text if isinstance(part, Mapping)
+        )
     for value in (text, message.get("refusal")):
         if isinstance(value, str) and value:
             content.append({"type": "text", "text": value})

@@ -48,6 +48,16 @@ class KeyLimits:
     budget_day_usd: float | None = None
     budget_month_usd: float | None = None
 
+    @property
+    def unlimited(self) -> bool:
+        return (
+            self.rpm is None
+            and self.tpm is None
+            and self.max_concurrent is None
+            and self.budget_day_usd is None
+            and self.budget_month_usd is None
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Admission:
@@ -96,7 +106,9 @@ class _Window:
         if self.stamps and self.stamps[-1] == now:
             self.amounts[-1] += amount  # coalesce admissions at the same instant
             return
-        i = bisect_right(self.stamps, now, self.head)  # == len() unless the clock went back
+        i = bisect_right(
+            self.stamps, now, self.head
+        )  # == len() unless the clock went back
         self.stamps.insert(i, now)
         self.amounts.insert(i, amount)
 
@@ -173,7 +185,9 @@ class RateLimits:
         if state is None:
             state = _KeyState()
         state.prune(now)
-        denial = _deny(state, limits, tokens, now, concurrent, spent_day_usd, spent_month_usd)
+        denial = _deny(
+            state, limits, tokens, now, concurrent, spent_day_usd, spent_month_usd
+        )
         if denial is None:
             if limits.rpm is not None:
                 state.requests.add(now, 1)
@@ -186,7 +200,13 @@ class RateLimits:
         return _admission(state, limits, tokens, now, denial)
 
     def settle(
-        self, key: str, *, admitted_tokens: int, actual_tokens: int, at: float, now: float
+        self,
+        key: str,
+        *,
+        admitted_tokens: int,
+        actual_tokens: int,
+        at: float,
+        now: float,
     ) -> None:
         """Replace the estimate admitted at ``at`` by the real usage, at its own timestamp,
         so the correction expires when the estimate would have. A no-op once it left the
@@ -242,7 +262,11 @@ def _deny(
     if quota is not None:
         return "budget", None, quota.message
     reasons: list[tuple[Reason, float | None, str]] = []
-    if concurrent and limits.max_concurrent is not None and state.active >= limits.max_concurrent:
+    if (
+        concurrent
+        and limits.max_concurrent is not None
+        and state.active >= limits.max_concurrent
+    ):
         reasons.append(
             (
                 "concurrency",
@@ -252,7 +276,9 @@ def _deny(
         )
     if limits.rpm is not None and state.requests.total + 1 > limits.rpm:
         wait = state.requests.wait_for(state.requests.total + 1 - limits.rpm, now)
-        reasons.append(("requests", wait, f"Rate limit reached: {limits.rpm} requests per min"))
+        reasons.append(
+            ("requests", wait, f"Rate limit reached: {limits.rpm} requests per min")
+        )
     if limits.tpm is not None and tokens > limits.tpm:
         message = (
             f"Request too large: about {tokens} tokens, over the limit of "
@@ -262,9 +288,7 @@ def _deny(
     if limits.tpm is not None and state.tokens.total + tokens > limits.tpm:
         wait = state.tokens.wait_for(state.tokens.total + tokens - limits.tpm, now)
         used = state.tokens.total
-        message = (
-            f"Rate limit reached: {limits.tpm} tokens per min (used {used}, requested {tokens})"
-        )
+        message = f"Rate limit reached: {limits.tpm} tokens per min (used {used}, requested {tokens})"
         reasons.append(("tokens", wait, message))
     if not reasons:
         return None

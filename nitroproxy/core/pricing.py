@@ -30,7 +30,8 @@ _NANOS_PER_PRICE_UNIT = Decimal(1000)
 
 def _nanos(pairs: list[tuple[int, float]]) -> int:
     total = sum(
-        (Decimal(max(tokens, 0)) * Decimal(repr(price)) for tokens, price in pairs), Decimal(0)
+        (Decimal(max(tokens, 0)) * Decimal(repr(price)) for tokens, price in pairs),
+        Decimal(0),
     )
     return int((total * _NANOS_PER_PRICE_UNIT).to_integral_value(ROUND_HALF_EVEN))
 
@@ -57,7 +58,9 @@ def cost_nanos(price: Price, usage: Usage) -> int:
     )
 
 
-def estimate_cost_nanos(price: Price, prompt_tokens: int, completion_tokens: int) -> int:
+def estimate_cost_nanos(
+    price: Price, prompt_tokens: int, completion_tokens: int
+) -> int:
     """The cost of a request before it runs (no cache assumed), for routing by price."""
     return _nanos([(prompt_tokens, price.input), (completion_tokens, price.output)])
 
@@ -96,7 +99,9 @@ def price_for(model: str, table: Mapping[str, Price]) -> Price | None:
 
 # prices.yaml is a subset of YAML that the line pattern below reads exactly (tests check it
 # against a real YAML parser): `name: {field: decimal, ...}` per line, plus comment lines.
-_LINE = re.compile(r"(?P<name>[A-Za-z0-9][\w.\-/:@]*):\s+\{(?P<fields>[^{}#]*)\}(?:\s+#.*)?")
+_LINE = re.compile(
+    r"(?P<name>[A-Za-z0-9][\w.\-/:@]*):\s+\{(?P<fields>[^{}#]*)\}(?:\s+#.*)?"
+)
 _FIELD = re.compile(r"\s*(?P<key>\w+):\s+(?P<value>\d+(?:\.\d+)?)\s*")
 _FIELDS = frozenset({"input", "output", "cached_input", "cache_write"})
 
@@ -134,4 +139,6 @@ def parse_prices(text: str, source: str = "prices.yaml") -> dict[str, Price]:
 
 def load_default_prices() -> dict[str, Price]:
     """The bundled table, ``nitroproxy/data/prices.yaml``; it reads the file on each call."""
-    return parse_prices((files("nitroproxy") / "data" / "prices.yaml").read_text(encoding="utf-8"))
+    return parse_prices(
+        (files("nitroproxy") / "data" / "prices.yaml").read_text(encoding="utf-8")
+    )

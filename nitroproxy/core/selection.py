@@ -103,7 +103,8 @@ def parse_provider_prefs(obj: Any) -> ProviderPrefs:
     allow = obj.get("allow_fallbacks")
     if allow is not None and not isinstance(allow, bool):
         raise InvalidRequest(
-            "provider.allow_fallbacks must be a boolean", param="provider.allow_fallbacks"
+            "provider.allow_fallbacks must be a boolean",
+            param="provider.allow_fallbacks",
         )
     sort = obj.get("sort")
     if sort is not None and sort not in _SORTS:
@@ -128,7 +129,8 @@ def _parse_names(obj: dict[str, Any], field: str) -> tuple[str, ...]:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise InvalidRequest(
-            f"provider.{field} must be an array of non-empty strings", param=f"provider.{field}"
+            f"provider.{field} must be an array of non-empty strings",
+            param=f"provider.{field}",
         )
     return tuple(value)
 
@@ -137,7 +139,9 @@ def _parse_max_price(value: Any) -> tuple[float | None, float | None]:
     if value is None:
         return None, None
     if not isinstance(value, dict):
-        raise InvalidRequest("provider.max_price must be an object", param="provider.max_price")
+        raise InvalidRequest(
+            "provider.max_price must be an object", param="provider.max_price"
+        )
     out: dict[str, float | None] = {"prompt": None, "completion": None}
     for field, price in value.items():
         param = f"provider.max_price.{field}"
@@ -147,9 +151,14 @@ def _parse_max_price(value: Any) -> tuple[float | None, float | None]:
             )
         if price is None:
             continue
-        if isinstance(price, bool) or not isinstance(price, int | float) or not price >= 0:
+        if (
+            isinstance(price, bool)
+            or not isinstance(price, int | float)
+            or not price >= 0
+        ):
             raise InvalidRequest(
-                f"{param} must be a non-negative number (USD per million tokens)", param=param
+                f"{param} must be a non-negative number (USD per million tokens)",
+                param=param,
             )
         out[field] = float(price)
     return out["prompt"], out["completion"]
@@ -190,12 +199,19 @@ def choose(
         raise NoDeploymentAvailable(f"model {_quote(model)} has no deployments")
     pool = _filter(candidates, prefs, model)
     ranked = _order(
-        pool, prefs.sort or strategy, measurements, prompt_tokens, max_output_tokens, rng
+        pool,
+        prefs.sort or strategy,
+        measurements,
+        prompt_tokens,
+        max_output_tokens,
+        rng,
     )
     if prefs.order:
         ranked.sort(key=lambda c: _order_rank(c, prefs.order))
         if not prefs.allow_fallbacks:
-            ranked = [c for c in ranked if _order_rank(c, prefs.order) < len(prefs.order)]
+            ranked = [
+                c for c in ranked if _order_rank(c, prefs.order) < len(prefs.order)
+            ]
             if not ranked:
                 raise InvalidRequest(
                     f"no deployment of model {_quote(model)} matches "
@@ -204,14 +220,18 @@ def choose(
                     param="provider.order",
                 )
     is_up = _availability(available)
-    up = {c.name: is_up(c.name) for c in ranked}  # ask once per name: the predicate may be costly
+    up = {
+        c.name: is_up(c.name) for c in ranked
+    }  # ask once per name: the predicate may be costly
     result = [c for c in ranked if up[c.name]] + [c for c in ranked if not up[c.name]]
     if not prefs.allow_fallbacks and not prefs.order:
         return result[:1]
     return result
 
 
-def _availability(available: Callable[[str], bool] | Mapping[str, bool]) -> Callable[[str], bool]:
+def _availability(
+    available: Callable[[str], bool] | Mapping[str, bool],
+) -> Callable[[str], bool]:
     if isinstance(available, Mapping):
         return lambda name: available.get(name, True)
     return available
@@ -272,7 +292,9 @@ def _filter(
                 for side, bound in (("prompt", max_in), ("completion", max_out))
                 if bound is not None
             )
-            prices = ", ".join(f"{c.name} {c.price.input:g}/{c.price.output:g}" for c in before)
+            prices = ", ".join(
+                f"{c.name} {c.price.input:g}/{c.price.output:g}" for c in before
+            )
             raise InvalidRequest(
                 f"no deployment of model {_quote(model)} is within provider.max_price "
                 f"({bounds} USD per million tokens; deployments: {_names(before)}; "

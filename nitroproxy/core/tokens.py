@@ -220,13 +220,19 @@ def _json(enc: tiktoken.Encoding, value: object) -> int:
     return count_text(enc, text)
 
 
-def _tool_definitions(enc: tiktoken.Encoding, defs: list[Mapping[str, Any]], schema: str) -> int:
+def _tool_definitions(
+    enc: tiktoken.Encoding, defs: list[Mapping[str, Any]], schema: str
+) -> int:
     """An estimate: name, description and compact JSON of ``defs[i][schema]``, plus framing."""
     if not defs:
         return 0
     total = _TOOL_LIST_TOKENS
     for d in defs:
-        total += _TOOL_DEF_TOKENS + _str(enc, d.get("name")) + _str(enc, d.get("description"))
+        total += (
+            _TOOL_DEF_TOKENS
+            + _str(enc, d.get("name"))
+            + _str(enc, d.get("description"))
+        )
         total += _json(enc, d.get(schema))
     return total
 
@@ -253,7 +259,9 @@ def _openai_call(enc: tiktoken.Encoding, function: object) -> int:
     if not isinstance(function, Mapping):
         return 0
     return (
-        _TOOL_CALL_TOKENS + _str(enc, function.get("name")) + _json(enc, function.get("arguments"))
+        _TOOL_CALL_TOKENS
+        + _str(enc, function.get("name"))
+        + _json(enc, function.get("arguments"))
     )
 
 
@@ -269,20 +277,26 @@ def count_chat_prompt(enc: tiktoken.Encoding, body: Mapping[str, Any]) -> int:
         if isinstance(name := message.get("name"), str):
             total += TOKENS_PER_NAME + count_text(enc, name)
         total += _openai_content(enc, message.get("content"))
-        total += _str(enc, message.get("refusal")) + _str(enc, message.get("tool_call_id"))
+        total += _str(enc, message.get("refusal")) + _str(
+            enc, message.get("tool_call_id")
+        )
         for call in _dicts(message.get("tool_calls")):
             total += _openai_call(enc, call.get("function"))
         total += _openai_call(enc, message.get("function_call"))
     defs = [t.get("function") for t in _dicts(body.get("tools"))]
     defs += _dicts(body.get("functions"))
-    total += _tool_definitions(enc, [d for d in defs if isinstance(d, Mapping)], "parameters")
+    total += _tool_definitions(
+        enc, [d for d in defs if isinstance(d, Mapping)], "parameters"
+    )
     response_format = body.get("response_format")
     if isinstance(response_format, Mapping):
         total += _json(enc, response_format.get("json_schema"))
     return total
 
 
-def _anthropic_blocks(enc: tiktoken.Encoding, content: object, *, nested: bool = False) -> int:
+def _anthropic_blocks(
+    enc: tiktoken.Encoding, content: object, *, nested: bool = False
+) -> int:
     if isinstance(content, str):
         return count_text(enc, content)
     total = 0
@@ -300,11 +314,15 @@ def _anthropic_blocks(enc: tiktoken.Encoding, content: object, *, nested: bool =
                 total += _str(enc, source.get("data"))
         elif kind in ("tool_use", "server_tool_use"):
             total += (
-                _TOOL_CALL_TOKENS + _str(enc, block.get("name")) + _json(enc, block.get("input"))
+                _TOOL_CALL_TOKENS
+                + _str(enc, block.get("name"))
+                + _json(enc, block.get("input"))
             )
         elif kind == "tool_result" and not nested:
             # One level only: a tool result holds text and images, not further results.
-            total += _TOOL_CALL_TOKENS + _anthropic_blocks(enc, block.get("content"), nested=True)
+            total += _TOOL_CALL_TOKENS + _anthropic_blocks(
+                enc, block.get("content"), nested=True
+            )
         # redacted_thinking, PDF documents and server tool results are not estimated.
     return total
 
@@ -319,7 +337,9 @@ def count_anthropic_prompt(enc: tiktoken.Encoding, body: Mapping[str, Any]) -> i
     for message in _dicts(body.get("messages")):
         total += TOKENS_PER_MESSAGE + _str(enc, message.get("role"))
         total += _anthropic_blocks(enc, message.get("content"))
-    return total + _tool_definitions(enc, list(_dicts(body.get("tools"))), "input_schema")
+    return total + _tool_definitions(
+        enc, list(_dicts(body.get("tools"))), "input_schema"
+    )
 
 
 def _count_inputs(enc: tiktoken.Encoding, value: object) -> int:
@@ -437,7 +457,15 @@ class CompletionCounter:
     never make a cut, in case tiktoken's regex engine knows them as letters.
     """
 
-    __slots__ = ("_base", "_chars", "_committed", "_enc", "_flush_at", "_pending", "_tail")
+    __slots__ = (
+        "_base",
+        "_chars",
+        "_committed",
+        "_enc",
+        "_flush_at",
+        "_pending",
+        "_tail",
+    )
 
     def __init__(self, enc: tiktoken.Encoding, *, flush_chars: int = 256) -> None:
         if flush_chars < 1:

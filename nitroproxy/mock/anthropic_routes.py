@@ -32,7 +32,8 @@ def _delta(delta: dict[str, str]) -> bytes:
 # Every token event is the same bytes in every response, so they are all encoded once here.
 _TEXT_DELTAS = tuple(_delta({"type": "text_delta", "text": word}) for word in WORDS)
 _JSON_DELTAS = tuple(
-    _delta({"type": "input_json_delta", "partial_json": part}) for part in TOOL_ARGUMENT_FRAGMENTS
+    _delta({"type": "input_json_delta", "partial_json": part})
+    for part in TOOL_ARGUMENT_FRAGMENTS
 )
 _PING = _event("ping", {"type": "ping"})
 _BLOCK_STOP = _event("content_block_stop", {"type": "content_block_stop", "index": 0})
@@ -55,7 +56,12 @@ async def messages(call: Call) -> web.StreamResponse:
         block = {"type": "text", "text": completion_text(output)}
     else:
         output, stop = len(TOOL_ARGUMENT_FRAGMENTS), "tool_use"
-        block = {"type": "tool_use", "id": f"toolu_mock_{ident}", "name": tool, "input": TOOL_INPUT}
+        block = {
+            "type": "tool_use",
+            "id": f"toolu_mock_{ident}",
+            "name": tool,
+            "input": TOOL_INPUT,
+        }
     # Anthropic's input_tokens excludes the tokens read from the cache.
     usage = {
         "input_tokens": prompt - cached,

@@ -8,7 +8,12 @@ import orjson
 from aiohttp import web
 
 from nitroproxy.mock import anthropic_routes, openai_routes
-from nitroproxy.mock.errors import Family, InvalidRequest, error_response, fault_response
+from nitroproxy.mock.errors import (
+    Family,
+    InvalidRequest,
+    error_response,
+    fault_response,
+)
 from nitroproxy.mock.exchange import Call, abort, hang
 from nitroproxy.mock.script import parse_script
 from nitroproxy.mock.settings import MockSettings
@@ -87,7 +92,9 @@ def _admit(
     if state.settings.record:
         headers = {name.lower(): value for name, value in request.headers.items()}
         at = time.monotonic()
-        state.requests.append(ReceivedRequest(request.path, request.method, headers, body, at))
+        state.requests.append(
+            ReceivedRequest(request.path, request.method, headers, body, at)
+        )
     key = state.settings.api_key
     if key is None:
         return None
@@ -115,7 +122,9 @@ def _accept(
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' must be a non-empty string.", "model")
     try:
-        script = parse_script(model, state.settings, state.take_fault(model), body.get("mock"))
+        script = parse_script(
+            model, state.settings, state.take_fault(model), body.get("mock")
+        )
     except ValueError as exc:
         raise InvalidRequest(str(exc), "model") from exc
     return Call(request, state, family, body, model, script)

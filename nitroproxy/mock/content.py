@@ -73,13 +73,19 @@ def embedding_items(value: object) -> list[str | list[int]]:
         and all(isinstance(item, str) or _is_token_array(item) for item in value)
     ):
         return value
-    raise ValueError("expected a string, an array of token ids, or a non-empty array of either")
+    raise ValueError(
+        "expected a string, an array of token ids, or a non-empty array of either"
+    )
 
 
 def embedding_vector(item: str | list[int]) -> tuple[float, ...]:
     """8 floats in [-1, 1) from a hash of ``item``; each is exactly representable as float32,
     so the ``float`` and ``base64`` encodings carry the same numbers."""
-    data = item.encode() if isinstance(item, str) else b"tokens:" + bytes(str(item), "ascii")
+    data = (
+        item.encode()
+        if isinstance(item, str)
+        else b"tokens:" + bytes(str(item), "ascii")
+    )
     digest = hashlib.blake2b(data, digest_size=4 * EMBEDDING_DIMENSIONS).digest()
     raw = (n / 2**31 for n in struct.unpack(f"<{EMBEDDING_DIMENSIONS}i", digest))
     packed = struct.pack(f"<{EMBEDDING_DIMENSIONS}f", *raw)

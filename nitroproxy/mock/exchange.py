@@ -20,7 +20,10 @@ from nitroproxy.mock.errors import Family
 from nitroproxy.mock.script import Script
 from nitroproxy.mock.state import MockState, StreamLog
 
-_SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+_SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+}
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,9 @@ class StreamPlan:
     """What the ``garbage`` fault writes after two tokens, instead of the rest."""
 
 
-async def send_json(call: Call, payload: dict[str, Any], tokens: int) -> web.StreamResponse:
+async def send_json(
+    call: Call, payload: dict[str, Any], tokens: int
+) -> web.StreamResponse:
     """Answer with ``payload`` after the time a ``tokens``-token generation would take."""
     script = call.script
     wait_ms = script.first_token_delay_ms + max(tokens - 1, 0) * script.delay_ms
@@ -88,7 +93,9 @@ async def send_stream(call: Call, plan: StreamPlan) -> web.StreamResponse:
     try:
         await response.prepare(call.request)
         await response.write(plan.head)
-        await _write_tokens(response, tokens, call.script, log if state.settings.record else None)
+        await _write_tokens(
+            response, tokens, call.script, log if state.settings.record else None
+        )
         if "drop" in flags:
             state.close_stream(log, "dropped")
             return abort(call.request, response)
@@ -105,7 +112,10 @@ async def send_stream(call: Call, plan: StreamPlan) -> web.StreamResponse:
 
 
 async def _write_tokens(
-    response: web.StreamResponse, tokens: Sequence[bytes], script: Script, log: StreamLog | None
+    response: web.StreamResponse,
+    tokens: Sequence[bytes],
+    script: Script,
+    log: StreamLog | None,
 ) -> None:
     first, between = script.first_token_delay_ms / 1000, script.delay_ms / 1000
     if first > 0 and (between == 0 or not tokens):

@@ -27,7 +27,12 @@ MODELS_BODY = orjson.dumps(
     {
         "object": "list",
         "data": [
-            {"id": name, "object": "model", "created": 1700000000, "owned_by": "nitroproxy-mock"}
+            {
+                "id": name,
+                "object": "model",
+                "created": 1700000000,
+                "owned_by": "nitroproxy-mock",
+            }
             for name in MODEL_IDS
         ],
     }
@@ -65,7 +70,11 @@ async def chat(call: Call) -> web.StreamResponse:
     tool_call = None
     if tool is not None:
         function = {"name": tool, "arguments": TOOL_ARGUMENTS}
-        tool_call = {"id": f"call_mock_{ident}", "type": "function", "function": function}
+        tool_call = {
+            "id": f"call_mock_{ident}",
+            "type": "function",
+            "function": function,
+        }
     if not call.stream:
         message: dict[str, Any] = {"role": "assistant", "content": None}
         if tool_call is None:
@@ -73,7 +82,12 @@ async def chat(call: Call) -> web.StreamResponse:
         else:
             message["tool_calls"] = [tool_call]
         message["refusal"] = None
-        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+        choice = {
+            "index": 0,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": finish,
+        }
         payload = {**base, "choices": [choice]}
         if call.reports_usage:
             payload["usage"] = usage
@@ -122,7 +136,12 @@ async def completions(call: Call) -> web.StreamResponse:
     extra: dict[str, Any] = {"usage": None} if include_usage else {}
 
     def chunk(text: str, finish_reason: str | None = None) -> bytes:
-        choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+        choice = {
+            "text": text,
+            "index": 0,
+            "logprobs": None,
+            "finish_reason": finish_reason,
+        }
         return _sse({**base, "choices": [choice], **extra})
 
     tail = chunk("", finish) + _usage_chunk(base, usage, include_usage)
@@ -138,7 +157,9 @@ async def embeddings(call: Call) -> web.StreamResponse:
         raise InvalidRequest(f"'input': {exc}.", "input") from exc
     encoding = body.get("encoding_format", "float")
     if encoding not in ("float", "base64"):
-        raise InvalidRequest("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
+        raise InvalidRequest(
+            "'encoding_format' must be 'float' or 'base64'.", "encoding_format"
+        )
     data = []
     for index, item in enumerate(items):
         vector = embedding_vector(item)
@@ -160,13 +181,20 @@ def _chunk_encoder(base: dict[str, Any], include_usage: bool) -> _Chunk:
     extra: dict[str, Any] = {"usage": None} if include_usage else {}
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        choice = {
+            "index": 0,
+            "delta": delta,
+            "logprobs": None,
+            "finish_reason": finish_reason,
+        }
         return _sse({**base, "choices": [choice], **extra})
 
     return chunk
 
 
-def _usage_chunk(base: dict[str, Any], usage: dict[str, Any], include_usage: bool) -> bytes:
+def _usage_chunk(
+    base: dict[str, Any], usage: dict[str, Any], include_usage: bool
+) -> bytes:
     """The chunk after the finish_reason one: ``choices: []`` and the usage."""
     return _sse({**base, "choices": [], "usage": usage}) if include_usage else b""
 
@@ -178,7 +206,11 @@ def _text_events(template: bytes, tokens: int) -> list[bytes]:
 
 def _include_usage(call: Call) -> bool:
     options = call.body.get("stream_options")
-    return call.reports_usage and isinstance(options, dict) and options.get("include_usage") is True
+    return (
+        call.reports_usage
+        and isinstance(options, dict)
+        and options.get("include_usage") is True
+    )
 
 
 def _completion_length(call: Call) -> tuple[int, str]:

@@ -64,7 +64,9 @@ def parse_script(
     script = Script(settings.tokens, settings.delay_ms, settings.first_token_delay_ms)
     script = _apply(script, segments)
     if queued is not None:
-        script = _apply(replace(script, fail_status=None, flags=frozenset()), queued.split("+"))
+        script = _apply(
+            replace(script, fail_status=None, flags=frozenset()), queued.split("+")
+        )
     if override is not None:
         script = _apply_override(script, override)
     if "slowfirst" in script.flags:
@@ -113,7 +115,9 @@ def _status(segment: str) -> int:
 
 def _count(name: str, value: str) -> int:
     if not value.isdigit():
-        raise ValueError(f"mock directive {name}={value!r}: expected a whole number >= 0")
+        raise ValueError(
+            f"mock directive {name}={value!r}: expected a whole number >= 0"
+        )
     return int(value)
 
 

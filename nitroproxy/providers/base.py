@@ -16,7 +16,12 @@ import orjson
 
 from nitroproxy.config import ProviderSettings
 from nitroproxy.core import anthropic_wire, openai_wire
-from nitroproxy.core.errors import ProxyError, UpstreamError, UpstreamStatusError, UpstreamTimeout
+from nitroproxy.core.errors import (
+    ProxyError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
 from nitroproxy.core.types import ApiFormat, Endpoint
 
 _PATHS = {
@@ -117,13 +122,17 @@ def transport_error(provider: Provider, exc: BaseException) -> ProxyError:
     name = provider.name
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return UpstreamTimeout(f"provider '{name}' timed out")
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError):
+    if isinstance(
+        exc, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError
+    ):
         return UpstreamError(
             f"provider '{name}': TLS certificate verification failed",
             code="upstream_tls_error",
         )
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamError(f"provider '{name}' is unreachable", code="upstream_unreachable")
+        return UpstreamError(
+            f"provider '{name}' is unreachable", code="upstream_unreachable"
+        )
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
         return UpstreamError(
             f"provider '{name}' closed the connection", code="upstream_disconnected"
@@ -137,5 +146,7 @@ def is_retryable(error: ProxyError) -> bool:
     if isinstance(error, UpstreamStatusError):
         return error.upstream_status in RETRYABLE_STATUSES
     if isinstance(error, UpstreamError):
-        return error.code != "upstream_tls_error" and error.code != "unsupported_endpoint"
+        return (
+            error.code != "upstream_tls_error" and error.code != "unsupported_endpoint"
+        )
     return False

@@ -55,11 +55,16 @@ class UpstreamClient:
         The caller owns the returned response and must release or close it.
         """
         t = provider.settings.timeouts
-        timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.idle)
+        timeout = aiohttp.ClientTimeout(
+            total=t.total, sock_connect=t.connect, sock_read=t.idle
+        )
         try:
             async with asyncio.timeout(t.first_byte):
                 resp = await self.session.post(
-                    provider.url(endpoint), data=body, headers=provider.headers, timeout=timeout
+                    provider.url(endpoint),
+                    data=body,
+                    headers=provider.headers,
+                    timeout=timeout,
                 )
         except ProxyError:
             raise
@@ -92,6 +97,8 @@ class UpstreamClient:
             raise transport_error(provider, exc) from None
 
     @classmethod
-    async def first_chunk(cls, provider: Provider, resp: aiohttp.ClientResponse) -> bytes:
+    async def first_chunk(
+        cls, provider: Provider, resp: aiohttp.ClientResponse
+    ) -> bytes:
         async with asyncio.timeout(provider.settings.timeouts.first_byte):
             return await cls.next_chunk(provider, resp)

@@ -111,7 +111,9 @@ async def open_db(path: str | Path) -> aiosqlite.Connection:
     return conn
 
 
-async def migrate(conn: aiosqlite.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
+async def migrate(
+    conn: aiosqlite.Connection, migrations: Sequence[str] = MIGRATIONS
+) -> int:
     """Apply the migrations this database lacks; return the resulting schema version."""
     target = len(migrations)
     while True:
@@ -170,7 +172,9 @@ def _statements(script: str) -> Iterator[str]:
                 yield pending.strip()
             pending = ""
     if _has_sql(pending):
-        raise ValueError(f"incomplete SQL statement in migration: {pending.strip()[:60]!r}")
+        raise ValueError(
+            f"incomplete SQL statement in migration: {pending.strip()[:60]!r}"
+        )
 
 
 def _has_sql(text: str) -> bool:

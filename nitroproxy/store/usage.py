@@ -11,11 +11,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from operator import attrgetter
 from types import MappingProxyType
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import aiosqlite
 
-from nitroproxy.core.retention import day_ceil
+from nitroproxy.core.retention import day_ceil, day_of
 from nitroproxy.core.types import Outcome, UsageRecord
 from nitroproxy.store.db import transaction
 
@@ -35,9 +36,7 @@ _get_row = attrgetter(*_COLUMNS)
 # Integer arithmetic so SQL and core.retention.day_of agree to the second (date(ts) rounds
 # to milliseconds and could move 23:59:59.9999 into the next day).
 _DAY_SQL = "date((CAST(ts AS INTEGER) / 86400) * 86400, 'unixepoch')"
-_ERROR_SQL = (
-    f"(status >= 400 OR outcome NOT IN ('{Outcome.OK.value}', '{Outcome.CACHE_HIT.value}'))"
-)
+_ERROR_SQL = f"(status >= 400 OR outcome NOT IN ('{Outcome.OK.value}', '{Outcome.CACHE_HIT.value}'))"
 _TOKEN_COLUMNS = (
     "prompt_tokens",
     "completion_tokens",
@@ -60,7 +59,9 @@ _GROUP_SQL: Mapping[str, tuple[str, str]] = MappingProxyType(
 
 # The oldest rows first, in index order (ts, rowid): deterministic, so the INSERT and the
 # DELETE of one roll-up transaction select exactly the same rows.
-_BATCH_SQL = "SELECT rowid FROM usage WHERE ts < :before ORDER BY ts, rowid LIMIT :limit"
+_BATCH_SQL = (
+    "SELECT rowid FROM usage WHERE ts < :before ORDER BY ts, rowid LIMIT :limit"
+)
 _ROLLUP_SQL = f"""
 INSERT INTO usage_daily (day, user_id, key_id, model, provider, requests, errors,
     {", ".join(_TOKEN_COLUMNS)})
@@ -113,7 +114,9 @@ def row_to_record(row: Sequence[Any]) -> UsageRecord:
     return UsageRecord(*values)
 
 
-async def insert_many(conn: aiosqlite.Connection, records: Sequence[UsageRecord]) -> None:
+async def insert_many(
+    conn: aiosqlite.Connection, records: Sequence[UsageRecord]
+) -> None:
     """Insert in one transaction with one ``executemany``."""
     if not records:
         return
@@ -180,7 +183,9 @@ async def list_records(
     return [row_to_record(r) for r in rows]
 
 
-async def roll_up(conn: aiosqlite.Connection, *, before: float, limit: int) -> tuple[int, int]:
+async def roll_up(
+    conn: aiosqlite.Connection, *, before: float, limit: int
+) -> tuple[int, int]:
     """Move up to ``limit`` of the oldest raw rows with ``ts < before`` into ``usage_daily``.
 
     One transaction: add the rows' totals to their day's aggregates, then delete the same
@@ -195,7 +200,9 @@ async def roll_up(conn: aiosqlite.Connection, *, before: float, limit: int) -> t
     return upserted, deleted
 
 
-async def delete_daily_before(conn: aiosqlite.Connection, *, day: str, limit: int) -> int:
+async def delete_daily_before(
+    conn: aiosqlite.Connection, *, day: str, limit: int
+) -> int:
     """Delete up to ``limit`` aggregates of days before ``day`` (YYYY-MM-DD); one statement."""
     async with conn.execute(_DELETE_DAILY_SQL, (day, limit)) as cursor:
         return cursor.rowcount
@@ -220,3 +227,31 @@ def _filters(
             clauses.append(clause)
             params.append(value)
     return " AND ".join(clauses) or "1", params
+
+
+class SpendSink(Protocol):
+    def seed(self, key: str, day: str, nanos: int) -> None: ...
+
+
+async def seed_spend(conn: aiosqlite.Connection, book: SpendSink, now: float) -> int:
+    """Load this UTC month's spend per key and day into ``book`` (budgets survive restarts).
+    Returns the number of (key, day) totals loaded."""
+    month_start = day_of(now)[:8] + "01"
+    month_ts = (
+        datetime.strptime(month_start, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    )
+    sql = """
+        SELECT key_id, day, SUM(cost) FROM (
+            SELECT key_id, strftime('%Y-%m-%d', CAST(ts AS INTEGER), 'unixepoch') AS day,
+                   cost_nanos AS cost
+            FROM usage WHERE ts >= ? AND key_id IS NOT NULL
+            UNION ALL
+            SELECT key_id, day, cost_nanos FROM usage_daily WHERE day >= ? AND key_id != ''
+        ) GROUP BY key_id, day
+    """
+    loaded = 0
+    async with conn.execute(sql, (month_ts, month_start)) as cursor:
+        async for key_id, day, cost in cursor:
+            book.seed(str(key_id), str(day), int(cost))
+            loaded += 1
+    return loaded

@@ -8,6 +8,7 @@ upstream session close.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 
 import aiosqlite
@@ -21,21 +22,34 @@ from nitroproxy.metrics import Metrics
 from nitroproxy.mock_provider import MockSettings, create_mock_app
 from nitroproxy.providers.client import UpstreamClient
 from nitroproxy.store.db import open_db
+from nitroproxy.store.usage import seed_spend
 from nitroproxy.store.sweeper import RetentionSweeper
 from nitroproxy.store.writer import UsageWriter
 from nitroproxy.web import anthropic_routes, openai_routes, ops_routes
-from nitroproxy.web.appkeys import AUTH, GATEWAY, METRICS, SETTINGS, STORE, UPSTREAM, WRITER
+from nitroproxy.web.appkeys import (
+    AUTH,
+    GATEWAY,
+    METRICS,
+    SETTINGS,
+    STORE,
+    UPSTREAM,
+    WRITER,
+)
 from nitroproxy.web.auth import Authenticator
 from nitroproxy.web.middleware import error_middleware
 
 
-def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) -> web.Application:
+def create_app(
+    settings: Settings, *, clock: Callable[[], float] | None = None
+) -> web.Application:
     app = web.Application(
         client_max_size=settings.server.max_body_bytes, middlewares=[error_middleware]
     )
     app[SETTINGS] = settings
     app[AUTH] = Authenticator(settings)
-    app[METRICS] = Metrics(enabled=settings.metrics.enabled, key_labels=settings.metrics.key_labels)
+    app[METRICS] = Metrics(
+        enabled=settings.metrics.enabled, key_labels=settings.metrics.key_labels
+    )
     app.cleanup_ctx.append(_mock_provider)
     app.cleanup_ctx.append(_upstream)
     app.cleanup_ctx.append(_store)
@@ -135,16 +149,25 @@ def _gateway(
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         # Loading a rank file takes a few hundred milliseconds: do it now, off the loop, not
         # inside the first request that needs it.
-        models = [d.upstream_model for m in app[SETTINGS].models.values() for d in m.deployments]
-        await asyncio.get_running_loop().run_in_executor(None, _preload_encodings, models)
+        models = [
+            d.upstream_model
+            for m in app[SETTINGS].models.values()
+            for d in m.deployments
+        ]
+        await asyncio.get_running_loop().run_in_executor(
+            None, _preload_encodings, models
+        )
         writer = app.get(WRITER)
         gateway = Gateway(
             app[SETTINGS],
             app[UPSTREAM],
             app[METRICS],
             sink=writer.put if writer is not None else None,
-            **({"clock": clock} if clock is not None else {}),
+            clock=clock or time.monotonic,
         )
+        conn = app.get(STORE)
+        if conn is not None:
+            await seed_spend(conn, gateway.spend, time.time())
         app[GATEWAY] = gateway
         yield
         await gateway.close()

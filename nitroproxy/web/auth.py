@@ -77,7 +77,9 @@ class Authenticator:
                 "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
             )
         digest = key_digest(secret)
-        if self._admin_digest is not None and hmac.compare_digest(digest, self._admin_digest):
+        if self._admin_digest is not None and hmac.compare_digest(
+            digest, self._admin_digest
+        ):
             return Principal(key_id="admin", user_id=None, name="admin", admin=True)
         principal = self._keys.get(digest)
         if principal is None:
@@ -88,7 +90,9 @@ class Authenticator:
 
     def authenticate_admin(self, headers: Mapping[str, str]) -> Principal:
         if self._admin_digest is None:
-            raise PermissionDenied("the admin API is disabled: set NITROPROXY_ADMIN_KEY")
+            raise PermissionDenied(
+                "the admin API is disabled: set NITROPROXY_ADMIN_KEY"
+            )
         secret = extract_key(headers)
         if secret is None:
             raise Unauthenticated("missing admin key")

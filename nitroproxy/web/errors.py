@@ -3,10 +3,12 @@ in-band event a stream ends with once its status line is gone."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 from nitroproxy.core import anthropic_wire, openai_wire, sse
 from nitroproxy.core.errors import (
@@ -25,16 +27,18 @@ def family_of(path: str) -> ApiFormat:
 
 def error_payload(error: ProxyError, family: ApiFormat) -> dict[str, Any]:
     if family is ApiFormat.ANTHROPIC:
-        return anthropic_wire.anthropic_error_body(anthropic_type_of(error), error.message)
+        return anthropic_wire.anthropic_error_body(
+            anthropic_type_of(error), error.message
+        )
     return openai_wire.error_body(
         error.message, openai_type_of(error), param=error.param, code=error.code
     )
 
 
 def error_response(error: ProxyError, family: ApiFormat) -> web.Response:
-    headers = dict(error.headers)
-    if error.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(error.retry_after + 0.499)))
+    headers = CIMultiDict(error.headers)
+    if error.retry_after is not None and "Retry-After" not in headers:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     status = status_of(error)
     if (
         isinstance(error, UpstreamStatusError)
@@ -45,7 +49,9 @@ def error_response(error: ProxyError, family: ApiFormat) -> web.Response:
         body = error.body
     else:
         body = orjson.dumps(error_payload(error, family))
-    return web.Response(body=body, status=status, headers=headers, content_type="application/json")
+    return web.Response(
+        body=body, status=status, headers=headers, content_type="application/json"
+    )
 
 
 def stream_error_event(error: ProxyError, family: ApiFormat) -> bytes:

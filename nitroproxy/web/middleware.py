@@ -33,7 +33,9 @@ def request_id_of(request: web.Request) -> str:
 
 def _from_http(exc: web.HTTPException) -> ProxyError:
     if isinstance(exc, web.HTTPNotFound):
-        return NotFound(f"unknown route: {exc.reason or 'not found'}", code="unknown_url")
+        return NotFound(
+            f"unknown route: {exc.reason or 'not found'}", code="unknown_url"
+        )
     if isinstance(exc, web.HTTPMethodNotAllowed):
         return MethodNotAllowed(
             f"method {exc.method} is not allowed here (allowed: "
@@ -48,7 +50,9 @@ def _from_http(exc: web.HTTPException) -> ProxyError:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def error_middleware(
+    request: web.Request, handler: Handler
+) -> web.StreamResponse:
     rid = request_id_of(request)
     request[REQUEST_ID] = rid
     try:
@@ -65,7 +69,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         _log.exception("unhandled error", request_id=rid, path=request.path)
         response = error_response(
-            ProxyError("internal error; the request id identifies it in the server log"),
+            ProxyError(
+                "internal error; the request id identifies it in the server log"
+            ),
             family_of(request.path),
         )
     if not response.prepared:

@@ -109,7 +109,9 @@ def _transparency(call: Call, exchange: Exchange | None) -> dict[str, str]:
     return headers
 
 
-async def _respond(request: web.Request, call: Call, exchange: Exchange) -> web.Response:
+async def _respond(
+    request: web.Request, call: Call, exchange: Exchange
+) -> web.Response:
     gateway = request.app[GATEWAY]
     raw = await gateway.client.read(exchange.provider, exchange.response)
     try:
@@ -117,7 +119,9 @@ async def _respond(request: web.Request, call: Call, exchange: Exchange) -> web.
     except orjson.JSONDecodeError:
         parsed = None
     if not isinstance(parsed, dict):
-        error = UpstreamError(f"provider '{exchange.provider.name}' sent a malformed response")
+        error = UpstreamError(
+            f"provider '{exchange.provider.name}' sent a malformed response"
+        )
         call.tally.fail(error.status, Outcome.UPSTREAM_ERROR, error.error_class)
         raise error
     upstream = exchange.provider.kind
@@ -126,7 +130,9 @@ async def _respond(request: web.Request, call: Call, exchange: Exchange) -> web.
     elif upstream is ApiFormat.ANTHROPIC:
         body = orjson.dumps(
             anthropic_wire.messages_response_to_chat(
-                parsed, model=exchange.deployment.upstream_model, created=int(time.time())
+                parsed,
+                model=exchange.deployment.upstream_model,
+                created=int(time.time()),
             )
         )
     else:
@@ -151,7 +157,9 @@ async def _respond(request: web.Request, call: Call, exchange: Exchange) -> web.
 def _response_usage(upstream: ApiFormat, parsed: dict[str, Any]) -> Usage | None:
     raw = parsed.get("usage")
     if upstream is ApiFormat.ANTHROPIC:
-        return anthropic_wire.usage_from_anthropic(raw) if isinstance(raw, dict) else None
+        return (
+            anthropic_wire.usage_from_anthropic(raw) if isinstance(raw, dict) else None
+        )
     return openai_wire.usage_from(raw)
 
 
@@ -168,7 +176,9 @@ async def _count_output(call: Call, upstream: ApiFormat, parsed: dict[str, Any])
     text = "".join(texts)
     enc = tokens.encoding_for_model(call.tally.upstream_model or call.model.name)
     if len(text) > 20_000:
-        return await asyncio.get_running_loop().run_in_executor(None, tokens.count_text, enc, text)
+        return await asyncio.get_running_loop().run_in_executor(
+            None, tokens.count_text, enc, text
+        )
     return tokens.count_text(enc, text)
 
 
@@ -240,7 +250,9 @@ async def _pump(
                 tally.first_output_at = clock()
             await response.write(out)
         if keepalive > 0:
-            chunk = await _read_with_keepalive(read, provider, exchange, response, keepalive)
+            chunk = await _read_with_keepalive(
+                read, provider, exchange, response, keepalive
+            )
         else:
             chunk = await read(provider, exchange.response)
     out = pipeline.end()
@@ -272,6 +284,8 @@ async def _read_with_keepalive(
         await response.write(sse.comment())
 
 
-async def _write_error(response: web.StreamResponse, call: Call, exc: ProxyError) -> None:
+async def _write_error(
+    response: web.StreamResponse, call: Call, exc: ProxyError
+) -> None:
     with contextlib.suppress(ConnectionResetError):
         await response.write(stream_error_event(exc, call.client_format))

@@ -84,7 +84,14 @@ def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, 
         "object": "chat.completion.chunk",
         "created": 1700000000,
         "model": "my-model",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+        "choices": [
+            {
+                "index": 0,
+                "delta": delta,
+                "finish_reason": finish_reason,
+                "logprobs": None,
+            }
+        ],
         "usage": None,
     }
 
@@ -94,7 +101,9 @@ def tool_delta(**fields: Any) -> dict[str, Any]:
 
 
 def test_anthropic_events_become_chunks_one_for_one() -> None:
-    stream = MessagesToChatStream(model="my-model", created=1700000000, include_usage=True)
+    stream = MessagesToChatStream(
+        model="my-model", created=1700000000, include_usage=True
+    )
     emitted = [stream.feed(name, data) for name, data in RECORDED_EVENTS]
     assert emitted == [
         [chunk({"role": "assistant", "content": ""})],
@@ -139,11 +148,15 @@ def test_anthropic_events_become_chunks_one_for_one() -> None:
     ]
     assert stream.done
     assert stream.finish_reason == "tool_calls"
-    assert stream.usage == Usage(prompt_tokens=2520, completion_tokens=89, cached_tokens=2048)
+    assert stream.usage == Usage(
+        prompt_tokens=2520, completion_tokens=89, cached_tokens=2048
+    )
 
 
 def test_chunks_accumulate_in_the_openai_sdk() -> None:
-    stream = MessagesToChatStream(model="my-model", created=1700000000, include_usage=True)
+    stream = MessagesToChatStream(
+        model="my-model", created=1700000000, include_usage=True
+    )
     state: ChatCompletionStreamState[Any] = ChatCompletionStreamState()
     for name, data in RECORDED_EVENTS:
         for out in stream.feed(name, data):
@@ -191,14 +204,22 @@ def test_tool_indexes_count_tool_blocks_only() -> None:
         {"type": "tool_use", "id": "t2", "name": "b", "input": {}},
     ]
     for index, block in enumerate(blocks):
-        stream.feed(None, {"type": "content_block_start", "index": index, "content_block": block})
+        stream.feed(
+            None,
+            {"type": "content_block_start", "index": index, "content_block": block},
+        )
     delta = {"type": "input_json_delta", "partial_json": "{}"}
     out = stream.feed(None, {"type": "content_block_delta", "index": 3, "delta": delta})
     assert out[0]["choices"][0]["delta"] == {
         "tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]
     }
     thinking = {"type": "thinking_delta", "thinking": "hmm"}
-    assert stream.feed(None, {"type": "content_block_delta", "index": 0, "delta": thinking}) == []
+    assert (
+        stream.feed(
+            None, {"type": "content_block_delta", "index": 0, "delta": thinking}
+        )
+        == []
+    )
 
 
 def test_message_delta_usage_is_cumulative_and_keeps_start_values() -> None:
@@ -217,18 +238,31 @@ def test_message_delta_usage_is_cumulative_and_keeps_start_values() -> None:
         {
             "type": "message_delta",
             "delta": {"stop_reason": "max_tokens"},
-            "usage": {"output_tokens": 25, "input_tokens": 500, "cache_read_input_tokens": None},
+            "usage": {
+                "output_tokens": 25,
+                "input_tokens": 500,
+                "cache_read_input_tokens": None,
+            },
         },
     )
-    assert stream.usage == Usage(prompt_tokens=2548, completion_tokens=25, cached_tokens=2048)
+    assert stream.usage == Usage(
+        prompt_tokens=2548, completion_tokens=25, cached_tokens=2048
+    )
     assert stream.finish_reason == "length"
 
 
 @pytest.mark.parametrize(
     ("error_type", "status"),
-    [("overloaded_error", 529), ("rate_limit_error", 429), ("api_error", 500), ("new_error", 500)],
+    [
+        ("overloaded_error", 529),
+        ("rate_limit_error", 429),
+        ("api_error", 500),
+        ("new_error", 500),
+    ],
 )
-def test_error_event_raises_with_the_status_it_stands_for(error_type: str, status: int) -> None:
+def test_error_event_raises_with_the_status_it_stands_for(
+    error_type: str, status: int
+) -> None:
     stream = MessagesToChatStream(model="m", created=1, include_usage=False)
     stream.feed("message_start", RECORDED_EVENTS[0][1])
     data = {"type": "error", "error": {"type": error_type, "message": "Overloaded"}}
@@ -258,7 +292,14 @@ def openai_chunk(
     choices = (
         []
         if delta is None
-        else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+        else [
+            {
+                "index": 0,
+                "delta": delta,
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ]
     )
     return {
         "id": CHAT_ID,
@@ -291,7 +332,9 @@ RECORDED_OPENAI_CHUNKS = [
         }
     ),
     openai_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"lo'}}]}),
-    openai_chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'cation":"Paris"}'}}]}),
+    openai_chunk(
+        {"tool_calls": [{"index": 0, "function": {"arguments": 'cation":"Paris"}'}}]}
+    ),
     openai_chunk(
         {
             "tool_calls": [
@@ -304,7 +347,9 @@ RECORDED_OPENAI_CHUNKS = [
             ]
         }
     ),
-    openai_chunk({"tool_calls": [{"index": 1, "function": {"arguments": '{"tz":"CET"}'}}]}),
+    openai_chunk(
+        {"tool_calls": [{"index": 1, "function": {"arguments": '{"tz":"CET"}'}}]}
+    ),
     openai_chunk({}, "tool_calls"),
     openai_chunk(
         None,
@@ -320,7 +365,10 @@ RECORDED_OPENAI_CHUNKS = [
 
 
 def block_delta(index: int, delta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    return ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+    return (
+        "content_block_delta",
+        {"type": "content_block_delta", "index": index, "delta": delta},
+    )
 
 
 def block_start(index: int, block: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -337,7 +385,9 @@ def block_stop(index: int) -> tuple[str, dict[str, Any]]:
 def run_openai(
     chunks: list[dict[str, Any]], **finish: Any
 ) -> tuple[ChatToMessagesStream, list[list[tuple[str, dict[str, Any]]]]]:
-    stream = ChatToMessagesStream(model="claude-alias", message_id="msg_123", prompt_tokens=1100)
+    stream = ChatToMessagesStream(
+        model="claude-alias", message_id="msg_123", prompt_tokens=1100
+    )
     emitted = [stream.feed(c) for c in chunks]
     emitted.append(stream.finish(**finish))
     return stream, emitted
@@ -351,7 +401,9 @@ def accumulate(events: list[tuple[str, dict[str, Any]]]) -> Message:
     for name, data in events:
         event = adapter.validate_python(data)
         assert event.type == name
-        snapshot = accumulate_event(event=event, current_snapshot=snapshot, json_bufs=json_bufs)
+        snapshot = accumulate_event(
+            event=event, current_snapshot=snapshot, json_bufs=json_bufs
+        )
     assert snapshot is not None
     return Message.model_validate(snapshot.model_dump())
 
@@ -401,10 +453,16 @@ def test_openai_chunks_become_the_anthropic_event_sequence() -> None:
             ),
         ],
         [block_delta(1, {"type": "input_json_delta", "partial_json": '{"lo'})],
-        [block_delta(1, {"type": "input_json_delta", "partial_json": 'cation":"Paris"}'})],
+        [
+            block_delta(
+                1, {"type": "input_json_delta", "partial_json": 'cation":"Paris"}'}
+            )
+        ],
         [
             block_stop(1),
-            block_start(2, {"type": "tool_use", "id": "call_2", "name": "get_time", "input": {}}),
+            block_start(
+                2, {"type": "tool_use", "id": "call_2", "name": "get_time", "input": {}}
+            ),
         ],
         [block_delta(2, {"type": "input_json_delta", "partial_json": '{"tz":"CET"}'})],
         [],
@@ -427,7 +485,9 @@ def test_openai_chunks_become_the_anthropic_event_sequence() -> None:
             ("message_stop", {"type": "message_stop"}),
         ],
     ]
-    assert stream.usage == Usage(prompt_tokens=1117, completion_tokens=46, cached_tokens=1024)
+    assert stream.usage == Usage(
+        prompt_tokens=1117, completion_tokens=46, cached_tokens=1024
+    )
 
 
 def test_anthropic_sdk_accumulates_the_translated_stream() -> None:
@@ -444,7 +504,9 @@ def test_anthropic_sdk_accumulates_the_translated_stream() -> None:
 
 
 def test_content_in_the_first_chunk_is_not_lost() -> None:
-    _, emitted = run_openai([openai_chunk({"role": "assistant", "content": "Hi"}, "stop")])
+    _, emitted = run_openai(
+        [openai_chunk({"role": "assistant", "content": "Hi"}, "stop")]
+    )
     assert [name for name, _ in emitted[0]] == [
         "message_start",
         "content_block_start",
@@ -464,8 +526,12 @@ def test_content_in_the_first_chunk_is_not_lost() -> None:
         (None, "end_turn"),
     ],
 )
-def test_finish_reason_becomes_stop_reason(finish_reason: str | None, stop_reason: str) -> None:
-    _, emitted = run_openai([openai_chunk({"content": "x"}), openai_chunk({}, finish_reason)])
+def test_finish_reason_becomes_stop_reason(
+    finish_reason: str | None, stop_reason: str
+) -> None:
+    _, emitted = run_openai(
+        [openai_chunk({"content": "x"}), openai_chunk({}, finish_reason)]
+    )
     assert emitted[-1][-2][1]["delta"]["stop_reason"] == stop_reason
 
 
@@ -475,7 +541,9 @@ def test_tool_calls_with_finish_reason_stop_still_end_in_tool_use() -> None:
         openai_chunk({}, "stop"),
     ]
     _, emitted = run_openai(chunks)
-    assert accumulate([e for events in emitted for e in events]).stop_reason == "tool_use"
+    assert (
+        accumulate([e for events in emitted for e in events]).stop_reason == "tool_use"
+    )
 
 
 def test_whole_tool_calls_in_one_delta_and_missing_ids() -> None:
@@ -537,10 +605,15 @@ def test_other_choices_are_ignored() -> None:
 def test_a_stream_survives_the_round_trip_through_openai_chunks() -> None:
     there = MessagesToChatStream(model="my-model", created=1, include_usage=True)
     back = ChatToMessagesStream(
-        model="claude-sonnet-4-5", message_id="msg_014p7gG3wDgGV9EUtLvnow3U", prompt_tokens=0
+        model="claude-sonnet-4-5",
+        message_id="msg_014p7gG3wDgGV9EUtLvnow3U",
+        prompt_tokens=0,
     )
     events = [
-        e for name, data in RECORDED_EVENTS for c in there.feed(name, data) for e in back.feed(c)
+        e
+        for name, data in RECORDED_EVENTS
+        for c in there.feed(name, data)
+        for e in back.feed(c)
     ]
     events += back.finish()
     original = accumulate([(n, d) for n, d in RECORDED_EVENTS if n != "ping"])
@@ -548,14 +621,23 @@ def test_a_stream_survives_the_round_trip_through_openai_chunks() -> None:
     assert translated.content == original.content
     assert translated.stop_reason == original.stop_reason
     assert translated.usage.output_tokens == original.usage.output_tokens
-    assert translated.usage.cache_read_input_tokens == original.usage.cache_read_input_tokens
+    assert (
+        translated.usage.cache_read_input_tokens
+        == original.usage.cache_read_input_tokens
+    )
     assert translated.usage.input_tokens == original.usage.input_tokens
 
 
 def test_openai_error_object_mid_stream_raises() -> None:
     stream = ChatToMessagesStream(model="m", message_id="msg_1", prompt_tokens=1)
     stream.feed(openai_chunk({"content": "partial"}))
-    error = {"error": {"message": "The server had an error", "type": "server_error", "code": None}}
+    error = {
+        "error": {
+            "message": "The server had an error",
+            "type": "server_error",
+            "code": None,
+        }
+    }
     with pytest.raises(UpstreamStatusError) as info:
         stream.feed(error)
     assert info.value.message == "The server had an error"

@@ -56,7 +56,9 @@ def assert_valid_chat_request(body: dict[str, Any]) -> None:
     TypeAdapter(CompletionCreateParams).validate_python(body)
     for message in body["messages"]:
         if message["role"] == "user" and isinstance(message["content"], list):
-            TypeAdapter(list[ChatCompletionContentPartParam]).validate_python(message["content"])
+            TypeAdapter(list[ChatCompletionContentPartParam]).validate_python(
+                message["content"]
+            )
 
 
 def chat(messages: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
@@ -77,7 +79,11 @@ def anthropic(messages: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
 
 # --- validate_messages_request --------------------------------------------------------------
 
-VALID = {"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+VALID = {
+    "model": "claude-x",
+    "max_tokens": 10,
+    "messages": [{"role": "user", "content": "hi"}],
+}
 
 
 @pytest.mark.parametrize(
@@ -94,7 +100,10 @@ VALID = {"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "c
         ({"messages": ["hi"]}, "messages.0"),
         ({"messages": [{"role": "system", "content": "x"}]}, "messages.0.role"),
         ({"messages": [{"role": "user", "content": None}]}, "messages.0.content"),
-        ({"messages": [{"role": "user", "content": [{"text": "x"}]}]}, "messages.0.content.0"),
+        (
+            {"messages": [{"role": "user", "content": [{"text": "x"}]}]},
+            "messages.0.content.0",
+        ),
         ({"system": 5}, "system"),
         ({"system": [{"type": "image"}]}, "system"),
         ({"stream": "yes"}, "stream"),
@@ -104,8 +113,12 @@ VALID = {"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "c
         ({"tool_choice": "auto"}, "tool_choice"),
     ],
 )
-def test_invalid_messages_request_names_the_param(change: dict[str, Any], param: str) -> None:
-    body = {key: value for key, value in {**VALID, **change}.items() if value is not None}
+def test_invalid_messages_request_names_the_param(
+    change: dict[str, Any], param: str
+) -> None:
+    body = {
+        key: value for key, value in {**VALID, **change}.items() if value is not None
+    }
     with pytest.raises(InvalidRequest) as info:
         validate_messages_request(body)
     assert info.value.param == param
@@ -214,7 +227,10 @@ def test_tool_calls_and_tool_results_round_a_turn() -> None:
                     {
                         "id": "call_1",
                         "type": "function",
-                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                        "function": {
+                            "name": "get_weather",
+                            "arguments": '{"city":"Paris"}',
+                        },
                     },
                     {
                         "id": "call_2",
@@ -244,7 +260,12 @@ def test_tool_calls_and_tool_results_round_a_turn() -> None:
                     "name": "get_weather",
                     "input": {"city": "Paris"},
                 },
-                {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {}},
+                {
+                    "type": "tool_use",
+                    "id": "call_2",
+                    "name": "get_weather",
+                    "input": {},
+                },
             ],
         },
         {
@@ -269,7 +290,11 @@ def test_tool_results_come_first_when_user_text_precedes_them() -> None:
             {
                 "role": "assistant",
                 "tool_calls": [
-                    {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                    {
+                        "id": "c",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": "{}"},
+                    }
                 ],
             },
             {"role": "user", "content": "note"},
@@ -281,9 +306,18 @@ def test_tool_results_come_first_when_user_text_precedes_them() -> None:
 
 @pytest.mark.parametrize("arguments", ["{not json", "[1, 2]", "3"])
 def test_tool_call_arguments_must_be_a_json_object(arguments: str) -> None:
-    call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    call = {
+        "id": "c",
+        "type": "function",
+        "function": {"name": "f", "arguments": arguments},
+    }
     with pytest.raises(InvalidRequest) as info:
-        chat([{"role": "user", "content": "a"}, {"role": "assistant", "tool_calls": [call]}])
+        chat(
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "tool_calls": [call]},
+            ]
+        )
     assert info.value.param == "messages.[1].tool_calls.[0].function.arguments"
 
 
@@ -300,11 +334,17 @@ def test_consecutive_same_role_messages_are_merged() -> None:
     assert out["messages"] == [
         {
             "role": "user",
-            "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}],
+            "content": [
+                {"type": "text", "text": "one"},
+                {"type": "text", "text": "two"},
+            ],
         },
         {
             "role": "assistant",
-            "content": [{"type": "text", "text": "three"}, {"type": "text", "text": "four"}],
+            "content": [
+                {"type": "text", "text": "three"},
+                {"type": "text", "text": "four"},
+            ],
         },
     ]
 
@@ -320,7 +360,10 @@ def test_consecutive_same_role_messages_are_merged() -> None:
             {"tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
             {"type": "tool", "name": "get_weather"},
         ),
-        ({"parallel_tool_calls": False}, {"type": "auto", "disable_parallel_tool_use": True}),
+        (
+            {"parallel_tool_calls": False},
+            {"type": "auto", "disable_parallel_tool_use": True},
+        ),
         (
             {"tool_choice": "required", "parallel_tool_calls": False},
             {"type": "any", "disable_parallel_tool_use": True},
@@ -349,7 +392,11 @@ def test_tool_without_parameters_gets_an_empty_object_schema() -> None:
         tools=[{"type": "function", "function": {"name": "now", "strict": True}}],
     )
     assert out["tools"] == [
-        {"name": "now", "input_schema": {"type": "object", "properties": {}}, "strict": True}
+        {
+            "name": "now",
+            "input_schema": {"type": "object", "properties": {}},
+            "strict": True,
+        }
     ]
 
 
@@ -370,33 +417,54 @@ def test_tool_without_parameters_gets_an_empty_object_schema() -> None:
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages.[0].tool_call_id"),
     ],
 )
-def test_untranslatable_chat_requests_are_rejected(fields: dict[str, Any], param: str) -> None:
-    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], **fields}
+def test_untranslatable_chat_requests_are_rejected(
+    fields: dict[str, Any], param: str
+) -> None:
+    body = {
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "hi"}],
+        **fields,
+    }
     with pytest.raises(InvalidRequest) as info:
         chat_to_messages_request(body, upstream_model="claude-x")
     assert info.value.param == param
 
 
-@pytest.mark.parametrize(("given", "sent"), [(0, 0), (0.7, 0.7), (1, 1), (1.5, 1), (2, 1), (-1, 0)])
+@pytest.mark.parametrize(
+    ("given", "sent"), [(0, 0), (0.7, 0.7), (1, 1), (1.5, 1), (2, 1), (-1, 0)]
+)
 def test_temperature_is_clamped_to_anthropic_range(given: float, sent: float) -> None:
-    assert chat([{"role": "user", "content": "hi"}], temperature=given)["temperature"] == sent
+    assert (
+        chat([{"role": "user", "content": "hi"}], temperature=given)["temperature"]
+        == sent
+    )
 
 
 @pytest.mark.parametrize(
-    ("stop", "sequences"), [("END", ["END"]), (["a", "b"], ["a", "b"]), (None, None), ([], None)]
+    ("stop", "sequences"),
+    [("END", ["END"]), (["a", "b"], ["a", "b"]), (None, None), ([], None)],
 )
 def test_stop_becomes_stop_sequences(stop: Any, sequences: list[str] | None) -> None:
-    assert chat([{"role": "user", "content": "hi"}], stop=stop).get("stop_sequences") == sequences
+    assert (
+        chat([{"role": "user", "content": "hi"}], stop=stop).get("stop_sequences")
+        == sequences
+    )
 
 
 @pytest.mark.parametrize(
     ("fields", "max_tokens"),
-    [({}, 4096), ({"max_tokens": 50}, 50), ({"max_completion_tokens": 70, "max_tokens": 50}, 70)],
+    [
+        ({}, 4096),
+        ({"max_tokens": 50}, 50),
+        ({"max_completion_tokens": 70, "max_tokens": 50}, 70),
+    ],
 )
 def test_max_tokens_defaults_and_prefers_max_completion_tokens(
     fields: dict[str, Any], max_tokens: int
 ) -> None:
-    assert chat([{"role": "user", "content": "hi"}], **fields)["max_tokens"] == max_tokens
+    assert (
+        chat([{"role": "user", "content": "hi"}], **fields)["max_tokens"] == max_tokens
+    )
 
 
 def test_sampling_stream_user_and_openai_only_fields() -> None:
@@ -465,9 +533,16 @@ def test_anthropic_images_and_documents_become_parts() -> None:
                 "content": [
                     {
                         "type": "image",
-                        "source": {"type": "base64", "media_type": "image/png", "data": IMAGE_DATA},
+                        "source": {
+                            "type": "base64",
+                            "media_type": "image/png",
+                            "data": IMAGE_DATA,
+                        },
                     },
-                    {"type": "image", "source": {"type": "url", "url": "https://x.test/a.jpg"}},
+                    {
+                        "type": "image",
+                        "source": {"type": "url", "url": "https://x.test/a.jpg"},
+                    },
                     {
                         "type": "document",
                         "source": {
@@ -476,7 +551,11 @@ def test_anthropic_images_and_documents_become_parts() -> None:
                             "data": "JVBE",
                         },
                     },
-                    {"type": "text", "text": "Describe", "cache_control": {"type": "ephemeral"}},
+                    {
+                        "type": "text",
+                        "text": "Describe",
+                        "cache_control": {"type": "ephemeral"},
+                    },
                 ],
             }
         ]
@@ -485,7 +564,10 @@ def test_anthropic_images_and_documents_become_parts() -> None:
         {
             "role": "user",
             "content": [
-                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{IMAGE_DATA}"}},
+                {
+                    "type": "image_url",
+                    "image_url": {"url": f"data:image/png;base64,{IMAGE_DATA}"},
+                },
                 {"type": "image_url", "image_url": {"url": "https://x.test/a.jpg"}},
                 {
                     "type": "file",
@@ -567,11 +649,15 @@ def test_tool_result_images_move_to_the_following_user_message() -> None:
             {"role": "user", "content": "shot"},
             {
                 "role": "assistant",
-                "content": [{"type": "tool_use", "id": "t1", "name": "screenshot", "input": {}}],
+                "content": [
+                    {"type": "tool_use", "id": "t1", "name": "screenshot", "input": {}}
+                ],
             },
             {
                 "role": "user",
-                "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [image]}],
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": [image]}
+                ],
             },
         ]
     )
@@ -579,7 +665,11 @@ def test_tool_result_images_move_to_the_following_user_message() -> None:
         "role": "assistant",
         "content": None,
         "tool_calls": [
-            {"id": "t1", "type": "function", "function": {"name": "screenshot", "arguments": "{}"}}
+            {
+                "id": "t1",
+                "type": "function",
+                "function": {"name": "screenshot", "arguments": "{}"},
+            }
         ],
     }
     assert out["messages"][2:] == [
@@ -587,7 +677,10 @@ def test_tool_result_images_move_to_the_following_user_message() -> None:
         {
             "role": "user",
             "content": [
-                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{IMAGE_DATA}"}}
+                {
+                    "type": "image_url",
+                    "image_url": {"url": f"data:image/png;base64,{IMAGE_DATA}"},
+                }
             ],
         },
     ]
@@ -611,7 +704,9 @@ def test_tool_choice_maps_to_openai(
     tool_choice: dict[str, Any], expected: Any, parallel: bool | None
 ) -> None:
     out = anthropic(
-        [{"role": "user", "content": "hi"}], tools=[ANTHROPIC_TOOL], tool_choice=tool_choice
+        [{"role": "user", "content": "hi"}],
+        tools=[ANTHROPIC_TOOL],
+        tool_choice=tool_choice,
     )
     assert out["tool_choice"] == expected
     assert out.get("parallel_tool_calls") == parallel
@@ -630,7 +725,10 @@ def test_anthropic_fields_map_to_chat_fields() -> None:
     )
     assert out == {
         "model": "gpt-4o",
-        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hel"}],
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "Hel"},
+        ],
         "max_tokens": 100,
         "temperature": 0.3,
         "top_p": 0.8,
@@ -658,7 +756,14 @@ def test_output_config_format_becomes_response_format() -> None:
     [
         ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools.0"),
         (
-            {"messages": [{"role": "user", "content": [{"type": "search_result", "source": "x"}]}]},
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "search_result", "source": "x"}],
+                    }
+                ]
+            },
             "messages.0.content.0",
         ),
         (
@@ -666,7 +771,12 @@ def test_output_config_format_becomes_response_format() -> None:
                 "messages": [
                     {
                         "role": "user",
-                        "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}],
+                        "content": [
+                            {
+                                "type": "image",
+                                "source": {"type": "file", "file_id": "f"},
+                            }
+                        ],
                     }
                 ]
             },
@@ -696,7 +806,9 @@ def test_output_config_format_becomes_response_format() -> None:
         ),
     ],
 )
-def test_untranslatable_anthropic_requests_are_rejected(fields: dict[str, Any], param: str) -> None:
+def test_untranslatable_anthropic_requests_are_rejected(
+    fields: dict[str, Any], param: str
+) -> None:
     body = {
         "model": "claude-x",
         "max_tokens": 5,
@@ -722,7 +834,10 @@ def test_requests_survive_a_round_trip() -> None:
                     {
                         "id": "c1",
                         "type": "function",
-                        "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                        "function": {
+                            "name": "get_weather",
+                            "arguments": '{"city":"Oslo"}',
+                        },
                     }
                 ],
             },
@@ -749,7 +864,12 @@ ANTHROPIC_MESSAGE: dict[str, Any] = {
         {"type": "thinking", "thinking": "Need weather.", "signature": "EqQB"},
         {"type": "text", "text": "Let me check "},
         {"type": "text", "text": "that."},
-        {"type": "tool_use", "id": "toolu_01A", "name": "get_weather", "input": {"city": "Zürich"}},
+        {
+            "type": "tool_use",
+            "id": "toolu_01A",
+            "name": "get_weather",
+            "input": {"city": "Zürich"},
+        },
     ],
     "stop_reason": "tool_use",
     "stop_sequence": None,
@@ -763,7 +883,9 @@ ANTHROPIC_MESSAGE: dict[str, Any] = {
 
 
 def test_anthropic_message_becomes_chat_completion() -> None:
-    out = messages_response_to_chat(ANTHROPIC_MESSAGE, model="my-model", created=1700000000)
+    out = messages_response_to_chat(
+        ANTHROPIC_MESSAGE, model="my-model", created=1700000000
+    )
     ChatCompletion.model_validate(out)
     assert out == {
         "id": "chatcmpl-msg_01XFDUDYJgAACzvnptvVoYEL",
@@ -781,7 +903,10 @@ def test_anthropic_message_becomes_chat_completion() -> None:
                         {
                             "id": "toolu_01A",
                             "type": "function",
-                            "function": {"name": "get_weather", "arguments": '{"city":"Zürich"}'},
+                            "function": {
+                                "name": "get_weather",
+                                "arguments": '{"city":"Zürich"}',
+                            },
                         }
                     ],
                 },
@@ -802,7 +927,9 @@ def test_anthropic_message_becomes_chat_completion() -> None:
 def test_tool_only_anthropic_message_has_null_content() -> None:
     body = {**ANTHROPIC_MESSAGE, "content": ANTHROPIC_MESSAGE["content"][3:]}
     assert (
-        messages_response_to_chat(body, model="m", created=1)["choices"][0]["message"]["content"]
+        messages_response_to_chat(body, model="m", created=1)["choices"][0]["message"][
+            "content"
+        ]
         is None
     )
 
@@ -820,7 +947,9 @@ def test_tool_only_anthropic_message_has_null_content() -> None:
         (None, "stop"),
     ],
 )
-def test_stop_reason_maps_to_finish_reason(stop_reason: str | None, finish_reason: str) -> None:
+def test_stop_reason_maps_to_finish_reason(
+    stop_reason: str | None, finish_reason: str
+) -> None:
     body = {
         **ANTHROPIC_MESSAGE,
         "content": [{"type": "text", "text": "x"}],
@@ -846,7 +975,10 @@ CHAT_COMPLETION: dict[str, Any] = {
                     {
                         "id": "call_abc",
                         "type": "function",
-                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                        "function": {
+                            "name": "get_weather",
+                            "arguments": '{"city": "Paris"}',
+                        },
                     }
                 ],
             },
@@ -894,7 +1026,9 @@ def test_chat_completion_becomes_anthropic_message() -> None:
 
 def test_message_ids_round_trip() -> None:
     chat_body = messages_response_to_chat(ANTHROPIC_MESSAGE, model="m", created=1)
-    assert chat_response_to_messages(chat_body, model="m")["id"] == ANTHROPIC_MESSAGE["id"]
+    assert (
+        chat_response_to_messages(chat_body, model="m")["id"] == ANTHROPIC_MESSAGE["id"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -923,7 +1057,11 @@ def test_finish_reason_maps_to_stop_reason(
 
 
 def test_upstream_tool_arguments_that_are_not_json_are_an_upstream_error() -> None:
-    call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a": '}}
+    call = {
+        "id": "c",
+        "type": "function",
+        "function": {"name": "f", "arguments": '{"a": '},
+    }
     body = {
         **CHAT_COMPLETION,
         "choices": [
@@ -942,7 +1080,11 @@ def test_chat_completion_without_usage_or_content_is_tolerated() -> None:
     body = {
         "id": "x",
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": None}, "finish_reason": "stop"}
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None},
+                "finish_reason": "stop",
+            }
         ],
     }
     out = chat_response_to_messages(body, model="m")
@@ -965,7 +1107,12 @@ def test_chat_completion_without_usage_or_content_is_tolerated() -> None:
                 "cache_read_input_tokens": 100,
                 "cache_creation_input_tokens": 50,
             },
-            Usage(prompt_tokens=160, completion_tokens=5, cached_tokens=100, cache_write_tokens=50),
+            Usage(
+                prompt_tokens=160,
+                completion_tokens=5,
+                cached_tokens=100,
+                cache_write_tokens=50,
+            ),
         ),
         (
             {
@@ -980,14 +1127,19 @@ def test_chat_completion_without_usage_or_content_is_tolerated() -> None:
         (None, Usage()),
     ],
 )
-def test_usage_from_anthropic_includes_cache_reads_and_writes(raw: Any, usage: Usage) -> None:
+def test_usage_from_anthropic_includes_cache_reads_and_writes(
+    raw: Any, usage: Usage
+) -> None:
     assert usage_from_anthropic(raw) == usage
 
 
 @pytest.mark.parametrize(
     ("raw", "usage"),
     [
-        ({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}, Usage(10, 5)),
+        (
+            {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            Usage(10, 5),
+        ),
         (
             {
                 "prompt_tokens": 1117,
@@ -996,7 +1148,10 @@ def test_usage_from_anthropic_includes_cache_reads_and_writes(raw: Any, usage: U
                 "completion_tokens_details": {"reasoning_tokens": 12},
             },
             Usage(
-                prompt_tokens=1117, completion_tokens=46, cached_tokens=1024, reasoning_tokens=12
+                prompt_tokens=1117,
+                completion_tokens=46,
+                cached_tokens=1024,
+                reasoning_tokens=12,
             ),
         ),
         (
@@ -1048,9 +1203,15 @@ def test_usage_to_wire_formats() -> None:
 
 def test_anthropic_error_body_round_trips() -> None:
     body = anthropic_error_body("rate_limit_error", "slow down")
-    assert body == {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
+    assert body == {
+        "type": "error",
+        "error": {"type": "rate_limit_error", "message": "slow down"},
+    }
     assert parse_anthropic_error(body) == ("rate_limit_error", "slow down")
-    assert parse_anthropic_error(json.dumps(body).encode()) == ("rate_limit_error", "slow down")
+    assert parse_anthropic_error(json.dumps(body).encode()) == (
+        "rate_limit_error",
+        "slow down",
+    )
 
 
 @pytest.mark.parametrize(

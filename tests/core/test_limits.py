@@ -40,7 +40,9 @@ def test_requests_exact_at_the_boundary() -> None:
     assert "3 requests per min" in err.message
     assert err.headers["retry-after"] == "30"
     # just before the first request is 60 s old: still refused; at 60 s: allowed
-    assert not rl.admit("k", limits, tokens=0, now=T0 + 59.999, concurrent=False).allowed
+    assert not rl.admit(
+        "k", limits, tokens=0, now=T0 + 59.999, concurrent=False
+    ).allowed
     again = rl.admit("k", limits, tokens=0, now=T0 + 60, concurrent=False)
     assert again.allowed
     assert again.remaining_requests == 0
@@ -73,7 +75,11 @@ def test_tokens_per_minute_window() -> None:
     assert adm.remaining_tokens == 0
     assert adm.reset_tokens == 60.0
     denied = rl.admit("k", limits, tokens=1, now=T0 + 10, concurrent=False)
-    assert (denied.allowed, denied.reason, denied.retry_after) == (False, "tokens", 50.0)
+    assert (denied.allowed, denied.reason, denied.retry_after) == (
+        False,
+        "tokens",
+        50.0,
+    )
     assert ratelimit_headers(denied) == {
         "x-ratelimit-limit-tokens": "1000",
         "x-ratelimit-remaining-tokens": "0",
@@ -81,7 +87,10 @@ def test_tokens_per_minute_window() -> None:
         "retry-after": "50",
     }
     # 700 tokens need both entries gone: wait until T0 + 65
-    assert rl.admit("k", limits, tokens=700, now=T0 + 60, concurrent=False).retry_after == 5.0
+    assert (
+        rl.admit("k", limits, tokens=700, now=T0 + 60, concurrent=False).retry_after
+        == 5.0
+    )
     assert rl.admit("k", limits, tokens=600, now=T0 + 60, concurrent=False).allowed
 
 
@@ -101,7 +110,11 @@ def test_settle_corrects_the_estimate_at_its_own_timestamp() -> None:
     assert rl.admit("k", limits, tokens=100, now=T0).allowed
     rl.settle("k", admitted_tokens=100, actual_tokens=900, at=T0, now=T0 + 20)
     denied = rl.admit("k", limits, tokens=200, now=T0 + 30)
-    assert (denied.allowed, denied.remaining_tokens, denied.retry_after) == (False, 100, 30.0)
+    assert (denied.allowed, denied.remaining_tokens, denied.retry_after) == (
+        False,
+        100,
+        30.0,
+    )
     # correcting downwards frees the room again
     rl.settle("k", admitted_tokens=900, actual_tokens=50, at=T0, now=T0 + 31)
     assert rl.admit("k", limits, tokens=200, now=T0 + 31).remaining_tokens == 750
@@ -134,7 +147,11 @@ def test_concurrency_slots() -> None:
     assert rl.admit("k", limits, tokens=0, now=T0).allowed
     assert rl.admit("k", limits, tokens=0, now=T0).allowed
     denied = rl.admit("k", limits, tokens=0, now=T0)
-    assert (denied.allowed, denied.reason, denied.retry_after) == (False, "concurrency", 1.0)
+    assert (denied.allowed, denied.reason, denied.retry_after) == (
+        False,
+        "concurrency",
+        1.0,
+    )
     assert ratelimit_headers(denied) == {"retry-after": "1"}
     assert "2 concurrent" in to_error(denied).message
     # requests that don't take a slot are not limited by it
@@ -210,7 +227,9 @@ def test_window_log_stays_bounded_under_steady_traffic() -> None:
     rl = RateLimits()
     limits = KeyLimits(rpm=1000, tpm=10**9)
     for i in range(10_000):
-        assert rl.admit("k", limits, tokens=1, now=T0 + i * 0.5, concurrent=False).allowed
+        assert rl.admit(
+            "k", limits, tokens=1, now=T0 + i * 0.5, concurrent=False
+        ).allowed
     state = rl._keys["k"]
     assert len(state.requests.stamps) <= 2 * 120 + 1
     assert state.requests.total == 120
@@ -253,7 +272,11 @@ def test_format_duration_matches_openai_style(seconds: float, expected: str) -> 
     assert format_duration(seconds) == expected
 
 
-@pytest.mark.parametrize(("retry_after", "header"), [(0.001, "1"), (1.0, "1"), (1.2, "2")])
-def test_retry_after_is_whole_seconds_rounded_up(retry_after: float, header: str) -> None:
+@pytest.mark.parametrize(
+    ("retry_after", "header"), [(0.001, "1"), (1.0, "1"), (1.2, "2")]
+)
+def test_retry_after_is_whole_seconds_rounded_up(
+    retry_after: float, header: str
+) -> None:
     adm = Admission(allowed=False, reason="requests", retry_after=retry_after)
     assert ratelimit_headers(adm)["retry-after"] == header

@@ -26,9 +26,17 @@ SONNET = Price(input=3.00, output=15.00, cached_input=0.30, cache_write=3.75)
         (GPT_4O, Usage(completion_tokens=1), 10_000),
         (GPT_4O, Usage(prompt_tokens=1_000_000), 2_500_000_000),
         # 800 uncached + 200 cached at the cached price + 500 output
-        (GPT_4O, Usage(prompt_tokens=1000, cached_tokens=200, completion_tokens=500), 7_250_000),
+        (
+            GPT_4O,
+            Usage(prompt_tokens=1000, cached_tokens=200, completion_tokens=500),
+            7_250_000,
+        ),
         # no cached price: cached tokens cost the input price
-        (Price(input=2.0, output=8.0), Usage(prompt_tokens=1000, cached_tokens=200), 2_000_000),
+        (
+            Price(input=2.0, output=8.0),
+            Usage(prompt_tokens=1000, cached_tokens=200),
+            2_000_000,
+        ),
         # Anthropic, normalized: 2000 uncached + 6000 read + 2000 written + 100 output
         (
             SONNET,
@@ -41,21 +49,33 @@ SONNET = Price(input=3.00, output=15.00, cached_input=0.30, cache_write=3.75)
             6_000_000 + 1_800_000 + 7_500_000 + 1_500_000,
         ),
         # no cache-write price: writes cost the input price
-        (Price(input=1.0, output=0.0), Usage(prompt_tokens=10, cache_write_tokens=10), 10_000),
+        (
+            Price(input=1.0, output=0.0),
+            Usage(prompt_tokens=10, cache_write_tokens=10),
+            10_000,
+        ),
         # reasoning tokens are part of completion_tokens, billed once
         (GPT_4O, Usage(completion_tokens=100, reasoning_tokens=80), 1_000_000),
         # inconsistent provider numbers: the uncached remainder never goes negative
         (GPT_4O, Usage(prompt_tokens=100, cached_tokens=300), 375_000),
         (GPT_4O, Usage(prompt_tokens=-5, completion_tokens=-5), 0),
         # decimal arithmetic: 0.1 + 0.2 is 0.3, and 0.075 per token is 75 nanos
-        (Price(input=0.1, output=0.2), Usage(prompt_tokens=1, completion_tokens=1), 300),
+        (
+            Price(input=0.1, output=0.2),
+            Usage(prompt_tokens=1, completion_tokens=1),
+            300,
+        ),
         (
             Price(input=0.15, output=0.6, cached_input=0.075),
             Usage(prompt_tokens=1, cached_tokens=1),
             75,
         ),
         # rounded once, at the end, to the nearest nano (ties to even)
-        (Price(input=0.0004, output=0.0004), Usage(prompt_tokens=1, completion_tokens=1), 1),
+        (
+            Price(input=0.0004, output=0.0004),
+            Usage(prompt_tokens=1, completion_tokens=1),
+            1,
+        ),
         (Price(input=0.0005, output=0.0), Usage(prompt_tokens=1), 0),
         (Price(input=0.0005, output=0.0), Usage(prompt_tokens=3), 2),
         (Price(input=0.0006, output=0.0), Usage(prompt_tokens=1), 1),
@@ -66,7 +86,9 @@ def test_cost_nanos(price, usage, nanos):
 
 
 def test_cost_is_exact_for_large_totals():
-    usage = Usage(prompt_tokens=123_456_789, cached_tokens=23_456_789, completion_tokens=9_876_543)
+    usage = Usage(
+        prompt_tokens=123_456_789, cached_tokens=23_456_789, completion_tokens=9_876_543
+    )
     nanos = 100_000_000 * 2500 + 23_456_789 * 1250 + 9_876_543 * 10_000
     assert cost_nanos(GPT_4O, usage) == nanos
 
@@ -166,7 +188,9 @@ def test_default_prices_are_consistent():
             assert price.cached_input < price.input, name
         if name.startswith("claude-"):
             # 1.25x input, as listed (Claude 3 Haiku's listed $0.30 is 1.2x of $0.25)
-            assert price.cache_write == pytest.approx(1.25 * price.input, rel=0.05), name
+            assert price.cache_write == pytest.approx(1.25 * price.input, rel=0.05), (
+                name
+            )
         else:
             assert price.cache_write is None, name
         if name.startswith("text-embedding-"):
@@ -199,9 +223,18 @@ def test_parse_prices_reads_comments_and_optional_fields():
             "m: {input: 1.0, input: 2.0, output: 1.0}",
             "prices.yaml:1: bad or repeated field 'input: 2.0'",
         ),
-        ("m: {input: -1.0, output: 2.0}", "prices.yaml:1: bad or repeated field 'input: -1.0'"),
-        ("m: {input: 1e3, output: 2.0}", "prices.yaml:1: bad or repeated field 'input: 1e3'"),
-        ("\nm:\n  input: 1.0\n", "prices.yaml:2: expected `model: {input: 1.0, output: 2.0}`"),
+        (
+            "m: {input: -1.0, output: 2.0}",
+            "prices.yaml:1: bad or repeated field 'input: -1.0'",
+        ),
+        (
+            "m: {input: 1e3, output: 2.0}",
+            "prices.yaml:1: bad or repeated field 'input: 1e3'",
+        ),
+        (
+            "\nm:\n  input: 1.0\n",
+            "prices.yaml:2: expected `model: {input: 1.0, output: 2.0}`",
+        ),
         (
             "m: {input: 1.0, output: 2.0}\nm: {input: 1.0, output: 2.0}",
             "prices.yaml:2: 'm' listed twice",

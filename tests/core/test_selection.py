@@ -110,7 +110,10 @@ def test_fallback_follows_config_position_not_input_order() -> None:
     ],
 )
 def test_price_orders_by_estimated_cost_of_this_request(
-    prices: dict[str, tuple[float, float]], prompt: int, output: int, expected: list[str]
+    prices: dict[str, tuple[float, float]],
+    prompt: int,
+    output: int,
+    expected: list[str],
 ) -> None:
     pool = [cand(n, i, price=prices[n]) for i, n in enumerate("abc")]
     got = names(pool, Strategy.PRICE, prompt_tokens=prompt, max_output_tokens=output)
@@ -138,9 +141,15 @@ def test_throughput_orders_by_descending_tokens_per_second(
 @pytest.mark.parametrize(
     ("measurements", "expected"),
     [
-        ({"a": meas(ttft=0.9), "b": meas(ttft=0.2), "c": meas(ttft=0.5)}, ["b", "c", "a"]),
+        (
+            {"a": meas(ttft=0.9), "b": meas(ttft=0.2), "c": meas(ttft=0.5)},
+            ["b", "c", "a"],
+        ),
         ({"b": meas(ttft=3.0)}, ["b", "a", "c"]),
-        ({"a": meas(ttft=0.3), "c": meas(ttft=0.3), "b": meas(tps=99)}, ["a", "c", "b"]),
+        (
+            {"a": meas(ttft=0.3), "c": meas(ttft=0.3), "b": meas(tps=99)},
+            ["a", "c", "b"],
+        ),
     ],
 )
 def test_latency_orders_by_ascending_time_to_first_token(
@@ -161,7 +170,9 @@ def test_latency_orders_by_ascending_time_to_first_token(
         ((0.999999999, 0.0), ["c", "a", "b"]),
     ],
 )
-def test_weighted_draws_without_replacement(draws: tuple[float, ...], expected: list[str]) -> None:
+def test_weighted_draws_without_replacement(
+    draws: tuple[float, ...], expected: list[str]
+) -> None:
     pool = [cand("a", 0, weight=1), cand("b", 1, weight=3), cand("c", 2, weight=6)]
     assert names(pool, Strategy.WEIGHTED, rng=fixed_rng(*draws)) == expected
 
@@ -176,7 +187,9 @@ def test_weighted_puts_zero_weights_last_and_is_deterministic_per_seed() -> None
 def test_weighted_first_choice_follows_weights() -> None:
     pool = [cand("a", 0, weight=1), cand("b", 1, weight=3)]
     rng = random.Random(1234)
-    firsts = Counter(names(pool, Strategy.WEIGHTED, rng=rng.random)[0] for _ in range(4000))
+    firsts = Counter(
+        names(pool, Strategy.WEIGHTED, rng=rng.random)[0] for _ in range(4000)
+    )
     assert 0.70 < firsts["b"] / 4000 < 0.80
 
 
@@ -221,7 +234,10 @@ def test_cooling_down_deployments_go_last_but_are_never_dropped(
 
 def test_sort_preference_overrides_configured_strategy() -> None:
     pool = [cand("a", 0, price=(5, 5)), cand("b", 1, price=(1, 1))]
-    assert names(pool, Strategy.FALLBACK, prefs=ProviderPrefs(sort=Strategy.PRICE)) == ["b", "a"]
+    assert names(pool, Strategy.FALLBACK, prefs=ProviderPrefs(sort=Strategy.PRICE)) == [
+        "b",
+        "a",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -243,7 +259,9 @@ def test_sort_preference_overrides_configured_strategy() -> None:
         (ProviderPrefs(allow_fallbacks=False), ["a"]),
     ],
 )
-def test_provider_prefs_filter_and_order(prefs: ProviderPrefs, expected: list[str]) -> None:
+def test_provider_prefs_filter_and_order(
+    prefs: ProviderPrefs, expected: list[str]
+) -> None:
     pool = [
         cand("a", 0, provider="shared", price=(1, 2)),
         cand("b", 1, provider="shared", price=(2, 8)),
@@ -265,9 +283,21 @@ def test_without_fallbacks_the_single_choice_is_an_available_one() -> None:
 @pytest.mark.parametrize(
     ("prefs", "param", "fragment"),
     [
-        (ProviderPrefs(only=("foo",)), "provider.only", "matches provider.only=['foo']"),
-        (ProviderPrefs(ignore=("a", "b")), "provider.ignore", "excluded by provider.ignore"),
-        (ProviderPrefs(max_price_prompt=0.5), "provider.max_price", "within provider.max_price"),
+        (
+            ProviderPrefs(only=("foo",)),
+            "provider.only",
+            "matches provider.only=['foo']",
+        ),
+        (
+            ProviderPrefs(ignore=("a", "b")),
+            "provider.ignore",
+            "excluded by provider.ignore",
+        ),
+        (
+            ProviderPrefs(max_price_prompt=0.5),
+            "provider.max_price",
+            "within provider.max_price",
+        ),
         (
             ProviderPrefs(order=("zz",), allow_fallbacks=False),
             "provider.order",
@@ -297,7 +327,10 @@ def test_no_candidates_at_all_is_not_a_client_error() -> None:
     [
         (None, ProviderPrefs()),
         ({}, ProviderPrefs()),
-        ({"order": ["openai", "azure-eu"]}, ProviderPrefs(order=("openai", "azure-eu"))),
+        (
+            {"order": ["openai", "azure-eu"]},
+            ProviderPrefs(order=("openai", "azure-eu")),
+        ),
         ({"only": ["a"], "ignore": ["b"]}, ProviderPrefs(only=("a",), ignore=("b",))),
         ({"allow_fallbacks": False}, ProviderPrefs(allow_fallbacks=False)),
         ({"sort": "price"}, ProviderPrefs(sort=Strategy.PRICE)),

@@ -9,7 +9,10 @@ def test_day_and_month_totals_roll_over_at_utc_boundaries() -> None:
     book.add("k", MAR_31 - DAY, 1_000_000_000)  # March 30
     book.add("k", MAR_31 + 10, 500_000_000)  # March 31
     assert book.totals("k", MAR_31 + 100) == (0.5, 1.5)
-    assert book.totals("k", MAR_31 + DAY + 1) == (0.0, 0.0)  # April 1: new day, new month
+    assert book.totals("k", MAR_31 + DAY + 1) == (
+        0.0,
+        0.0,
+    )  # April 1: new day, new month
     assert book.totals("other", MAR_31) == (0.0, 0.0)
 
 

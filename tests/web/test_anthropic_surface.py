@@ -23,7 +23,10 @@ TOOLS_OPENAI = [
         "function": {
             "name": "lookup",
             "description": "Look something up",
-            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string"}},
+            },
         },
     }
 ]
@@ -37,7 +40,9 @@ def gpt(proxy: Proxy) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=proxy.v1, api_key=CLIENT_KEY, max_retries=0)
 
 
-@pytest.mark.parametrize("model", ["claude-test", "gpt-test"])  # pass-through, translated
+@pytest.mark.parametrize(
+    "model", ["claude-test", "gpt-test"]
+)  # pass-through, translated
 async def test_anthropic_sdk_create_and_stream_agree(proxy: Proxy, model: str) -> None:
     async with claude(proxy) as client:
         message = await client.messages.create(
@@ -84,7 +89,9 @@ async def test_anthropic_upstream_receives_translated_request_with_provider_key(
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_openai_sdk_to_anthropic_upstream_with_tool_call(proxy: Proxy, stream: bool) -> None:
+async def test_openai_sdk_to_anthropic_upstream_with_tool_call(
+    proxy: Proxy, stream: bool
+) -> None:
     kwargs: dict[str, Any] = {
         "model": "claude-test",
         "messages": [{"role": "user", "content": "find cats"}],
@@ -135,7 +142,9 @@ async def test_openai_sdk_to_anthropic_upstream_with_tool_call(proxy: Proxy, str
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_anthropic_sdk_to_openai_upstream_with_tool_call(proxy: Proxy, stream: bool) -> None:
+async def test_anthropic_sdk_to_openai_upstream_with_tool_call(
+    proxy: Proxy, stream: bool
+) -> None:
     kwargs: dict[str, Any] = {
         "model": "gpt-test",
         "max_tokens": 200,
@@ -164,17 +173,24 @@ async def test_messages_errors_are_in_anthropic_shape(proxy: Proxy) -> None:
             )
         with pytest.raises(anthropic.BadRequestError) as bad:
             await client.messages.create(
-                model="claude-test", max_tokens=0, messages=[{"role": "user", "content": "x"}]
+                model="claude-test",
+                max_tokens=0,
+                messages=[{"role": "user", "content": "x"}],
             )
     assert missing.value.body == {
         "type": "error",
-        "error": {"type": "not_found_error", "message": missing.value.body["error"]["message"]},  # type: ignore[index]
+        "error": {
+            "type": "not_found_error",
+            "message": missing.value.body["error"]["message"],
+        },  # type: ignore[index]
     }
     assert bad.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     async with claude(proxy, key="wrong") as client:
         with pytest.raises(anthropic.AuthenticationError) as denied:
             await client.messages.create(
-                model="claude-test", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+                model="claude-test",
+                max_tokens=10,
+                messages=[{"role": "user", "content": "x"}],
             )
     assert denied.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
 
@@ -183,13 +199,17 @@ async def test_anthropic_stream_failure_is_an_error_event(
     make_proxy: ProxyFactory, proxy_config: dict[str, Any]
 ) -> None:
     proxy_config["models"]["claude-drop"] = {
-        "deployments": [{"provider": "mock-anthropic", "model": "mock-claude+tokens=10+drop"}]
+        "deployments": [
+            {"provider": "mock-anthropic", "model": "mock-claude+tokens=10+drop"}
+        ]
     }
     proxy = await make_proxy(proxy_config)
     async with claude(proxy) as client:
         with pytest.raises(anthropic.APIError):
             async with client.messages.stream(
-                model="claude-drop", max_tokens=100, messages=[{"role": "user", "content": "x"}]
+                model="claude-drop",
+                max_tokens=100,
+                messages=[{"role": "user", "content": "x"}],
             ) as s:
                 async for _ in s.text_stream:
                     pass
