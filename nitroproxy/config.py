@@ -10,7 +10,6 @@ import functools
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +18,41 @@ import yaml
 from nitroproxy.core import pricing
 from nitroproxy.core.selection import Strategy
 from nitroproxy.core.types import ApiFormat, Price
+from nitroproxy.settings import (
+    AuthSettings,
+    CacheSettings,
+    Deployment,
+    KeySettings,
+    LimitSettings,
+    LoggingSettings,
+    MetricsSettings,
+    MockProviderSettings,
+    ModelSettings,
+    PrivacySettings,
+    ProviderSettings,
+    RetentionSettings,
+    RoutingSettings,
+    ServerSettings,
+    Settings,
+    StatsSettings,
+    StorageSettings,
+    Timeouts,
+    TLSSettings,
+    TokenSettings,
+    UpstreamSettings,
+)
 from nitroproxy.settings_reader import ConfigError, Reader
 
 __all__ = [
     "AuthSettings",
+    "CacheSettings",
     "ConfigError",
     "Deployment",
     "KeySettings",
     "LimitSettings",
     "LoggingSettings",
     "MetricsSettings",
+    "MockProviderSettings",
     "ModelSettings",
     "PrivacySettings",
     "ProviderSettings",
@@ -36,223 +60,16 @@ __all__ = [
     "RoutingSettings",
     "ServerSettings",
     "Settings",
+    "StatsSettings",
     "StorageSettings",
+    "TLSSettings",
     "Timeouts",
     "TokenSettings",
+    "UpstreamSettings",
+    "interpolate",
     "load",
     "parse",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    """Seconds. ``first_byte`` bounds the wait for response headers, ``idle`` the gap
-    between two body chunks, ``total`` the whole upstream exchange."""
-
-    connect: float = 10.0
-    first_byte: float = 120.0
-    idle: float = 120.0
-    total: float = 900.0
-
-
-@dataclass(frozen=True, slots=True)
-class MockProviderSettings:
-    host: str = "127.0.0.1"
-    port: int = 8081
-    tokens: int = 12
-    delay_ms: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class TLSSettings:
-    """The listener's certificate; ``client_ca`` set means clients must present a
-    certificate signed by it (mutual TLS)."""
-
-    cert: str
-    key: str
-    client_ca: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ServerSettings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_body_bytes: int = 16 * 1024 * 1024
-    shutdown_grace: float = 30.0
-    keepalive_interval: float = 0.0
-    trust_forwarded_for: bool = False
-    mock_provider: MockProviderSettings | None = None
-    tls: TLSSettings | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamSettings:
-    max_connections: int = 1000
-    max_connections_per_host: int = 0
-    keepalive_timeout: float = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderSettings:
-    name: str
-    kind: ApiFormat
-    base_url: str
-    api_key: str | None = field(default=None, repr=False)
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-    timeouts: Timeouts = Timeouts()
-    stream_usage: bool = True
-    anthropic_version: str = "2023-06-01"
-    auth_header: str = "authorization"
-    ca_bundle: str | None = None
-    insecure_skip_verify: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Deployment:
-    name: str
-    provider: str
-    upstream_model: str
-    price: Price = field(default_factory=Price)
-    weight: float = 1.0
-    seed_ttft: float | None = None
-    seed_tokens_per_s: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSettings:
-    name: str
-    strategy: Strategy
-    deployments: tuple[Deployment, ...]
-    default_max_tokens: int = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class RoutingSettings:
-    max_attempts: int = 3
-    deadline: float = 120.0
-    failure_threshold: int = 3
-    base_cooldown: float = 5.0
-    max_cooldown: float = 60.0
-    ewma_alpha: float = 0.2
-    min_samples: int = 3
-    seed: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StorageSettings:
-    enabled: bool = True
-    path: str = "data/nitroproxy.db"
-    batch_size: int = 500
-    flush_interval: float = 0.2
-    max_queue: int = 50_000
-
-
-@dataclass(frozen=True, slots=True)
-class RetentionSettings:
-    requests: float = 90 * 86400.0
-    billing: float = 7 * 365 * 86400.0
-    interval: float = 3600.0
-    batch_size: int = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class PrivacySettings:
-    client_ip: str = "truncated"
-    store_user_agent: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class LoggingSettings:
-    level: str = "info"
-    format: str = "auto"
-    access_log: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsSettings:
-    enabled: bool = True
-    key_labels: bool = False
-    port: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TokenSettings:
-    count: bool = True
-    offload_chars: int = 20_000
-
-
-@dataclass(frozen=True, slots=True)
-class LimitSettings:
-    """Per-key defaults; a tier or a key overrides each field. None means unlimited."""
-
-    rpm: int | None = None
-    tpm: int | None = None
-    max_concurrent: int | None = None
-    budget_day_usd: float | None = None
-    budget_month_usd: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CacheSettings:
-    """The opt-in response cache: the only place prompt-derived data may be stored."""
-
-    enabled: bool = False
-    ttl: float = 3600.0
-    max_entries: int = 10_000
-    max_bytes: int = 256 * 1024 * 1024
-    scope: str = "key"
-
-
-@dataclass(frozen=True, slots=True)
-class StatsSettings:
-    enabled: bool = True
-    min_bucket: int = 10
-
-
-@dataclass(frozen=True, slots=True)
-class KeySettings:
-    """A key declared in the config file (small deployments, demos); the store holds the rest."""
-
-    name: str
-    key: str = field(repr=False)
-    user: str | None = None
-    tier: str | None = None
-    models: tuple[str, ...] = ()
-    limits: LimitSettings = LimitSettings()
-    cache: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class AuthSettings:
-    required: bool = True
-    admin_key: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    server: ServerSettings = ServerSettings()
-    upstream: UpstreamSettings = UpstreamSettings()
-    providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
-    models: Mapping[str, ModelSettings] = field(default_factory=dict)
-    routing: RoutingSettings = RoutingSettings()
-    storage: StorageSettings = StorageSettings()
-    retention: RetentionSettings = RetentionSettings()
-    privacy: PrivacySettings = PrivacySettings()
-    logging: LoggingSettings = LoggingSettings()
-    metrics: MetricsSettings = MetricsSettings()
-    tokens: TokenSettings = TokenSettings()
-    auth: AuthSettings = AuthSettings()
-    tiers: Mapping[str, LimitSettings] = field(default_factory=dict)
-    keys: tuple[KeySettings, ...] = ()
-    cache: CacheSettings = CacheSettings()
-    stats: StatsSettings = StatsSettings()
-
-    def deployment(self, name: str) -> Deployment:
-        for model in self.models.values():
-            for dep in model.deployments:
-                if dep.name == name:
-                    return dep
-        raise KeyError(name)
 
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -298,24 +115,8 @@ def parse(data: Any) -> Settings:
     root = Reader(data, "")
     root.require_mapping()
     root.only(
-        [
-            "server",
-            "upstream",
-            "providers",
-            "models",
-            "routing",
-            "storage",
-            "retention",
-            "privacy",
-            "logging",
-            "metrics",
-            "tokens",
-            "auth",
-            "tiers",
-            "keys",
-            "cache",
-            "stats",
-        ]
+        "server upstream providers models routing storage retention privacy logging "
+        "metrics tokens auth tiers keys cache stats"
     )
     providers = _providers(root.child("providers"))
     tiers = {name: _limits(r) for name, r in root.child("tiers").items()}
@@ -341,16 +142,8 @@ def parse(data: Any) -> Settings:
 
 def _server(r: Reader) -> ServerSettings:
     r.only(
-        [
-            "host",
-            "port",
-            "max_body_bytes",
-            "shutdown_grace",
-            "keepalive_interval",
-            "trust_forwarded_for",
-            "mock_provider",
-            "tls",
-        ]
+        "host port max_body_bytes shutdown_grace keepalive_interval trust_forwarded_for "
+        "mock_provider tls"
     )
     d = ServerSettings()
     mock = r.child("mock_provider")
@@ -368,7 +161,7 @@ def _server(r: Reader) -> ServerSettings:
 
 
 def _tls(r: Reader) -> TLSSettings:
-    r.only(["cert", "key", "client_ca"])
+    r.only("cert key client_ca")
     return TLSSettings(
         cert=r.text("cert", None, required=True),
         key=r.text("key", None, required=True),
@@ -377,7 +170,7 @@ def _tls(r: Reader) -> TLSSettings:
 
 
 def _cache(r: Reader) -> CacheSettings:
-    r.only(["enabled", "ttl", "max_entries", "max_bytes", "scope"])
+    r.only("enabled ttl max_entries max_bytes scope")
     d = CacheSettings()
     return CacheSettings(
         enabled=r.flag("enabled", d.enabled),
@@ -389,7 +182,7 @@ def _cache(r: Reader) -> CacheSettings:
 
 
 def _stats(r: Reader) -> StatsSettings:
-    r.only(["enabled", "min_bucket"])
+    r.only("enabled min_bucket")
     return StatsSettings(
         enabled=r.flag("enabled", True),
         min_bucket=r.integer("min_bucket", 10, minimum=1),
@@ -397,7 +190,7 @@ def _stats(r: Reader) -> StatsSettings:
 
 
 def _mock(r: Reader) -> MockProviderSettings:
-    r.only(["host", "port", "tokens", "delay_ms"])
+    r.only("host port tokens delay_ms")
     d = MockProviderSettings()
     return MockProviderSettings(
         host=r.text("host", d.host),
@@ -408,7 +201,7 @@ def _mock(r: Reader) -> MockProviderSettings:
 
 
 def _upstream(r: Reader) -> UpstreamSettings:
-    r.only(["max_connections", "max_connections_per_host", "keepalive_timeout"])
+    r.only("max_connections max_connections_per_host keepalive_timeout")
     d = UpstreamSettings()
     return UpstreamSettings(
         max_connections=r.integer("max_connections", d.max_connections, minimum=1),
@@ -418,7 +211,7 @@ def _upstream(r: Reader) -> UpstreamSettings:
 
 
 def _timeouts(r: Reader) -> Timeouts:
-    r.only(["connect", "first_byte", "idle", "total"])
+    r.only("connect first_byte idle total")
     d = Timeouts()
     return Timeouts(
         connect=r.duration("connect", d.connect),
@@ -433,18 +226,8 @@ def _providers(r: Reader) -> dict[str, ProviderSettings]:
     for name, p in r.items():
         p.require_mapping()
         p.only(
-            [
-                "kind",
-                "base_url",
-                "api_key",
-                "headers",
-                "timeouts",
-                "stream_usage",
-                "anthropic_version",
-                "auth_header",
-                "ca_bundle",
-                "insecure_skip_verify",
-            ]
+            "kind base_url api_key headers timeouts stream_usage anthropic_version "
+            "auth_header ca_bundle insecure_skip_verify"
         )
         kind = p.choice("kind", [f.value for f in ApiFormat], required=True)
         url = p.text("base_url", None, required=True).rstrip("/")
@@ -481,7 +264,7 @@ def _models(
                 "a model name may not end with :floor or :nitro (routing suffixes)",
             )
         m.require_mapping()
-        m.only(["strategy", "deployments", "default_max_tokens"])
+        m.only("strategy deployments default_max_tokens")
         deployments = []
         dl = m.child("deployments")
         for d in dl.seq(required=True):
@@ -513,7 +296,7 @@ def _deployment(
     d: Reader, model: str, providers: Mapping[str, ProviderSettings]
 ) -> Deployment:
     d.require_mapping()
-    d.only(["name", "provider", "model", "price", "weight", "seed"])
+    d.only("name provider model price weight seed")
     provider = d.text("provider", None, required=True)
     if provider not in providers:
         known = ", ".join(sorted(providers)) or "none configured"
@@ -521,9 +304,9 @@ def _deployment(
     upstream = d.text("model", model)
     price = d.child("price")
     default_price = pricing.price_for(upstream, _default_prices()) or Price()
-    price.only(["input", "output", "cached_input", "cache_write"])
+    price.only("input output cached_input cache_write")
     seed = d.child("seed")
-    seed.only(["ttft", "tokens_per_s"])
+    seed.only("ttft tokens_per_s")
     return Deployment(
         name=d.text("name", f"{provider}/{upstream}"),
         provider=provider,
@@ -549,16 +332,8 @@ def _default_prices() -> dict[str, Price]:
 
 def _routing(r: Reader) -> RoutingSettings:
     r.only(
-        [
-            "max_attempts",
-            "deadline",
-            "failure_threshold",
-            "base_cooldown",
-            "max_cooldown",
-            "ewma_alpha",
-            "min_samples",
-            "seed",
-        ]
+        "max_attempts deadline failure_threshold base_cooldown max_cooldown ewma_alpha "
+        "min_samples seed"
     )
     d = RoutingSettings()
     seed = r.integer("seed", -1, minimum=-1)
@@ -577,7 +352,7 @@ def _routing(r: Reader) -> RoutingSettings:
 
 
 def _storage(r: Reader) -> StorageSettings:
-    r.only(["enabled", "path", "batch_size", "flush_interval", "max_queue"])
+    r.only("enabled path batch_size flush_interval max_queue")
     d = StorageSettings()
     return StorageSettings(
         enabled=r.flag("enabled", d.enabled),
@@ -589,7 +364,7 @@ def _storage(r: Reader) -> StorageSettings:
 
 
 def _retention(r: Reader) -> RetentionSettings:
-    r.only(["requests", "billing", "interval", "batch_size"])
+    r.only("requests billing interval batch_size")
     d = RetentionSettings()
     return RetentionSettings(
         requests=r.duration("requests", d.requests),
@@ -600,7 +375,7 @@ def _retention(r: Reader) -> RetentionSettings:
 
 
 def _privacy(r: Reader) -> PrivacySettings:
-    r.only(["client_ip", "store_user_agent"])
+    r.only("client_ip store_user_agent")
     return PrivacySettings(
         client_ip=r.choice("client_ip", ["none", "truncated", "full"], "truncated"),
         store_user_agent=r.flag("store_user_agent", True),
@@ -608,7 +383,7 @@ def _privacy(r: Reader) -> PrivacySettings:
 
 
 def _logging(r: Reader) -> LoggingSettings:
-    r.only(["level", "format", "access_log"])
+    r.only("level format access_log")
     levels = ["debug", "info", "warning", "error", "critical"]
     return LoggingSettings(
         level=r.choice(
@@ -620,7 +395,7 @@ def _logging(r: Reader) -> LoggingSettings:
 
 
 def _metrics(r: Reader) -> MetricsSettings:
-    r.only(["enabled", "key_labels", "port"])
+    r.only("enabled key_labels port")
     port = r.integer("port", 0, minimum=0, maximum=65535)
     return MetricsSettings(
         enabled=r.flag("enabled", True),
@@ -630,7 +405,7 @@ def _metrics(r: Reader) -> MetricsSettings:
 
 
 def _tokens(r: Reader) -> TokenSettings:
-    r.only(["count", "offload_chars"])
+    r.only("count offload_chars")
     return TokenSettings(
         count=r.flag("count", True),
         offload_chars=r.integer("offload_chars", 20_000, minimum=0),
@@ -638,7 +413,7 @@ def _tokens(r: Reader) -> TokenSettings:
 
 
 def _auth(r: Reader) -> AuthSettings:
-    r.only(["required", "admin_key"])
+    r.only("required admin_key")
     return AuthSettings(
         required=r.flag("required", True),
         admin_key=r.text("admin_key", None) or None,
@@ -647,7 +422,7 @@ def _auth(r: Reader) -> AuthSettings:
 
 def _limits(r: Reader) -> LimitSettings:
     r.require_mapping()
-    r.only(["rpm", "tpm", "max_concurrent", "budget_day_usd", "budget_month_usd"])
+    r.only("rpm tpm max_concurrent budget_day_usd budget_month_usd")
     return LimitSettings(
         rpm=r.optional_int("rpm"),
         tpm=r.optional_int("tpm"),
@@ -663,19 +438,8 @@ def _keys(r: Reader, tiers: Mapping[str, LimitSettings]) -> tuple[KeySettings, .
     for k in r.seq():
         k.require_mapping()
         k.only(
-            [
-                "name",
-                "key",
-                "user",
-                "tier",
-                "models",
-                "rpm",
-                "tpm",
-                "max_concurrent",
-                "budget_day_usd",
-                "budget_month_usd",
-                "cache",
-            ]
+            "name key user tier models rpm tpm max_concurrent budget_day_usd budget_month_usd "
+            "cache"
         )
         name = k.text("name", None, required=True)
         if name in names:

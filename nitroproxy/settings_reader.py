@@ -50,8 +50,11 @@ class Reader:
         if not isinstance(self.value, dict):
             self.fail(None, f"expected a mapping, got {_type_name(self.value)}")
 
-    def only(self, allowed: Sequence[str]) -> None:
-        """Unknown keys are errors: a typo such as ``max_atempts`` must not be ignored."""
+    def only(self, allowed: str | Sequence[str]) -> None:
+        """Unknown keys are errors: a typo such as ``max_atempts`` must not be ignored.
+        ``allowed`` is a sequence of names or one space-separated string of them."""
+        if isinstance(allowed, str):
+            allowed = allowed.split()
         if not self.present:
             return
         self.require_mapping()

@@ -1,0 +1,223 @@
+"""Settings: the typed, frozen tree a config file becomes (``config.parse`` builds it).
+
+After start-up nobody reads a settings dict: components get these dataclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from nitroproxy.core.selection import Strategy
+from nitroproxy.core.types import ApiFormat, Price
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds. ``first_byte`` bounds the wait for response headers, ``idle`` the gap
+    between two body chunks, ``total`` the whole upstream exchange."""
+
+    connect: float = 10.0
+    first_byte: float = 120.0
+    idle: float = 120.0
+    total: float = 900.0
+
+
+@dataclass(frozen=True, slots=True)
+class MockProviderSettings:
+    host: str = "127.0.0.1"
+    port: int = 8081
+    tokens: int = 12
+    delay_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSettings:
+    """The listener's certificate; ``client_ca`` set means clients must present a
+    certificate signed by it (mutual TLS)."""
+
+    cert: str
+    key: str
+    client_ca: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 16 * 1024 * 1024
+    shutdown_grace: float = 30.0
+    keepalive_interval: float = 0.0
+    trust_forwarded_for: bool = False
+    mock_provider: MockProviderSettings | None = None
+    tls: TLSSettings | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    max_connections: int = 1000
+    max_connections_per_host: int = 0
+    keepalive_timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    name: str
+    kind: ApiFormat
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    timeouts: Timeouts = Timeouts()
+    stream_usage: bool = True
+    anthropic_version: str = "2023-06-01"
+    auth_header: str = "authorization"
+    ca_bundle: str | None = None
+    insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    name: str
+    provider: str
+    upstream_model: str
+    price: Price = field(default_factory=Price)
+    weight: float = 1.0
+    seed_ttft: float | None = None
+    seed_tokens_per_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    name: str
+    strategy: Strategy
+    deployments: tuple[Deployment, ...]
+    default_max_tokens: int = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    max_attempts: int = 3
+    deadline: float = 120.0
+    failure_threshold: int = 3
+    base_cooldown: float = 5.0
+    max_cooldown: float = 60.0
+    ewma_alpha: float = 0.2
+    min_samples: int = 3
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    enabled: bool = True
+    path: str = "data/nitroproxy.db"
+    batch_size: int = 500
+    flush_interval: float = 0.2
+    max_queue: int = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    requests: float = 90 * 86400.0
+    billing: float = 7 * 365 * 86400.0
+    interval: float = 3600.0
+    batch_size: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacySettings:
+    client_ip: str = "truncated"
+    store_user_agent: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    level: str = "info"
+    format: str = "auto"
+    access_log: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    enabled: bool = True
+    key_labels: bool = False
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSettings:
+    count: bool = True
+    offload_chars: int = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Per-key defaults; a tier or a key overrides each field. None means unlimited."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    budget_day_usd: float | None = None
+    budget_month_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """The opt-in response cache: the only place prompt-derived data may be stored."""
+
+    enabled: bool = False
+    ttl: float = 3600.0
+    max_entries: int = 10_000
+    max_bytes: int = 256 * 1024 * 1024
+    scope: str = "key"
+
+
+@dataclass(frozen=True, slots=True)
+class StatsSettings:
+    enabled: bool = True
+    min_bucket: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class KeySettings:
+    """A key declared in the config file (small deployments, demos); the store holds the rest."""
+
+    name: str
+    key: str = field(repr=False)
+    user: str | None = None
+    tier: str | None = None
+    models: tuple[str, ...] = ()
+    limits: LimitSettings = LimitSettings()
+    cache: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    required: bool = True
+    admin_key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings = ServerSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
+    models: Mapping[str, ModelSettings] = field(default_factory=dict)
+    routing: RoutingSettings = RoutingSettings()
+    storage: StorageSettings = StorageSettings()
+    retention: RetentionSettings = RetentionSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    logging: LoggingSettings = LoggingSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    tokens: TokenSettings = TokenSettings()
+    auth: AuthSettings = AuthSettings()
+    tiers: Mapping[str, LimitSettings] = field(default_factory=dict)
+    keys: tuple[KeySettings, ...] = ()
+    cache: CacheSettings = CacheSettings()
+    stats: StatsSettings = StatsSettings()
+
+    def deployment(self, name: str) -> Deployment:
+        for model in self.models.values():
+            for dep in model.deployments:
+                if dep.name == name:
+                    return dep
+        raise KeyError(name)
