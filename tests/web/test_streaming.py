@@ -59,15 +59,20 @@ async def test_client_disconnect_closes_the_upstream_within_a_second(
         add_model(proxy_config, "slow", "mock+tokens=50+delay=100")
     )
     body = {"model": "slow", "messages": MESSAGES, "stream": True}
+    async with await proxy.post("/v1/chat/completions", {**body, "model": "gpt-test"}):
+        pass
+    await asyncio.sleep(0.1)
+    tasks_before = len(asyncio.all_tasks())
     resp = await proxy.post("/v1/chat/completions", body)
     await resp.content.readline()
     resp.close()  # the client goes away mid-stream
     hung_up = time.monotonic()
     await upstream.state.wait_disconnect(timeout=1.0)
     assert time.monotonic() - hung_up < 1.0
-    assert upstream.state.streams[0].outcome == "client_disconnected"
-    await asyncio.sleep(0.05)
+    assert upstream.state.streams[-1].outcome == "client_disconnected"
+    await asyncio.sleep(0.1)
     assert upstream.state.active_streams == 0
+    assert len(asyncio.all_tasks()) <= tasks_before  # nothing left behind
 
 
 async def test_mid_stream_drop_ends_with_an_error_the_sdk_raises(
