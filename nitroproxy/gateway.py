@@ -16,9 +16,7 @@ import orjson
 
 from nitroproxy import logs
 from nitroproxy.config import Deployment, ModelSettings, Settings
-from nitroproxy.core import anthropic_wire, selection, tokens
-from nitroproxy.core.limits import ratelimit_headers, to_error
-from nitroproxy.core.spend import SpendBook
+from nitroproxy.core import anthropic_request, chat_request, selection, tokens
 from nitroproxy.core.accounting import RequestFacts, Tally, build_record
 from nitroproxy.core.errors import (
     NoDeploymentAvailable,
@@ -28,6 +26,8 @@ from nitroproxy.core.errors import (
     status_of,
 )
 from nitroproxy.core.health import HealthBook
+from nitroproxy.core.limits import ratelimit_headers, to_error
+from nitroproxy.core.spend import SpendBook
 from nitroproxy.core.types import ApiFormat, Endpoint, Outcome, UsageRecord
 from nitroproxy.limiter import InMemoryLimiter, Limiter, Ticket
 from nitroproxy.metrics import Metrics
@@ -300,14 +300,14 @@ class Gateway:
             return orjson.dumps(body)
         if provider.kind is ApiFormat.ANTHROPIC:
             return orjson.dumps(
-                anthropic_wire.chat_to_messages_request(
+                anthropic_request.chat_to_messages_request(
                     call.body,
                     upstream_model=model,
                     default_max_tokens=call.model.default_max_tokens,
                 )
             )
         return orjson.dumps(
-            anthropic_wire.messages_to_chat_request(call.body, upstream_model=model)
+            chat_request.messages_to_chat_request(call.body, upstream_model=model)
         )
 
     # -- settling -------------------------------------------------------------------------

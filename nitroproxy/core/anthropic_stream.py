@@ -10,13 +10,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from nitroproxy.core import openai_wire
 from nitroproxy.core.anthropic_wire import (
     finish_reason_from_stop_reason,
     parse_anthropic_error,
-    parse_openai_error,
     stop_reason_from_finish_reason,
     usage_from_anthropic,
-    usage_from_openai,
     usage_to_anthropic,
     usage_to_openai,
 )
@@ -53,7 +52,7 @@ def stream_error(data: Mapping[str, Any]) -> UpstreamStatusError:
 
 
 def _openai_stream_error(data: Mapping[str, Any]) -> UpstreamStatusError:
-    error_type, message, code, param = parse_openai_error(data)
+    error_type, message, code, param = openai_wire.parse_error(data)
     return UpstreamStatusError(
         # The real status is lost once a stream has started; 500 reads as a server fault.
         500,
@@ -229,7 +228,7 @@ class ChatToMessagesStream:
             raise _openai_stream_error(chunk)
         events = self._start()
         if isinstance(chunk.get("usage"), Mapping):
-            self._usage = usage_from_openai(chunk["usage"])
+            self._usage = openai_wire.usage_from(chunk["usage"]) or Usage()
         for choice in chunk.get("choices") or []:
             if choice.get("index", 0) != 0:
                 continue

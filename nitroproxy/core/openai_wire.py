@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import orjson
+
 from nitroproxy.core.errors import InvalidRequest
+from nitroproxy.core.json_values import count, is_int
 from nitroproxy.core.types import Endpoint, Usage
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -119,37 +122,51 @@ def error_body(
 
 
 def parse_error(body: Any) -> tuple[str | None, str | None, str | None, str | None]:
-    """(type, message, code, param) from an OpenAI error body, tolerating partial shapes."""
-    err = body.get("error") if isinstance(body, dict) else None
-    if isinstance(err, dict):
+    """(type, message, code, param) from an OpenAI-style error body (a dict, or its JSON text).
 
-        def s(name: str) -> str | None:
-            value = err.get(name)
-            return value if isinstance(value, str) else None
+    OpenAI-compatible servers vary: vLLM puts the fields at the top level with an integer
+    code, others send ``{"error": "text"}`` or FastAPI's ``{"detail": ...}``.
+    """
+    if isinstance(body, bytes | str):
+        try:
+            body = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None, None, None, None
+    obj = body if isinstance(body, Mapping) else {}
+    error = obj.get("error", obj)
+    if isinstance(error, str):
+        return None, error, None, None
+    if not isinstance(error, Mapping):
+        return None, None, None, None
+    message = error.get("message", obj.get("detail"))
 
-        return s("type"), s("message"), s("code"), s("param")
-    if isinstance(err, str):
-        return None, err, None, None
-    return None, None, None, None
+    def text(value: Any) -> str | None:
+        if isinstance(value, str):
+            return value
+        return str(value) if is_int(value) else None
+
+    return (
+        text(error.get("type")),
+        message if isinstance(message, str) else None,
+        text(error.get("code")),
+        text(error.get("param")),
+    )
 
 
 def usage_from(raw: Any) -> Usage | None:
-    """Usage from an OpenAI ``usage`` object; None when absent or not an object."""
-    if not isinstance(raw, dict):
-        return None
-    prompt = raw.get("prompt_tokens")
-    completion = raw.get("completion_tokens")
-    if not isinstance(prompt, int):
+    """Usage from an OpenAI ``usage`` object; None when absent or not an object. Missing or
+    null parts count as 0 (servers differ in which details they send)."""
+    if not isinstance(raw, Mapping):
         return None
     details = raw.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
     cdetails = raw.get("completion_tokens_details")
-    reasoning = cdetails.get("reasoning_tokens") if isinstance(cdetails, dict) else None
     return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion if isinstance(completion, int) else 0,
-        cached_tokens=cached if isinstance(cached, int) else 0,
-        reasoning_tokens=reasoning if isinstance(reasoning, int) else 0,
+        prompt_tokens=count(raw.get("prompt_tokens")),
+        completion_tokens=count(raw.get("completion_tokens")),
+        cached_tokens=count(details.get("cached_tokens")) if isinstance(details, Mapping) else 0,
+        reasoning_tokens=count(cdetails.get("reasoning_tokens"))
+        if isinstance(cdetails, Mapping)
+        else 0,
     )
 
 

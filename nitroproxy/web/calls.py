@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from nitroproxy.core import anthropic_wire, openai_wire, selection
+from nitroproxy.core import anthropic_request, openai_wire, selection
 from nitroproxy.core.accounting import Tally, client_ip
 from nitroproxy.core.errors import InvalidRequest, ModelNotFound, PermissionDenied
 from nitroproxy.core.types import ApiFormat, Endpoint
@@ -35,7 +35,7 @@ def _validator(endpoint: Endpoint) -> Callable[[Any], Mapping[str, Any]]:
     if endpoint is Endpoint.MESSAGES:
 
         def validate(body: Any) -> Mapping[str, Any]:
-            anthropic_wire.validate_messages_request(body)
+            anthropic_request.validate_messages_request(body)
             return body  # type: ignore[no-any-return]
 
         return validate

@@ -8,21 +8,22 @@ from openai.types.chat import ChatCompletion, ChatCompletionContentPartParam
 from openai.types.chat.completion_create_params import CompletionCreateParams
 from pydantic import TypeAdapter
 
+from nitroproxy.core.anthropic_request import (
+    chat_to_messages_request,
+    validate_messages_request,
+)
 from nitroproxy.core.anthropic_wire import (
     anthropic_error_body,
     chat_response_to_messages,
-    chat_to_messages_request,
     messages_response_to_chat,
-    messages_to_chat_request,
     parse_anthropic_error,
-    parse_openai_error,
     usage_from_anthropic,
-    usage_from_openai,
     usage_to_anthropic,
     usage_to_openai,
-    validate_messages_request,
 )
+from nitroproxy.core.chat_request import messages_to_chat_request
 from nitroproxy.core.errors import InvalidRequest, UpstreamError
+from nitroproxy.core.openai_wire import parse_error, usage_from
 from nitroproxy.core.types import Usage
 
 IMAGE_DATA = "iVBORw0KGgo="
@@ -1167,7 +1168,7 @@ def test_usage_from_anthropic_includes_cache_reads_and_writes(
     ],
 )
 def test_usage_from_openai_tolerates_missing_parts(raw: Any, usage: Usage) -> None:
-    assert usage_from_openai(raw) == usage
+    assert (usage_from(raw) or Usage()) == usage
 
 
 def test_usage_to_wire_formats() -> None:
@@ -1193,7 +1194,7 @@ def test_usage_to_wire_formats() -> None:
         "prompt_tokens_details": {"cached_tokens": 100},
         "completion_tokens_details": {"reasoning_tokens": 2},
     }
-    assert usage_from_openai(usage_to_openai(usage)) == Usage(
+    assert usage_from(usage_to_openai(usage)) == Usage(
         160, 5, cached_tokens=100, reasoning_tokens=2
     )
 
@@ -1269,4 +1270,4 @@ def test_unparseable_anthropic_errors_give_nothing(body: Any) -> None:
     ],
 )
 def test_parse_openai_error(body: Any, parsed: tuple[str | None, ...]) -> None:
-    assert parse_openai_error(body) == parsed
+    assert parse_error(body) == parsed
