@@ -9,7 +9,7 @@ for OpenAI bodies (as OpenAI reports it), ``messages.2.content`` for Anthropic b
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from nitroproxy.core import openai_wire
@@ -222,3 +222,16 @@ def chat_response_to_messages(body: Mapping[str, Any], *, model: str) -> dict[st
         "stop_sequence": None,
         "usage": usage_to_anthropic(openai_wire.usage_from(body.get("usage")) or Usage()),
     }
+
+
+def message_texts(body: Mapping[str, Any]) -> Iterator[str]:
+    """Every piece of generated text in an Anthropic message (text, thinking, tool names and
+    inputs), for counting output tokens when the upstream reports none."""
+    for block in body.get("content") or []:
+        if not isinstance(block, Mapping):
+            continue
+        for name in ("text", "thinking", "name"):
+            if isinstance(block.get(name), str):
+                yield block[name]
+        if "input" in block:
+            yield compact(block["input"])

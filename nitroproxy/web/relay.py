@@ -144,8 +144,11 @@ async def _respond(
     usage = _response_usage(upstream, parsed)
     call.tally.provider_usage = usage
     call.tally.completed = True
-    if usage is None and request.app[SETTINGS].tokens.count:
-        call.tally.completion_estimate = await _count_output(call, upstream, parsed)
+    tokens_settings = request.app[SETTINGS].tokens
+    if usage is None and tokens_settings.count:
+        call.tally.completion_estimate = await _count_output(
+            call, upstream, parsed, tokens_settings.offload_chars
+        )
     return web.Response(
         body=body,
         status=exchange.response.status,
@@ -163,19 +166,15 @@ def _response_usage(upstream: ApiFormat, parsed: dict[str, Any]) -> Usage | None
     return openai_wire.usage_from(raw)
 
 
-async def _count_output(call: Call, upstream: ApiFormat, parsed: dict[str, Any]) -> int:
+async def _count_output(
+    call: Call, upstream: ApiFormat, parsed: dict[str, Any], offload_chars: int
+) -> int:
     if upstream is ApiFormat.ANTHROPIC:
-        texts = [
-            str(b.get("text") or b.get("name") or "")
-            + (orjson.dumps(b["input"]).decode() if "input" in b else "")
-            for b in parsed.get("content") or []
-            if isinstance(b, dict)
-        ]
+        text = "".join(anthropic_wire.message_texts(parsed))
     else:
-        texts = list(openai_wire.chunk_texts(parsed))
-    text = "".join(texts)
+        text = "".join(openai_wire.chunk_texts(parsed))
     enc = tokens.encoding_for_model(call.tally.upstream_model or call.model.name)
-    if len(text) > 20_000:
+    if len(text) > offload_chars:
         return await asyncio.get_running_loop().run_in_executor(
             None, tokens.count_text, enc, text
         )
