@@ -2,7 +2,8 @@
 
 Tests, benchmarks and the demo use it as the upstream. Answers are deterministic: the text is
 words from a fixed list, each exactly one token in cl100k_base and o200k_base, so reported
-``completion_tokens`` equals a tokenizer's count. Each request is scripted through its
+``completion_tokens`` equals a tokenizer's count (except under ``echo``, which repeats the
+last user message word by word and reports one token per word). Each request is scripted through its
 upstream model name, e.g. ``"mock-a+fail500"`` or ``"gpt-x+tokens=50+delay=200"`` (grammar in
 ``nitroproxy.mock.script``, prompt-token formula in ``nitroproxy.mock.content``), or through
 ``MockState.enqueue_faults`` for one deployment that fails N times and then recovers.

@@ -27,9 +27,7 @@ from nitroproxy.mock_provider import (
 
 DATA = Path(__file__).resolve().parents[1] / "nitroproxy" / "data"
 CHAT = "/v1/chat/completions"
-USER = [
-    {"role": "user", "content": "say something nice"}
-]  # 3 + (3 + 3) = 9 prompt tokens
+USER = [{"role": "user", "content": "say something nice"}]  # 3 + (3 + 3) = 9 prompt tokens
 TOOLS = [
     {
         "type": "function",
@@ -127,9 +125,7 @@ async def test_chat_stream_sends_role_tokens_finish_and_done_without_usage(clien
     events = await openai_events(await client.post(CHAT, json=chat(stream=True)))
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
-    assert all(
-        c["object"] == "chat.completion.chunk" and "usage" not in c for c in chunks
-    )
+    assert all(c["object"] == "chat.completion.chunk" and "usage" not in c for c in chunks)
     assert len({c["id"] for c in chunks}) == 1
     assert chunks[0]["choices"][0]["delta"] == {
         "role": "assistant",
@@ -161,9 +157,7 @@ async def test_model_name_directives_set_tokens_cached_and_reasoning(client):
     assert body["model"] == "m+tokens=40+cached=4+reasoning=7"
     assert body["choices"][0]["message"]["content"] == "".join((WORDS * 2)[:40])
     usage = body["usage"]
-    assert (
-        usage["completion_tokens"] == 47
-    )  # OpenAI counts reasoning inside completion_tokens
+    assert usage["completion_tokens"] == 47  # OpenAI counts reasoning inside completion_tokens
     assert usage["total_tokens"] == 9 + 47
     assert usage["prompt_tokens_details"] == {"cached_tokens": 4}
     assert usage["completion_tokens_details"] == {"reasoning_tokens": 7}
@@ -193,21 +187,15 @@ async def test_chat_with_tools_calls_the_first_tool(client):
 
 
 async def test_chat_tool_choice_none_answers_text_and_named_choice_wins(client):
-    body = await (
-        await client.post(CHAT, json=chat(tools=TOOLS, tool_choice="none"))
-    ).json()
+    body = await (await client.post(CHAT, json=chat(tools=TOOLS, tool_choice="none"))).json()
     assert body["choices"][0]["message"]["content"] == "".join(WORDS[:5])
     named = {"type": "function", "function": {"name": "other"}}
-    body = await (
-        await client.post(CHAT, json=chat(tools=TOOLS, tool_choice=named))
-    ).json()
+    body = await (await client.post(CHAT, json=chat(tools=TOOLS, tool_choice=named))).json()
     assert body["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "other"
 
 
 async def test_chat_stream_with_tools_sends_the_call_then_argument_fragments(client):
-    events = await openai_events(
-        await client.post(CHAT, json=chat(tools=TOOLS, stream=True))
-    )
+    events = await openai_events(await client.post(CHAT, json=chat(tools=TOOLS, stream=True)))
     chunks = events[:-1]
     opening = chunks[0]["choices"][0]["delta"]
     assert opening["role"] == "assistant"
@@ -265,9 +253,7 @@ async def test_embeddings_are_deterministic_floats_per_input(client):
     assert all(len(v) == 8 and all(-1 <= x < 1 for x in v) for v in vectors)
     assert vectors[0] != vectors[1]
     assert body["usage"] == {"prompt_tokens": 3, "total_tokens": 3}
-    again = await (
-        await client.post("/v1/embeddings", json={**request, "input": "bye"})
-    ).json()
+    again = await (await client.post("/v1/embeddings", json={**request, "input": "bye"})).json()
     assert again["data"][0]["embedding"] == vectors[1]
 
 
@@ -283,9 +269,7 @@ async def test_base64_embeddings_decode_to_the_float_vectors(client):
 
 
 async def test_embeddings_reject_malformed_input(client):
-    response = await client.post(
-        "/v1/embeddings", json={"model": "emb", "input": [1, "a"]}
-    )
+    response = await client.post("/v1/embeddings", json={"model": "emb", "input": [1, "a"]})
     assert response.status == 400
     assert (await response.json())["error"]["param"] == "input"
 
@@ -294,9 +278,7 @@ async def test_models_lists_model_objects(client):
     body = await (await client.get("/v1/models")).json()
     assert body["object"] == "list"
     assert body["data"]
-    assert all(
-        m["object"] == "model" and isinstance(m["id"], str) for m in body["data"]
-    )
+    assert all(m["object"] == "model" and isinstance(m["id"], str) for m in body["data"])
 
 
 # --- Anthropic Messages ----------------------------------------------------------------------
@@ -328,9 +310,7 @@ async def test_messages_answers_the_exact_anthropic_shape(client):
 
 
 async def test_messages_stream_follows_the_real_event_sequence(client):
-    events = await anthropic_events(
-        await client.post("/v1/messages", json=anthropic(stream=True))
-    )
+    events = await anthropic_events(await client.post("/v1/messages", json=anthropic(stream=True)))
     names = [name for name, _ in events]
     assert names == [
         "message_start",
@@ -356,26 +336,20 @@ async def test_messages_stream_follows_the_real_event_sequence(client):
 
 
 async def test_messages_max_tokens_stops_with_reason_max_tokens(client):
-    body = await (
-        await client.post("/v1/messages", json=anthropic(max_tokens=2))
-    ).json()
+    body = await (await client.post("/v1/messages", json=anthropic(max_tokens=2))).json()
     assert body["stop_reason"] == "max_tokens"
     assert body["usage"]["output_tokens"] == 2
     assert body["content"][0]["text"] == "".join(WORDS[:2])
 
 
 async def test_messages_cached_tokens_are_excluded_from_input_tokens(client):
-    body = await (
-        await client.post("/v1/messages", json=anthropic("c+cached=5"))
-    ).json()
+    body = await (await client.post("/v1/messages", json=anthropic("c+cached=5"))).json()
     assert body["usage"]["input_tokens"] == 9 - 5
     assert body["usage"]["cache_read_input_tokens"] == 5
 
 
 async def test_messages_with_tools_uses_the_first_tool(client):
-    body = await (
-        await client.post("/v1/messages", json=anthropic(tools=ANTHROPIC_TOOLS))
-    ).json()
+    body = await (await client.post("/v1/messages", json=anthropic(tools=ANTHROPIC_TOOLS))).json()
     assert body["stop_reason"] == "tool_use"
     [block] = body["content"]
     assert block["type"] == "tool_use"
@@ -393,9 +367,7 @@ async def test_messages_stream_with_tools_sends_input_json_deltas(client):
     assert block["input"] == {}
     deltas = [data["delta"] for name, data in events if name == "content_block_delta"]
     assert all(d["type"] == "input_json_delta" for d in deltas)
-    assert json.loads("".join(d["partial_json"] for d in deltas)) == {
-        "query": "mock value"
-    }
+    assert json.loads("".join(d["partial_json"] for d in deltas)) == {"query": "mock value"}
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
     assert events[-1][0] == "message_stop"
 
@@ -414,12 +386,8 @@ async def test_messages_stream_with_tools_sends_input_json_deltas(client):
         ("/v1/completions", b'{"model": "m"}', "prompt"),
     ],
 )
-async def test_openai_routes_reject_bad_requests_in_openai_shape(
-    client, path, payload, param
-):
-    response = await client.post(
-        path, data=payload, headers={"Content-Type": "application/json"}
-    )
+async def test_openai_routes_reject_bad_requests_in_openai_shape(client, path, payload, param):
+    response = await client.post(path, data=payload, headers={"Content-Type": "application/json"})
     assert response.status == 400
     error = (await response.json())["error"]
     assert set(error) == {"message", "type", "param", "code"}
@@ -442,20 +410,14 @@ async def test_api_key_is_required_in_each_apis_header(client):
     response = await client.post(CHAT, json=chat())
     assert response.status == 401
     assert (await response.json())["error"]["code"] == "invalid_api_key"
-    ok = await client.post(
-        CHAT, json=chat(), headers={"Authorization": "Bearer sk-mock"}
-    )
+    ok = await client.post(CHAT, json=chat(), headers={"Authorization": "Bearer sk-mock"})
     assert ok.status == 200
     assert (await client.get("/v1/models")).status == 401
 
-    wrong = await client.post(
-        "/v1/messages", json=anthropic(), headers={"x-api-key": "nope"}
-    )
+    wrong = await client.post("/v1/messages", json=anthropic(), headers={"x-api-key": "nope"})
     assert wrong.status == 401
     assert (await wrong.json())["error"]["type"] == "authentication_error"
-    right = await client.post(
-        "/v1/messages", json=anthropic(), headers={"x-api-key": "sk-mock"}
-    )
+    right = await client.post("/v1/messages", json=anthropic(), headers={"x-api-key": "sk-mock"})
     assert right.status == 200
 
 
@@ -605,6 +567,153 @@ async def test_delay_spaces_the_streamed_tokens(client):
     assert log.ended_at is not None
 
 
+# --- echo: the last user text comes back -----------------------------------------------------
+
+CANARY = "CANARY-7f3a9c"
+SECRET = f"my key is {CANARY} thanks"  # 5 words
+SECRET_WORDS = [" my", " key", " is", f" {CANARY}", " thanks"]
+# A text that JSON must escape, with non-ASCII that must not be: the tool arguments carry it.
+AWKWARD = f'find "{CANARY}"  über\tall \\ of it'
+CONVERSATION = [
+    {"role": "system", "content": "be brief"},
+    {"role": "user", "content": "an earlier question"},
+    {"role": "assistant", "content": "an earlier answer"},
+    {"role": "user", "content": [{"type": "text", "text": SECRET}]},
+]
+
+
+def echo_chat(text: str = SECRET, model: str = "m+echo+tokens=2", **extra: Any) -> dict[str, Any]:
+    messages = [*CONVERSATION[:-1], {"role": "user", "content": text}]
+    return {"model": model, "messages": messages, **extra}
+
+
+def echo_anthropic(text: str = SECRET, **extra: Any) -> dict[str, Any]:
+    blocks = [
+        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "not echoed"},
+        {"type": "text", "text": text},
+    ]
+    messages = [*CONVERSATION[1:-1], {"role": "user", "content": blocks}]
+    return {"model": "c+echo+tokens=2", "max_tokens": 100, "messages": messages, **extra}
+
+
+async def test_echo_chat_answers_the_last_user_text_word_by_word(client):
+    request = {"model": "m+echo+tokens=2", "messages": CONVERSATION}  # text parts
+    body = await (await client.post(CHAT, json=request)).json()
+    choice = body["choices"][0]
+    assert choice["message"]["content"] == "".join(SECRET_WORDS)
+    assert choice["finish_reason"] == "stop"
+    assert body["usage"]["completion_tokens"] == 5  # one per word; tokens=2 is ignored
+
+
+async def test_echo_chat_stream_sends_one_delta_per_word(client):
+    request = echo_chat(stream=True, stream_options={"include_usage": True})
+    events = await openai_events(await client.post(CHAT, json=request))
+    *chunks, usage_chunk, done = events
+    assert done == "[DONE]"
+    contents = [c["choices"][0]["delta"]["content"] for c in chunks[1:-1]]
+    assert contents == SECRET_WORDS
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert usage_chunk["usage"]["completion_tokens"] == 5
+
+
+async def test_echo_keeps_max_tokens_and_answers_nothing_without_user_text(client):
+    body = await (await client.post(CHAT, json=echo_chat(max_tokens=2))).json()
+    assert body["choices"][0]["message"]["content"] == " my key"
+    assert body["choices"][0]["finish_reason"] == "length"
+    body = await (await client.post(CHAT, json=echo_chat(" \n "))).json()
+    assert body["choices"][0]["message"]["content"] == ""
+    assert body["usage"]["completion_tokens"] == 0
+
+
+async def test_echo_legacy_completions_answer_the_prompt(client):
+    request: dict[str, Any] = {"model": "m+echo", "prompt": SECRET}
+    body = await (await client.post("/v1/completions", json=request)).json()
+    assert body["choices"][0]["text"] == "".join(SECRET_WORDS)
+    assert body["usage"]["completion_tokens"] == 5
+
+    request |= {"prompt": ["first prompt", SECRET], "stream": True}
+    events = await openai_events(await client.post("/v1/completions", json=request))
+    texts = [event["choices"][0]["text"] for event in events[:-2]]
+    assert texts == SECRET_WORDS
+
+
+async def test_echo_messages_answer_the_last_user_text_blocks(client):
+    body = await (await client.post("/v1/messages", json=echo_anthropic())).json()
+    assert body["content"] == [{"type": "text", "text": "".join(SECRET_WORDS)}]
+    assert body["stop_reason"] == "end_turn"
+    assert body["usage"]["output_tokens"] == 5
+
+    stream = await client.post("/v1/messages", json=echo_anthropic(stream=True))
+    events = await anthropic_events(stream)
+    deltas = [data["delta"] for name, data in events if name == "content_block_delta"]
+    assert [d["text"] for d in deltas] == SECRET_WORDS
+    assert events[-2][1]["usage"] == {"output_tokens": 5}
+
+
+async def test_echo_chat_tool_arguments_carry_the_last_user_text(client):
+    response = await client.post(CHAT, json=echo_chat(AWKWARD, tools=TOOLS))
+    body = await response.json()
+    [call] = body["choices"][0]["message"]["tool_calls"]
+    arguments = call["function"]["arguments"]
+    assert json.loads(arguments) == {"query": AWKWARD}
+    assert "über" in arguments  # not \u-escaped
+
+    request = echo_chat(SECRET, tools=TOOLS, stream=True)
+    events = await openai_events(await client.post(CHAT, json=request))
+    fragments = [c["choices"][0]["delta"]["tool_calls"][0] for c in events[1:-2]]
+    streamed = "".join(f["function"]["arguments"] for f in fragments)
+    assert json.loads(streamed) == {"query": SECRET}
+    assert CANARY in streamed
+    assert len(fragments) > 5
+
+
+async def test_echo_messages_tool_input_carries_the_last_user_text(client):
+    request = echo_anthropic(AWKWARD, tools=ANTHROPIC_TOOLS)
+    body = await (await client.post("/v1/messages", json=request)).json()
+    assert body["content"][0]["input"] == {"query": AWKWARD}
+
+    request = echo_anthropic(AWKWARD, tools=ANTHROPIC_TOOLS, stream=True)
+    events = await anthropic_events(await client.post("/v1/messages", json=request))
+    deltas = [data["delta"] for name, data in events if name == "content_block_delta"]
+    assert all(d["type"] == "input_json_delta" for d in deltas)
+    assert json.loads("".join(d["partial_json"] for d in deltas)) == {"query": AWKWARD}
+    assert events[-2][1]["usage"] == {"output_tokens": len(deltas)}
+    assert body["usage"]["output_tokens"] == len(deltas)  # one token per fragment
+
+
+async def test_echo_streams_keep_drop_and_garbage(client):
+    response = await client.post(CHAT, json=echo_chat(model="m+echo+drop", stream=True))
+    received = b""
+    with pytest.raises(aiohttp.ClientPayloadError):
+        async for line in response.content:
+            received += line
+    assert received.count(b'"content":" ') == 2  # half of the 5 words
+    assert b"[DONE]" not in received
+
+    response = await client.post(CHAT, json=echo_chat(model="m+echo+garbage", stream=True))
+    text = await response.text()
+    assert '"content":" my"' in text
+    assert '"content":" key"' in text
+    assert CANARY not in text
+
+
+@pytest.mark.parametrize("settings", [MockSettings(delay_ms=30)])
+async def test_echo_spaces_its_words_like_normal_tokens(client):
+    await (await client.post(CHAT, json=echo_chat(stream=True))).read()
+    [log] = state_of(client).streams
+    assert len(log.token_times) == 5
+    gaps = [b - a for a, b in zip(log.token_times, log.token_times[1:], strict=False)]
+    assert all(gap >= 0.025 for gap in gaps)
+
+
+async def test_an_enqueued_entry_keeps_echo(client):
+    state_of(client).enqueue_faults("m", ["fail500", "ok"])
+    assert (await client.post(CHAT, json=echo_chat(model="m+echo"))).status == 500
+    body = await (await client.post(CHAT, json=echo_chat(model="m+echo"))).json()
+    assert body["choices"][0]["message"]["content"] == "".join(SECRET_WORDS)
+    MockState(MockSettings()).enqueue_faults("m", ["echo+fail503"])  # a valid entry
+
+
 # --- state: fault queue, disconnects, records ------------------------------------------------
 
 
@@ -612,9 +721,7 @@ async def test_enqueued_faults_fail_n_times_then_recover(client):
     state = state_of(client)
     state.enqueue_faults("mock-a", ["fail500", "fail429+retry=2"])
     first = await client.post(CHAT, json=chat("mock-a"))
-    second = await client.post(
-        CHAT, json=chat("mock-a+tokens=2")
-    )  # matched by the base name
+    second = await client.post(CHAT, json=chat("mock-a+tokens=2"))  # matched by the base name
     other = await client.post(CHAT, json=chat("mock-b"))
     third = await client.post(CHAT, json=chat("mock-a"))
     assert (first.status, second.status, other.status, third.status) == (
@@ -710,9 +817,7 @@ def _poll_models(port: int, deadline: float) -> Any:
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                conn.sendall(
-                    b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-                )
+                conn.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 raw = b""
                 while chunk := conn.recv(65536):
                     raw += chunk
@@ -770,13 +875,9 @@ def test_every_word_is_one_token_in_both_encodings(encodings):
 
 
 @pytest.mark.parametrize("settings", [MockSettings(tokens=2 * len(WORDS) + 7)])
-async def test_completion_tokens_equal_the_tokenizer_count_of_the_text(
-    client, encodings
-):
+async def test_completion_tokens_equal_the_tokenizer_count_of_the_text(client, encodings):
     body = await (await client.post(CHAT, json=chat())).json()
     text = body["choices"][0]["message"]["content"]
     assert body["usage"]["completion_tokens"] == 2 * len(WORDS) + 7
     for encoding in encodings:
-        assert len(encoding.encode(text)) == body["usage"]["completion_tokens"], (
-            encoding.name
-        )
+        assert len(encoding.encode(text)) == body["usage"]["completion_tokens"], encoding.name

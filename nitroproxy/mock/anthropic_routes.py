@@ -10,11 +10,13 @@ import orjson
 from aiohttp import web
 
 from nitroproxy.mock.content import (
-    TOOL_ARGUMENT_FRAGMENTS,
-    TOOL_INPUT,
+    MOCK_TOOL_CALL,
     WORDS,
     chat_prompt_tokens,
     completion_text,
+    echo_tool_call,
+    echo_words,
+    last_user_text,
 )
 from nitroproxy.mock.errors import InvalidRequest
 from nitroproxy.mock.exchange import Call, StreamPlan, send_json, send_stream
@@ -29,12 +31,18 @@ def _delta(delta: dict[str, str]) -> bytes:
     return _event("content_block_delta", payload)
 
 
-# Every token event is the same bytes in every response, so they are all encoded once here.
-_TEXT_DELTAS = tuple(_delta({"type": "text_delta", "text": word}) for word in WORDS)
-_JSON_DELTAS = tuple(
-    _delta({"type": "input_json_delta", "partial_json": part})
-    for part in TOOL_ARGUMENT_FRAGMENTS
-)
+def _text_delta(word: str) -> bytes:
+    return _delta({"type": "text_delta", "text": word})
+
+
+def _json_delta(fragment: str) -> bytes:
+    return _delta({"type": "input_json_delta", "partial_json": fragment})
+
+
+# Every token event is the same bytes in every response, so they are all encoded once here
+# (``echo`` answers encode theirs per request).
+_TEXT_DELTAS = tuple(_text_delta(word) for word in WORDS)
+_JSON_DELTAS = tuple(_json_delta(part) for part in MOCK_TOOL_CALL.fragments)
 _PING = _event("ping", {"type": "ping"})
 _BLOCK_STOP = _event("content_block_stop", {"type": "content_block_stop", "index": 0})
 _MESSAGE_STOP = _event("message_stop", {"type": "message_stop"})
@@ -50,17 +58,22 @@ async def messages(call: Call) -> web.StreamResponse:
     cached = min(script.cached, prompt)
     ident = call.state.next_id()
     tool = _tool_name(body)
+    echo = last_user_text(turns) if call.echoes else None
+    words = echo_words(echo) if echo is not None and tool is None else None
+    arguments = MOCK_TOOL_CALL if echo is None or tool is None else echo_tool_call(echo)
     block: dict[str, Any]
     if tool is None:
-        output, stop = _output_length(body, script.tokens)
-        block = {"type": "text", "text": completion_text(output)}
+        available = script.tokens if words is None else len(words)
+        output, stop = _output_length(body, available)
+        text = completion_text(output) if words is None else "".join(words[:output])
+        block = {"type": "text", "text": text}
     else:
-        output, stop = len(TOOL_ARGUMENT_FRAGMENTS), "tool_use"
+        output, stop = len(arguments.fragments), "tool_use"
         block = {
             "type": "tool_use",
             "id": f"toolu_mock_{ident}",
             "name": tool,
-            "input": TOOL_INPUT,
+            "input": arguments.input,
         }
     # Anthropic's input_tokens excludes the tokens read from the cache.
     usage = {
@@ -98,10 +111,13 @@ async def messages(call: Call) -> web.StreamResponse:
         )
         + _PING
     )
-    if tool is None:
+    if tool is not None:
+        echoed = arguments is not MOCK_TOOL_CALL
+        tokens = list(map(_json_delta, arguments.fragments) if echoed else _JSON_DELTAS)
+    elif words is None:
         tokens = [_TEXT_DELTAS[index % len(_TEXT_DELTAS)] for index in range(output)]
     else:
-        tokens = list(_JSON_DELTAS)
+        tokens = [_text_delta(word) for word in words[:output]]
     final: dict[str, Any] = {
         "type": "message_delta",
         "delta": {"stop_reason": stop, "stop_sequence": None},

@@ -45,6 +45,11 @@ class Call:
     def reports_usage(self) -> bool:
         return "nousage" not in self.script.flags
 
+    @property
+    def echoes(self) -> bool:
+        """The ``echo`` directive: answer with the last user text (``content.echo_words``)."""
+        return "echo" in self.script.flags
+
 
 @dataclass(frozen=True)
 class StreamPlan:
@@ -57,9 +62,7 @@ class StreamPlan:
     """What the ``garbage`` fault writes after two tokens, instead of the rest."""
 
 
-async def send_json(
-    call: Call, payload: dict[str, Any], tokens: int
-) -> web.StreamResponse:
+async def send_json(call: Call, payload: dict[str, Any], tokens: int) -> web.StreamResponse:
     """Answer with ``payload`` after the time a ``tokens``-token generation would take."""
     script = call.script
     wait_ms = script.first_token_delay_ms + max(tokens - 1, 0) * script.delay_ms
@@ -93,9 +96,7 @@ async def send_stream(call: Call, plan: StreamPlan) -> web.StreamResponse:
     try:
         await response.prepare(call.request)
         await response.write(plan.head)
-        await _write_tokens(
-            response, tokens, call.script, log if state.settings.record else None
-        )
+        await _write_tokens(response, tokens, call.script, log if state.settings.record else None)
         if "drop" in flags:
             state.close_stream(log, "dropped")
             return abort(call.request, response)

@@ -1,20 +1,23 @@
 """The OpenAI-compatible routes of the mock: chat, legacy completions, embeddings, models."""
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from nitroproxy.mock.content import (
-    TOOL_ARGUMENT_FRAGMENTS,
-    TOOL_ARGUMENTS,
+    MOCK_TOOL_CALL,
     chat_prompt_tokens,
     completion_text,
+    echo_tool_call,
+    echo_words,
     embedding_base64,
     embedding_items,
     embedding_vector,
+    last_user_text,
+    prompt_text,
     text_prompt_tokens,
     word_json,
 )
@@ -54,10 +57,13 @@ async def chat(call: Call) -> web.StreamResponse:
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array.", "messages")
     tool = _tool_name(body)
+    echo = last_user_text(messages) if call.echoes else None
+    words = echo_words(echo) if echo is not None and tool is None else None
+    arguments = MOCK_TOOL_CALL if echo is None or tool is None else echo_tool_call(echo)
     if tool is None:
-        tokens, finish = _completion_length(call)
+        tokens, finish = _completion_length(call, words)
     else:
-        tokens, finish = len(TOOL_ARGUMENT_FRAGMENTS), "tool_calls"
+        tokens, finish = len(arguments.fragments), "tool_calls"
     usage = _chat_usage(chat_prompt_tokens(messages), tokens, call.script)
     ident = call.state.next_id()
     base: dict[str, Any] = {
@@ -69,7 +75,7 @@ async def chat(call: Call) -> web.StreamResponse:
     }
     tool_call = None
     if tool is not None:
-        function = {"name": tool, "arguments": TOOL_ARGUMENTS}
+        function = {"name": tool, "arguments": arguments.arguments}
         tool_call = {
             "id": f"call_mock_{ident}",
             "type": "function",
@@ -78,7 +84,7 @@ async def chat(call: Call) -> web.StreamResponse:
     if not call.stream:
         message: dict[str, Any] = {"role": "assistant", "content": None}
         if tool_call is None:
-            message["content"] = completion_text(tokens)
+            message["content"] = _text(tokens, words)
         else:
             message["tool_calls"] = [tool_call]
         message["refusal"] = None
@@ -96,13 +102,13 @@ async def chat(call: Call) -> web.StreamResponse:
     chunk = _chunk_encoder(base, include_usage)
     if tool_call is None:
         head = chunk({"role": "assistant", "content": "", "refusal": None})
-        token_events = _text_events(chunk({"content": _MARK}), tokens)
+        token_events = _text_events(chunk({"content": _MARK}), tokens, words)
     else:
         opening = {"index": 0, **tool_call, "function": {"name": tool, "arguments": ""}}
         head = chunk({"role": "assistant", "content": None, "tool_calls": [opening]})
         token_events = [
             chunk({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})
-            for fragment in TOOL_ARGUMENT_FRAGMENTS
+            for fragment in arguments.fragments
         ]
     tail = chunk({}, finish) + _usage_chunk(base, usage, include_usage) + _DONE
     return await send_stream(call, StreamPlan(head, token_events, tail, _GARBAGE))
@@ -113,7 +119,8 @@ async def completions(call: Call) -> web.StreamResponse:
         prompt_tokens = text_prompt_tokens(call.body["prompt"])
     except ValueError as exc:
         raise InvalidRequest(f"'prompt': {exc}.", "prompt") from exc
-    tokens, finish = _completion_length(call)
+    words = echo_words(prompt_text(call.body["prompt"])) if call.echoes else None
+    tokens, finish = _completion_length(call, words)
     usage = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": tokens,
@@ -126,7 +133,7 @@ async def completions(call: Call) -> web.StreamResponse:
         "model": call.model,
     }
     if not call.stream:
-        text = completion_text(tokens)
+        text = _text(tokens, words)
         choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
         payload = {**base, "choices": [choice]}
         if call.reports_usage:
@@ -145,7 +152,8 @@ async def completions(call: Call) -> web.StreamResponse:
         return _sse({**base, "choices": [choice], **extra})
 
     tail = chunk("", finish) + _usage_chunk(base, usage, include_usage)
-    plan = StreamPlan(b"", _text_events(chunk(_MARK), tokens), tail + _DONE, _GARBAGE)
+    events = _text_events(chunk(_MARK), tokens, words)
+    plan = StreamPlan(b"", events, tail + _DONE, _GARBAGE)
     return await send_stream(call, plan)
 
 
@@ -157,9 +165,7 @@ async def embeddings(call: Call) -> web.StreamResponse:
         raise InvalidRequest(f"'input': {exc}.", "input") from exc
     encoding = body.get("encoding_format", "float")
     if encoding not in ("float", "base64"):
-        raise InvalidRequest(
-            "'encoding_format' must be 'float' or 'base64'.", "encoding_format"
-        )
+        raise InvalidRequest("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
     data = []
     for index, item in enumerate(items):
         vector = embedding_vector(item)
@@ -192,32 +198,36 @@ def _chunk_encoder(base: dict[str, Any], include_usage: bool) -> _Chunk:
     return chunk
 
 
-def _usage_chunk(
-    base: dict[str, Any], usage: dict[str, Any], include_usage: bool
-) -> bytes:
+def _usage_chunk(base: dict[str, Any], usage: dict[str, Any], include_usage: bool) -> bytes:
     """The chunk after the finish_reason one: ``choices: []`` and the usage."""
     return _sse({**base, "choices": [], "usage": usage}) if include_usage else b""
 
 
-def _text_events(template: bytes, tokens: int) -> list[bytes]:
+def _text(tokens: int, words: Sequence[str] | None) -> str:
+    """The completion text: ``tokens`` cyclic ``WORDS``, or the first ``tokens`` echo words."""
+    return completion_text(tokens) if words is None else "".join(words[:tokens])
+
+
+def _text_events(template: bytes, tokens: int, words: Sequence[str] | None) -> list[bytes]:
     before, _, after = template.rpartition(_MARK_JSON)
-    return [before + word_json(index) + after for index in range(tokens)]
+    if words is None:
+        return [before + word_json(index) + after for index in range(tokens)]
+    return [before + orjson.dumps(word) + after for word in words[:tokens]]
 
 
 def _include_usage(call: Call) -> bool:
     options = call.body.get("stream_options")
-    return (
-        call.reports_usage
-        and isinstance(options, dict)
-        and options.get("include_usage") is True
-    )
+    return call.reports_usage and isinstance(options, dict) and options.get("include_usage") is True
 
 
-def _completion_length(call: Call) -> tuple[int, str]:
-    """Tokens to send and the finish reason, honouring ``max_completion_tokens``/``max_tokens``."""
+def _completion_length(call: Call, words: Sequence[str] | None) -> tuple[int, str]:
+    """Tokens to send and the finish reason, honouring ``max_completion_tokens``/``max_tokens``.
+
+    The tokens are the script's, or with ``echo`` one per word of ``words``.
+    """
     body = call.body
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
-    tokens = call.script.tokens
+    tokens = call.script.tokens if words is None else len(words)
     if isinstance(limit, int) and not isinstance(limit, bool) and tokens > limit >= 0:
         return limit, "length"
     return tokens, "stop"

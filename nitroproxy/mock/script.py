@@ -18,6 +18,14 @@ Grammar: ``<name>[+<directive>]...``; the name is free text and is echoed back a
 ``garbage``     stream: two valid token events, then lines that are not JSON, then
                 the end; non-stream: a 200 whose body is not JSON
 ``ok``          nothing; a "behave normally" entry for ``MockState.enqueue_faults``
+``echo``        the completion is the text of the last user message (legacy
+                completions: the prompt), one token per word, each sent as " word"
+                like the normal words; ``tokens=N`` is ignored, the request's
+                ``max_tokens`` still cuts it, and completion_tokens is the number of
+                words (the mock's count, not a tokenizer's). A tool-call answer's
+                arguments become ``{"query": <that text>}``. Not a fault: a queued
+                entry keeps it. Made for privacy tests: a canary in the prompt comes
+                back in the text and in tool arguments.
 =============== ===================================================================
 
 Unknown directives are a 400, so that a typo in a test fails loudly instead of passing.
@@ -30,7 +38,9 @@ from typing import Any
 
 from nitroproxy.mock.settings import MockSettings
 
-_FLAGS = frozenset({"hang", "reset", "drop", "slowfirst", "nousage", "garbage"})
+_FLAGS = frozenset({"hang", "reset", "drop", "slowfirst", "nousage", "garbage", "echo"})
+# Flags that shape the answer rather than fault it: a queued entry does not replace them.
+_CONTENT_FLAGS = frozenset({"echo"})
 _COUNTS = {"tokens": "tokens", "cached": "cached", "reasoning": "reasoning"}
 
 
@@ -57,15 +67,16 @@ def parse_script(
     """Resolve a request's script; raises ValueError naming the bad directive.
 
     ``queued`` is an entry from ``MockState.enqueue_faults``: its faults replace those of the
-    model name (so ``mock+fail500`` with a queued ``ok`` succeeds once). ``override`` is the
-    optional body field ``"mock": {"tokens": N, "delay_ms": MS}``.
+    model name (so ``mock+fail500`` with a queued ``ok`` succeeds once), while ``echo`` stays.
+    ``override`` is the optional body field ``"mock": {"tokens": N, "delay_ms": MS}``.
     """
     _, *segments = model.split("+")
     script = Script(settings.tokens, settings.delay_ms, settings.first_token_delay_ms)
     script = _apply(script, segments)
     if queued is not None:
         script = _apply(
-            replace(script, fail_status=None, flags=frozenset()), queued.split("+")
+            replace(script, fail_status=None, flags=script.flags & _CONTENT_FLAGS),
+            queued.split("+"),
         )
     if override is not None:
         script = _apply_override(script, override)
@@ -115,9 +126,7 @@ def _status(segment: str) -> int:
 
 def _count(name: str, value: str) -> int:
     if not value.isdigit():
-        raise ValueError(
-            f"mock directive {name}={value!r}: expected a whole number >= 0"
-        )
+        raise ValueError(f"mock directive {name}={value!r}: expected a whole number >= 0")
     return int(value)
 
 
