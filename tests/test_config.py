@@ -127,7 +127,11 @@ def test_shipped_configs_are_valid(name: str) -> None:
 def test_a_deployment_without_a_price_takes_the_default_table(tmp_path: Path) -> None:
     text = """
 providers: {openai: {kind: openai, base_url: "https://x/v1"}}
-models: {m: {deployments: [{provider: openai, model: gpt-4o-2024-08-06}, {provider: openai, model: own}]}}
+models:
+  m:
+    deployments:
+      - {provider: openai, model: gpt-4o-2024-08-06}
+      - {provider: openai, model: own}
 """
     s = config.load(write(tmp_path, text))
     known, unknown = s.models["m"].deployments

@@ -11,11 +11,11 @@ import tiktoken
 import tiktoken_ext.openai_public as openai_public  # type: ignore[import-untyped]
 
 from nitroproxy.core import tokens
+from nitroproxy.core.completion_counter import CompletionCounter
 from nitroproxy.core.tokens import (
     ANTHROPIC_IMAGE_TOKENS,
     IMAGE_TOKENS_DEFAULT,
     IMAGE_TOKENS_LOW,
-    CompletionCounter,
     count_anthropic_prompt,
     count_chat_prompt,
     count_completion_prompt,
@@ -200,9 +200,7 @@ def test_chat_prompt_frames_each_message(o200k):
     body = {"messages": [{"role": "user", "content": "hi there"}]}
     assert count_chat_prompt(o200k, body) == 3 + 3 + n("user") + n("hi there")
     named = {"messages": [{"role": "user", "name": "bob", "content": "hi there"}]}
-    assert count_chat_prompt(o200k, named) == count_chat_prompt(o200k, body) + 1 + n(
-        "bob"
-    )
+    assert count_chat_prompt(o200k, named) == count_chat_prompt(o200k, body) + 1 + n("bob")
     assert count_chat_prompt(o200k, {"messages": []}) == 3
 
 
@@ -233,19 +231,13 @@ def test_chat_prompt_counts_tool_calls_and_results(o200k):
         "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
     }
     plain = {"messages": [{"role": "assistant", "content": None}]}
-    with_call = {
-        "messages": [{"role": "assistant", "content": None, "tool_calls": [call]}]
-    }
+    with_call = {"messages": [{"role": "assistant", "content": None, "tool_calls": [call]}]}
     extra = count_chat_prompt(o200k, with_call) - count_chat_prompt(o200k, plain)
-    assert extra == 3 + count_text(o200k, "get_weather") + count_text(
-        o200k, '{"city":"Paris"}'
-    )
+    assert extra == 3 + count_text(o200k, "get_weather") + count_text(o200k, '{"city":"Paris"}')
 
     result = {"role": "tool", "tool_call_id": "call_1", "content": "18C and sunny"}
     counted = count_chat_prompt(o200k, {"messages": [result]})
-    expected = (
-        3 + 3 + sum(count_text(o200k, s) for s in ("tool", "call_1", "18C and sunny"))
-    )
+    expected = 3 + 3 + sum(count_text(o200k, s) for s in ("tool", "call_1", "18C and sunny"))
     assert counted == expected
 
 
@@ -322,9 +314,7 @@ def test_anthropic_prompt(o200k):
     }
     with_image = {
         **body,
-        "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "hi"}, image]}
-        ],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, image]}],
     }
     assert count_anthropic_prompt(o200k, with_image) == base + ANTHROPIC_IMAGE_TOKENS
 
@@ -348,16 +338,12 @@ def test_anthropic_prompt_counts_tools(o200k):
         ]
     }
     framing = 3 + 2 * 3 + count_text(o200k, "assistant") + count_text(o200k, "user")
-    use_tokens = (
-        3 + count_text(o200k, "get_weather") + count_text(o200k, '{"city":"Paris"}')
-    )
+    use_tokens = 3 + count_text(o200k, "get_weather") + count_text(o200k, '{"city":"Paris"}')
     result_tokens = 3 + count_text(o200k, "18C")
     assert count_anthropic_prompt(o200k, body) == framing + use_tokens + result_tokens
 
     string_result = {**result, "content": "18C"}
-    same = {
-        "messages": [body["messages"][0], {"role": "user", "content": [string_result]}]
-    }
+    same = {"messages": [body["messages"][0], {"role": "user", "content": [string_result]}]}
     assert count_anthropic_prompt(o200k, same) == count_anthropic_prompt(o200k, body)
 
     tool = {
@@ -366,10 +352,7 @@ def test_anthropic_prompt_counts_tools(o200k):
         "input_schema": {"type": "object"},
     }
     with_tools = {**body, "tools": [tool]}
-    assert (
-        count_anthropic_prompt(o200k, with_tools)
-        > count_anthropic_prompt(o200k, body) + 7
-    )
+    assert count_anthropic_prompt(o200k, with_tools) > count_anthropic_prompt(o200k, body) + 7
 
 
 @pytest.mark.parametrize(
@@ -414,8 +397,7 @@ def test_prompt_chars_sums_text_but_not_media():
 
 REALISTIC = {
     "prose": "I'll be honest: it's not what you'd expect. \"We're SURE,\" they said -- but DON'T "
-    "worry; y'all'll see. Mr. O'Neil's café in São Paulo costs R$ 12,50 (about $2.40). "
-    * 25,
+    "worry; y'all'll see. Mr. O'Neil's café in São Paulo costs R$ 12,50 (about $2.40). " * 25,
     "markdown": "## Usage\n\n```python\ndef fib(n: int) -> int:\n    if n < 2:\n        return n\n"
     "    return fib(n - 1) + fib(n - 2)  # slow!\n```\n\n| col | value |\n|-----|------:|\n"
     "| a   |  1.5e-3 |\n\n- item one\n- item two\n\n> quote\t\ttabs\n" * 15,
@@ -470,14 +452,12 @@ def test_completion_counter_is_exact_on_realistic_text(enc, text):
 def test_completion_counter_is_exact_at_every_boundary_of_tricky_text(enc):
     # flush_chars=1 tries a cut after every delta, so every cut rule meets every neighbour.
     alphabet = [
-        *"aZé'’ 1２½\n\r\t.,-/#_😀你。 x$\u0301\u200d\u00a0\u3000",
+        *"aZé'’ 1２½\n\r\t.,-/#_😀你。 x$\u0301\u200d\u00a0\u3000",  # noqa: RUF001 - deliberately confusable characters
         "'s",
         "'LL",
         "\r\n",
-    ]  # noqa: RUF001
-    alphabet.append(
-        "\U00031350"
-    )  # unassigned in Python 3.11's Unicode 14, a letter since 15
+    ]
+    alphabet.append("\U00031350")  # unassigned in Python 3.11's Unicode 14, a letter since 15
     rng = random.Random(enc.name)
     for _ in range(3000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 16)))
@@ -510,9 +490,7 @@ class _MeteredEncoding:
         return self.enc.encode_ordinary(text)
 
 
-@pytest.mark.parametrize(
-    "text", [REALISTIC["prose"] * 4, REALISTIC["cjk"] * 4, "x" * 100_000]
-)
+@pytest.mark.parametrize("text", [REALISTIC["prose"] * 4, REALISTIC["cjk"] * 4, "x" * 100_000])
 def test_completion_counter_encodes_each_character_about_once(o200k, text):
     metered = _MeteredEncoding(o200k)
     counter = CompletionCounter(cast(tiktoken.Encoding, metered))
@@ -547,7 +525,5 @@ def test_completion_counter_feed_is_cheap(o200k):
             counter.feed(delta)
         assert counter.total > 0
         best = min(best, time.perf_counter() - start)
-    print(
-        f"CompletionCounter.feed: {best / len(deltas) * 1e6:.2f} us per 4-char delta"
-    )  # -s
+    print(f"CompletionCounter.feed: {best / len(deltas) * 1e6:.2f} us per 4-char delta")  # -s
     assert best / len(deltas) < 50e-6  # generous, so that slow CI machines pass too
