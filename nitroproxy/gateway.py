@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +28,7 @@ from nitroproxy.core.health import HealthBook
 from nitroproxy.core.limits import ratelimit_headers, to_error
 from nitroproxy.core.spend import SpendBook
 from nitroproxy.core.types import ApiFormat, Endpoint, Outcome, UsageRecord
+from nitroproxy.ids import IdSource
 from nitroproxy.limiter import InMemoryLimiter, Limiter, Ticket
 from nitroproxy.metrics import Metrics
 from nitroproxy.principal import Principal
@@ -36,6 +36,7 @@ from nitroproxy.providers.base import Provider, is_retryable
 from nitroproxy.providers.client import UpstreamClient
 
 RecordSink = Callable[[UsageRecord], object]
+_NO_PREFS = selection.ProviderPrefs()
 
 
 @dataclass(slots=True)
@@ -101,10 +102,9 @@ class Gateway:
         self.sink = sink
         self.clock = clock
         self.wall_clock = wall_clock
-        self.limiter: Limiter = (
-            limiter if limiter is not None else InMemoryLimiter(clock)
-        )
+        self.limiter: Limiter = limiter if limiter is not None else InMemoryLimiter(clock)
         self.spend = SpendBook()
+        self.new_id = IdSource()
         self.providers = {n: Provider(p) for n, p in settings.providers.items()}
         r = settings.routing
         self.health = HealthBook(
@@ -128,12 +128,11 @@ class Gateway:
                 for i, d in enumerate(model.deployments)
             )
             for d in model.deployments:
-                self.health.seed(
-                    d.name, ttft_s=d.seed_ttft, tokens_per_s=d.seed_tokens_per_s
-                )
+                self.health.seed(d.name, ttft_s=d.seed_ttft, tokens_per_s=d.seed_tokens_per_s)
         self._deployments = {
             m.name: {d.name: d for d in m.deployments} for m in settings.models.values()
         }
+        self._in_order = {m.name: m.deployments for m in settings.models.values()}
         self._rng = random.Random(r.seed)
         self._log = logs.get_logger("nitroproxy.access")
         self._pending: set[asyncio.Task[None]] = set()
@@ -142,16 +141,27 @@ class Gateway:
 
     def plan(self, call: Call) -> list[Deployment]:
         now = self.clock()
+        static = self._in_order[call.model.name]
+        if call.prefs == _NO_PREFS and (
+            len(static) == 1 or call.strategy is selection.Strategy.FALLBACK
+        ):
+            # The common case needs no ranking: config order, unless something cools down.
+            if len(static) == 1 or all(self.health.available(d.name, now) for d in static):
+                return list(static)
         prompt = call.tally.prompt_estimate
         if prompt is None:
-            prompt = tokens.prompt_chars(call.body) // 4
+            # Only price routing and max_price filters look at it: skip the walk otherwise.
+            needs = call.strategy is selection.Strategy.PRICE or (
+                call.prefs.max_price_prompt is not None
+                or call.prefs.max_price_completion is not None
+            )
+            prompt = tokens.prompt_chars(call.body) // 4 if needs else 0
         chosen = selection.choose(
             self._candidates[call.model.name],
             strategy=call.strategy,
             prefs=call.prefs,
             measurements={
-                c.name: self.health.measurement(c.name)
-                for c in self._candidates[call.model.name]
+                c.name: self.health.measurement(c.name) for c in self._candidates[call.model.name]
             },
             available=lambda name: self.health.available(name, now),
             prompt_tokens=prompt,
@@ -189,42 +199,35 @@ class Gateway:
 
     async def count_prompt_async(self, call: Call) -> int:
         if tokens.prompt_chars(call.body) > self.settings.tokens.offload_chars:
-            return await asyncio.get_running_loop().run_in_executor(
-                None, count_prompt, call
-            )
+            return await asyncio.get_running_loop().run_in_executor(None, count_prompt, call)
         return count_prompt(call)
 
     # -- attempting -----------------------------------------------------------------------
 
     async def open(self, call: Call) -> Exchange:
-        """Admit, then try deployments in order until one answers. Before any byte reaches
-        the client, a retryable failure moves on to the next deployment; others go to the
-        client."""
-        await self.admit(call)
+        """Try deployments in order until one answers (call ``admit`` first). Before any byte
+        reaches the client, a retryable failure moves on to the next deployment; others go
+        to the client."""
         plan = self.plan(call)
         limit = self.settings.routing.max_attempts
         deadline = self.clock() + self.settings.routing.deadline
         last: ProxyError | None = None
         for deployment in plan[:limit]:
             if self.clock() >= deadline:
-                last = last or UpstreamTimeout(
-                    "routing deadline exceeded before any attempt"
-                )
+                last = last or UpstreamTimeout("routing deadline exceeded before any attempt")
                 break
             provider = self.providers[deployment.provider]
             if last is not None:
-                self.metrics.fallback(
-                    call.model.name, call.tally.provider or "", provider.name
-                )
+                self.metrics.fallback(call.model.name, call.tally.provider or "", provider.name)
             self._mark_attempt(call.tally, deployment, provider)
             self.health.begin_attempt(deployment.name, self.clock())
             try:
+                if len(plan) == 1:  # the provider's own timeouts bound a single attempt
+                    return await self._attempt(call, deployment, provider)
                 async with asyncio.timeout_at(self._loop_deadline(deadline)):
                     return await self._attempt(call, deployment, provider)
             except TimeoutError:
-                last = UpstreamTimeout(
-                    f"provider '{provider.name}' exceeded the routing deadline"
-                )
+                last = UpstreamTimeout(f"provider '{provider.name}' exceeded the routing deadline")
             except ProxyError as exc:
                 last = exc
             self._failed(call, deployment, provider, last)
@@ -232,9 +235,7 @@ class Gateway:
                 raise last
             self.metrics.retry(call.model.name, provider.name)
         if last is None:
-            raise NoDeploymentAvailable(
-                f"no deployment available for model '{call.model.name}'"
-            )
+            raise NoDeploymentAvailable(f"no deployment available for model '{call.model.name}'")
         raise last
 
     def _loop_deadline(self, deadline: float) -> float:
@@ -253,14 +254,10 @@ class Gateway:
         self, call: Call, deployment: Deployment, provider: Provider, error: ProxyError
     ) -> None:
         if is_retryable(error):
-            self.health.record_failure(
-                deployment.name, self.clock(), retry_after=error.retry_after
-            )
+            self.health.record_failure(deployment.name, self.clock(), retry_after=error.retry_after)
         self.metrics.upstream_error(provider.name, error.code or error.error_class)
 
-    async def _attempt(
-        self, call: Call, deployment: Deployment, provider: Provider
-    ) -> Exchange:
+    async def _attempt(self, call: Call, deployment: Deployment, provider: Provider) -> Exchange:
         body = self._upstream_body(call, deployment, provider)
         resp = await self.client.send(
             provider, upstream_endpoint(call.endpoint, provider.kind), body
@@ -279,9 +276,7 @@ class Gateway:
                 raise UpstreamError(f"provider '{provider.name}' sent an empty stream")
         return exchange
 
-    def _upstream_body(
-        self, call: Call, deployment: Deployment, provider: Provider
-    ) -> bytes:
+    def _upstream_body(self, call: Call, deployment: Deployment, provider: Provider) -> bytes:
         model = deployment.upstream_model
         if provider.kind is call.client_format:
             body = dict(call.body)
@@ -306,9 +301,7 @@ class Gateway:
                     default_max_tokens=call.model.default_max_tokens,
                 )
             )
-        return orjson.dumps(
-            chat_request.messages_to_chat_request(call.body, upstream_model=model)
-        )
+        return orjson.dumps(chat_request.messages_to_chat_request(call.body, upstream_model=model))
 
     # -- settling -------------------------------------------------------------------------
 
@@ -340,9 +333,7 @@ class Gateway:
     async def _count_then_record(self, call: Call) -> None:
         loop = asyncio.get_running_loop()
         try:
-            call.tally.prompt_estimate = await loop.run_in_executor(
-                None, count_prompt, call
-            )
+            call.tally.prompt_estimate = await loop.run_in_executor(None, count_prompt, call)
         finally:
             self._record(call)
 
@@ -355,9 +346,7 @@ class Gateway:
             self.spend.add(record.key_id, record.ts, record.cost_nanos)
         if call.ticket is not None:
             self._spawn(
-                self._settle_limits(
-                    call.ticket, record.prompt_tokens + record.completion_tokens
-                )
+                self._settle_limits(call.ticket, record.prompt_tokens + record.completion_tokens)
             )
         self.metrics.observe_request(record)
         if tally.deployment is not None and tally.outcome is Outcome.OK:
@@ -375,7 +364,7 @@ class Gateway:
         if call.facts is not None:
             return call.facts
         return RequestFacts(
-            record_id=uuid.uuid4().hex,
+            record_id=self.new_id(),
             request_id=call.request_id,
             key_id=call.principal.key_id,
             user_id=call.principal.user_id,

@@ -20,6 +20,8 @@ class Principal:
     """Public models this key may call; None means all."""
     limits: KeyLimits = UNLIMITED
     admin: bool = False
+    cache: bool = False
+    """The key opted in to the response cache (requests may still say otherwise)."""
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -35,6 +36,8 @@ class Tally:
     completed: bool = False
     completion_estimate: int = 0
     prompt_estimate: int | None = None
+    saved_nanos: int = 0
+    """On a cache hit: what the stored answer cost when it was produced."""
 
     def fail(self, status: int, outcome: Outcome, error_class: str | None) -> None:
         self.status = status
@@ -49,16 +52,10 @@ def settle(tally: Tally) -> tuple[Usage, UsageSource]:
     provider = tally.provider_usage
     if provider is not None and tally.completed:
         return provider, UsageSource.PROVIDER
-    if (
-        provider is None
-        and tally.prompt_estimate is None
-        and tally.completion_estimate == 0
-    ):
+    if provider is None and tally.prompt_estimate is None and tally.completion_estimate == 0:
         return Usage(), UsageSource.NONE
     usage = Usage(
-        prompt_tokens=provider.prompt_tokens
-        if provider
-        else (tally.prompt_estimate or 0),
+        prompt_tokens=provider.prompt_tokens if provider else (tally.prompt_estimate or 0),
         completion_tokens=max(
             tally.completion_estimate, provider.completion_tokens if provider else 0
         ),
@@ -68,8 +65,10 @@ def settle(tally: Tally) -> tuple[Usage, UsageSource]:
     return usage, UsageSource.ESTIMATED
 
 
+@functools.lru_cache(maxsize=4096)
 def client_ip(address: str | None, policy: str) -> str | None:
-    """Apply the IP policy: ``none``, ``truncated`` (/24 for IPv4, /48 for IPv6), ``full``."""
+    """Apply the IP policy: ``none``, ``truncated`` (/24 for IPv4, /48 for IPv6), ``full``.
+    Cached: the same few client addresses come again and again, and parsing is not free."""
     if not address or policy == "none":
         return None
     try:
@@ -99,9 +98,7 @@ class RequestFacts:
     user_agent: str | None
 
 
-def build_record(
-    facts: RequestFacts, tally: Tally, *, cache_hit: bool = False
-) -> UsageRecord:
+def build_record(facts: RequestFacts, tally: Tally, *, cache_hit: bool = False) -> UsageRecord:
     usage, source = settle(tally)
     ended = tally.ended_at if tally.ended_at is not None else tally.started
     ttft = None

@@ -9,6 +9,7 @@ rounding happens once, at the end, to the nearest integer (ties to even).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -28,12 +29,18 @@ __all__ = [
 _NANOS_PER_PRICE_UNIT = Decimal(1000)
 
 
+@functools.lru_cache(maxsize=1024)
+def _nanos_per_token(price: float) -> Decimal:
+    # Prices come from config, so there are few distinct ones: convert each once.
+    return Decimal(repr(price)) * _NANOS_PER_PRICE_UNIT
+
+
 def _nanos(pairs: list[tuple[int, float]]) -> int:
-    total = sum(
-        (Decimal(max(tokens, 0)) * Decimal(repr(price)) for tokens, price in pairs),
-        Decimal(0),
-    )
-    return int((total * _NANOS_PER_PRICE_UNIT).to_integral_value(ROUND_HALF_EVEN))
+    total = Decimal(0)
+    for tokens, price in pairs:
+        if tokens > 0 and price:
+            total += tokens * _nanos_per_token(price)
+    return int(total.to_integral_value(ROUND_HALF_EVEN))
 
 
 def cost_nanos(price: Price, usage: Usage) -> int:
@@ -58,9 +65,7 @@ def cost_nanos(price: Price, usage: Usage) -> int:
     )
 
 
-def estimate_cost_nanos(
-    price: Price, prompt_tokens: int, completion_tokens: int
-) -> int:
+def estimate_cost_nanos(price: Price, prompt_tokens: int, completion_tokens: int) -> int:
     """The cost of a request before it runs (no cache assumed), for routing by price."""
     return _nanos([(prompt_tokens, price.input), (completion_tokens, price.output)])
 
@@ -99,9 +104,7 @@ def price_for(model: str, table: Mapping[str, Price]) -> Price | None:
 
 # prices.yaml is a subset of YAML that the line pattern below reads exactly (tests check it
 # against a real YAML parser): `name: {field: decimal, ...}` per line, plus comment lines.
-_LINE = re.compile(
-    r"(?P<name>[A-Za-z0-9][\w.\-/:@]*):\s+\{(?P<fields>[^{}#]*)\}(?:\s+#.*)?"
-)
+_LINE = re.compile(r"(?P<name>[A-Za-z0-9][\w.\-/:@]*):\s+\{(?P<fields>[^{}#]*)\}(?:\s+#.*)?")
 _FIELD = re.compile(r"\s*(?P<key>\w+):\s+(?P<value>\d+(?:\.\d+)?)\s*")
 _FIELDS = frozenset({"input", "output", "cached_input", "cache_write"})
 
@@ -139,6 +142,4 @@ def parse_prices(text: str, source: str = "prices.yaml") -> dict[str, Price]:
 
 def load_default_prices() -> dict[str, Price]:
     """The bundled table, ``nitroproxy/data/prices.yaml``; it reads the file on each call."""
-    return parse_prices(
-        (files("nitroproxy") / "data" / "prices.yaml").read_text(encoding="utf-8")
-    )
+    return parse_prices((files("nitroproxy") / "data" / "prices.yaml").read_text(encoding="utf-8"))

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from datetime import UTC, datetime
 
 _KEEP_DAYS = 40
 
 
+@functools.lru_cache(maxsize=64)
+def _day_name(day_number: int) -> str:
+    return datetime.fromtimestamp(day_number * 86400, UTC).strftime("%Y-%m-%d")
+
+
 def _day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+    return _day_name(int(ts // 86400))
 
 
 class SpendBook:

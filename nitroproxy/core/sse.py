@@ -42,9 +42,7 @@ class SSEDecoder:
         complete = buf[: end + 2]
         if complete.count(_LF2) == 1 and not complete.startswith(b"\n"):
             return [_parse(complete)]
-        return [
-            _parse(block + _LF2) for block in complete.split(_LF2) if block.strip(b"\n")
-        ]
+        return [_parse(block + _LF2) for block in complete.split(_LF2) if block.strip(b"\n")]
 
     def flush(self) -> list[Event]:
         """End of stream: a final block without its blank line is still dispatched, as
@@ -104,3 +102,10 @@ def comment(text: str = "keep-alive") -> bytes:
 
 
 DONE = b"data: [DONE]\n\n"
+
+HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    # nginx and friends buffer proxied responses unless told not to.
+    "X-Accel-Buffering": "no",
+}

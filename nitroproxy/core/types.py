@@ -65,10 +65,14 @@ class Price:
     cache_write: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UsageRecord:
     """One request's metadata. No field can hold prompt, completion or credential text:
-    everything here is an id, a name from config, a number or an enum value."""
+    everything here is an id, a name from config, a number or an enum value.
+
+    Not frozen only because a frozen dataclass sets each of its 28 fields through
+    ``object.__setattr__``, which made building one per request cost ~5 us; treat it as
+    immutable."""
 
     id: str
     request_id: str

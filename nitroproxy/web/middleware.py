@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 
 import structlog
 from aiohttp import web
@@ -15,11 +14,15 @@ from nitroproxy.core.errors import (
     PayloadTooLarge,
     ProxyError,
 )
+from nitroproxy.ids import IdSource
 from nitroproxy.web.errors import error_response, family_of
 
 REQUEST_ID = web.RequestKey("request_id", str)
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _log = structlog.get_logger("nitroproxy.web")
+
+
+_new_id = IdSource()
 
 
 def request_id_of(request: web.Request) -> str:
@@ -28,14 +31,12 @@ def request_id_of(request: web.Request) -> str:
     sent = request.headers.get("x-request-id")
     if sent and _SANE_ID.match(sent):
         return sent
-    return uuid.uuid4().hex
+    return _new_id()
 
 
 def _from_http(exc: web.HTTPException) -> ProxyError:
     if isinstance(exc, web.HTTPNotFound):
-        return NotFound(
-            f"unknown route: {exc.reason or 'not found'}", code="unknown_url"
-        )
+        return NotFound(f"unknown route: {exc.reason or 'not found'}", code="unknown_url")
     if isinstance(exc, web.HTTPMethodNotAllowed):
         return MethodNotAllowed(
             f"method {exc.method} is not allowed here (allowed: "
@@ -50,9 +51,7 @@ def _from_http(exc: web.HTTPException) -> ProxyError:
 
 
 @web.middleware
-async def error_middleware(
-    request: web.Request, handler: Handler
-) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     rid = request_id_of(request)
     request[REQUEST_ID] = rid
     try:
@@ -69,9 +68,7 @@ async def error_middleware(
     except Exception:
         _log.exception("unhandled error", request_id=rid, path=request.path)
         response = error_response(
-            ProxyError(
-                "internal error; the request id identifies it in the server log"
-            ),
+            ProxyError("internal error; the request id identifies it in the server log"),
             family_of(request.path),
         )
     if not response.prepared:
