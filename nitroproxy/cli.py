@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from nitroproxy import config
+from nitroproxy import cli_accounts, config
 
 DEFAULT_CONFIG = "config/nitroproxy.yaml"
 
@@ -21,9 +21,21 @@ def _load(path: str) -> config.Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from nitroproxy.cache import CacheUnavailable
+    from nitroproxy.store.datakey import DataKeyError
     from nitroproxy.web.server import serve
 
-    serve(_load(args.config))
+    settings = _load(args.config)
+    try:
+        serve(settings)
+    except (DataKeyError, config.ConfigError, CacheUnavailable) as exc:
+        # Raised while the app starts (a wrong data key, an unreadable certificate): one
+        # line, no traceback.
+        print(f"nitroproxy: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the port is taken, the address does not exist
+        print(f"nitroproxy: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -37,12 +49,18 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_privacy_report(args: argparse.Namespace) -> int:
+    from nitroproxy.web.privacy_routes import privacy_report_json, privacy_report_text
+
+    settings = _load(args.config)
+    print(privacy_report_json(settings) if args.json else privacy_report_text(settings))
+    return 0
+
+
 def cmd_mock_provider(args: argparse.Namespace) -> int:
     from nitroproxy.mock_provider import MockSettings, run_mock
 
-    run_mock(
-        args.host, args.port, MockSettings(tokens=args.tokens, delay_ms=args.delay_ms)
-    )
+    run_mock(args.host, args.port, MockSettings(tokens=args.tokens, delay_ms=args.delay_ms))
     return 0
 
 
@@ -55,9 +73,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     policy = RetentionPolicy(requests_s=r.requests, billing_s=r.billing)
 
     async def sweep() -> SweepResult:
-        sweeper = RetentionSweeper(
-            settings.storage.path, policy, batch_size=r.batch_size
-        )
+        sweeper = RetentionSweeper(settings.storage.path, policy, batch_size=r.batch_size)
         try:
             return await sweeper.run_once()
         finally:
@@ -98,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.set_defaults(func=cmd_check_config)
 
+    p = sub.add_parser("privacy-report", help="what is stored, where, how long, who reads it")
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_privacy_report)
+
     p = sub.add_parser("mock-provider", help="run the bundled mock LLM provider")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8081)
@@ -113,11 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", default=DEFAULT_CONFIG)
     p.add_argument("--from", dest="start", help="ISO date or datetime (UTC), inclusive")
     p.add_argument("--to", dest="end", help="ISO date or datetime (UTC), exclusive")
-    p.add_argument(
-        "--group-by", default="day", choices=["day", "model", "provider", "key", "user"]
-    )
+    p.add_argument("--group-by", default="day", choices=["day", "model", "provider", "key", "user"])
     p.add_argument("--format", default="table", choices=["table", "json", "csv"])
     p.set_defaults(func=cmd_usage)
+
+    cli_accounts.add_parsers(sub, load=_load, default_config=DEFAULT_CONFIG)
     return parser
 
 

@@ -75,6 +75,62 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (day, user_id, key_id, model, provider)
     );
     """,
+    # v2: users, API keys, the admin audit log, and small named values (meta).
+    """
+    -- accounts_version: bumped by every accounts write, so servers reload keys;
+    -- data_key_check: a sealed constant proving which data key opens the sealed columns.
+    CREATE TABLE meta (
+        name TEXT PRIMARY KEY,
+        value NOT NULL
+    );
+
+    -- name and email are sealed (AES-GCM, key id inside the blob) or NULL;
+    -- email_index is the HMAC blind index of the normalised email, for lookups.
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        name BLOB,
+        email BLOB,
+        email_index TEXT UNIQUE,
+        tier TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('active', 'suspended', 'erased')),
+        created INTEGER NOT NULL,
+        updated INTEGER NOT NULL
+    );
+
+    -- Only the SHA-256 of a secret is kept; prefix is its first characters, for display.
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        digest TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        name TEXT NOT NULL,
+        user_id TEXT REFERENCES users (id),
+        models TEXT,
+        rpm INTEGER,
+        tpm INTEGER,
+        max_concurrent INTEGER,
+        budget_day_usd REAL,
+        budget_month_usd REAL,
+        expires_at INTEGER,
+        revoked INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL,
+        updated INTEGER NOT NULL
+    );
+    CREATE INDEX api_keys_user ON api_keys (user_id);
+
+    -- Append-only. user_id is the user an entry is about (for exports); detail is JSON
+    -- holding ids, field names and settings, never a secret or personal data.
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT,
+        user_id TEXT,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX audit_target ON audit (target, seq);
+    CREATE INDEX audit_user ON audit (user_id, seq);
+    """,
 )
 
 
@@ -111,9 +167,7 @@ async def open_db(path: str | Path) -> aiosqlite.Connection:
     return conn
 
 
-async def migrate(
-    conn: aiosqlite.Connection, migrations: Sequence[str] = MIGRATIONS
-) -> int:
+async def migrate(conn: aiosqlite.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
     """Apply the migrations this database lacks; return the resulting schema version."""
     target = len(migrations)
     while True:
@@ -172,9 +226,7 @@ def _statements(script: str) -> Iterator[str]:
                 yield pending.strip()
             pending = ""
     if _has_sql(pending):
-        raise ValueError(
-            f"incomplete SQL statement in migration: {pending.strip()[:60]!r}"
-        )
+        raise ValueError(f"incomplete SQL statement in migration: {pending.strip()[:60]!r}")
 
 
 def _has_sql(text: str) -> bool:

@@ -82,31 +82,18 @@ class RetentionSweeper:
             conn = await self._connection()
             upserted = 0
 
-            async def roll_batch(
-                conn: aiosqlite.Connection, _now: float, limit: int
-            ) -> int:
+            async def roll_batch(conn: aiosqlite.Connection, _now: float, limit: int) -> int:
                 nonlocal upserted
-                aggregates, deleted = await roll_up(
-                    conn, before=cut.raw_before, limit=limit
-                )
+                aggregates, deleted = await roll_up(conn, before=cut.raw_before, limit=limit)
                 upserted += aggregates
                 return deleted
 
-            async def expire_batch(
-                conn: aiosqlite.Connection, _now: float, limit: int
-            ) -> int:
-                return await delete_daily_before(
-                    conn, day=cut.aggregates_before_day, limit=limit
-                )
+            async def expire_batch(conn: aiosqlite.Connection, _now: float, limit: int) -> int:
+                return await delete_daily_before(conn, day=cut.aggregates_before_day, limit=limit)
 
             deleted_raw = await self._drain(conn, "usage", roll_batch, now)
-            deleted_aggregates = await self._drain(
-                conn, "usage_daily", expire_batch, now
-            )
-            extra = {
-                name: await self._drain(conn, name, s, now)
-                for name, s in self._steps.items()
-            }
+            deleted_aggregates = await self._drain(conn, "usage_daily", expire_batch, now)
+            extra = {name: await self._drain(conn, name, s, now) for name, s in self._steps.items()}
         return SweepResult(upserted, deleted_raw, deleted_aggregates, extra)
 
     def start(self) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from datetime import UTC, datetime
 from operator import attrgetter
 from types import MappingProxyType
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aiosqlite
@@ -35,9 +35,9 @@ _get_row = attrgetter(*_COLUMNS)
 
 # Integer arithmetic so SQL and core.retention.day_of agree to the second (date(ts) rounds
 # to milliseconds and could move 23:59:59.9999 into the next day).
-_DAY_SQL = "date((CAST(ts AS INTEGER) / 86400) * 86400, 'unixepoch')"
-_ERROR_SQL = f"(status >= 400 OR outcome NOT IN ('{Outcome.OK.value}', '{Outcome.CACHE_HIT.value}'))"
-_TOKEN_COLUMNS = (
+DAY_SQL = "date((CAST(ts AS INTEGER) / 86400) * 86400, 'unixepoch')"
+ERROR_SQL = f"(status >= 400 OR outcome NOT IN ('{Outcome.OK.value}', '{Outcome.CACHE_HIT.value}'))"
+TOKEN_COLUMNS = (
     "prompt_tokens",
     "completion_tokens",
     "cached_tokens",
@@ -49,7 +49,7 @@ _TOKEN_COLUMNS = (
 # group_by -> (expression over usage, column of usage_daily)
 _GROUP_SQL: Mapping[str, tuple[str, str]] = MappingProxyType(
     {
-        "day": (_DAY_SQL, "day"),
+        "day": (DAY_SQL, "day"),
         "model": ("model", "model"),
         "provider": ("COALESCE(provider, '')", "provider"),
         "key": ("COALESCE(key_id, '')", "key_id"),
@@ -59,21 +59,19 @@ _GROUP_SQL: Mapping[str, tuple[str, str]] = MappingProxyType(
 
 # The oldest rows first, in index order (ts, rowid): deterministic, so the INSERT and the
 # DELETE of one roll-up transaction select exactly the same rows.
-_BATCH_SQL = (
-    "SELECT rowid FROM usage WHERE ts < :before ORDER BY ts, rowid LIMIT :limit"
-)
+_BATCH_SQL = "SELECT rowid FROM usage WHERE ts < :before ORDER BY ts, rowid LIMIT :limit"
 _ROLLUP_SQL = f"""
 INSERT INTO usage_daily (day, user_id, key_id, model, provider, requests, errors,
-    {", ".join(_TOKEN_COLUMNS)})
-SELECT {_DAY_SQL}, COALESCE(user_id, ''), COALESCE(key_id, ''), model,
-    COALESCE(provider, ''), COUNT(*), SUM({_ERROR_SQL}),
-    {", ".join(f"SUM({c})" for c in _TOKEN_COLUMNS)}
+    {", ".join(TOKEN_COLUMNS)})
+SELECT {DAY_SQL}, COALESCE(user_id, ''), COALESCE(key_id, ''), model,
+    COALESCE(provider, ''), COUNT(*), SUM({ERROR_SQL}),
+    {", ".join(f"SUM({c})" for c in TOKEN_COLUMNS)}
 FROM usage WHERE rowid IN ({_BATCH_SQL})
 GROUP BY 1, 2, 3, 4, 5
 ON CONFLICT (day, user_id, key_id, model, provider) DO UPDATE SET
     requests = requests + excluded.requests,
     errors = errors + excluded.errors,
-    {", ".join(f"{c} = {c} + excluded.{c}" for c in _TOKEN_COLUMNS)}
+    {", ".join(f"{c} = {c} + excluded.{c}" for c in TOKEN_COLUMNS)}
 """
 _DELETE_BATCH_SQL = f"DELETE FROM usage WHERE rowid IN ({_BATCH_SQL})"
 _DELETE_DAILY_SQL = (
@@ -114,9 +112,7 @@ def row_to_record(row: Sequence[Any]) -> UsageRecord:
     return UsageRecord(*values)
 
 
-async def insert_many(
-    conn: aiosqlite.Connection, records: Sequence[UsageRecord]
-) -> None:
+async def insert_many(conn: aiosqlite.Connection, records: Sequence[UsageRecord]) -> None:
     """Insert in one transaction with one ``executemany``."""
     if not records:
         return
@@ -150,11 +146,11 @@ async def query_usage(
         key_id,
         user_id,
     )
-    sums = ", ".join(f"SUM({c})" for c in _TOKEN_COLUMNS)
+    sums = ", ".join(f"SUM({c})" for c in TOKEN_COLUMNS)
     sql = f"""
     SELECT grp, SUM(requests), SUM(errors), {sums} FROM (
-        SELECT {raw_group} AS grp, COUNT(*) AS requests, SUM({_ERROR_SQL}) AS errors,
-            {", ".join(f"SUM({c}) AS {c}" for c in _TOKEN_COLUMNS)}
+        SELECT {raw_group} AS grp, COUNT(*) AS requests, SUM({ERROR_SQL}) AS errors,
+            {", ".join(f"SUM({c}) AS {c}" for c in TOKEN_COLUMNS)}
         FROM usage WHERE {raw_where} GROUP BY 1
         UNION ALL
         SELECT {daily_group} AS grp, SUM(requests), SUM(errors), {sums}
@@ -183,9 +179,7 @@ async def list_records(
     return [row_to_record(r) for r in rows]
 
 
-async def roll_up(
-    conn: aiosqlite.Connection, *, before: float, limit: int
-) -> tuple[int, int]:
+async def roll_up(conn: aiosqlite.Connection, *, before: float, limit: int) -> tuple[int, int]:
     """Move up to ``limit`` of the oldest raw rows with ``ts < before`` into ``usage_daily``.
 
     One transaction: add the rows' totals to their day's aggregates, then delete the same
@@ -200,9 +194,7 @@ async def roll_up(
     return upserted, deleted
 
 
-async def delete_daily_before(
-    conn: aiosqlite.Connection, *, day: str, limit: int
-) -> int:
+async def delete_daily_before(conn: aiosqlite.Connection, *, day: str, limit: int) -> int:
     """Delete up to ``limit`` aggregates of days before ``day`` (YYYY-MM-DD); one statement."""
     async with conn.execute(_DELETE_DAILY_SQL, (day, limit)) as cursor:
         return cursor.rowcount
@@ -237,9 +229,7 @@ async def seed_spend(conn: aiosqlite.Connection, book: SpendSink, now: float) ->
     """Load this UTC month's spend per key and day into ``book`` (budgets survive restarts).
     Returns the number of (key, day) totals loaded."""
     month_start = day_of(now)[:8] + "01"
-    month_ts = (
-        datetime.strptime(month_start, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
-    )
+    month_ts = datetime.strptime(month_start, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
     sql = """
         SELECT key_id, day, SUM(cost) FROM (
             SELECT key_id, strftime('%Y-%m-%d', CAST(ts AS INTEGER), 'unixepoch') AS day,

@@ -85,9 +85,7 @@ class UsageWriter:
         """Queue a record; never blocks. False if it was dropped (queue full or closing)."""
         queue = self._queue
         if self._closing or len(queue) >= self._max_queue:
-            self._count_dropped(
-                1, "queue full" if not self._closing else "writer closing"
-            )
+            self._count_dropped(1, "queue full" if not self._closing else "writer closing")
             return False
         queue.append(record)
         depth = len(queue)
@@ -122,9 +120,7 @@ class UsageWriter:
                 task.cancel()
                 await asyncio.wait({task})
             if self._queue:
-                self._count_dropped(
-                    len(self._queue), "not written before close deadline"
-                )
+                self._count_dropped(len(self._queue), "not written before close deadline")
                 self._queue.clear()
             if conn is not None:
                 await conn.close()
@@ -153,9 +149,7 @@ class UsageWriter:
             batch = [queue.popleft() for _ in range(min(len(queue), self._batch_size))]
             await self._write(conn, batch)
 
-    async def _write(
-        self, conn: aiosqlite.Connection, batch: list[UsageRecord]
-    ) -> None:
+    async def _write(self, conn: aiosqlite.Connection, batch: list[UsageRecord]) -> None:
         try:
             await insert_many(conn, batch)
         except asyncio.CancelledError:
@@ -164,9 +158,7 @@ class UsageWriter:
         except Exception as exc:
             # One bad batch (disk error, lock held past busy_timeout, a bad value) must not
             # stop usage accounting for the rest of the process lifetime.
-            self._count_dropped(
-                len(batch), f"write failed: {type(exc).__name__}: {exc}"
-            )
+            self._count_dropped(len(batch), f"write failed: {type(exc).__name__}: {exc}")
             return
         self._written += len(batch)
         if self._on_written is not None:

@@ -1,19 +1,35 @@
-"""Key extraction and lookup: a client key becomes a ``Principal`` or ``Unauthenticated``.
+"""Key extraction and lookup: a client key becomes a ``Principal`` or a 401/403.
 
 Keys are compared by their SHA-256 digest, looked up in a dict: the lookup time does not
-depend on how much of a guessed key is right, and the key itself is never kept.
+depend on how much of a guessed key is right, and the key itself is never kept. The admin
+key is compared with ``hmac.compare_digest``.
+
+Every check is served from memory. Keys from the config are fixed; keys from the store are
+loaded at start-up and reloaded whenever ``meta.accounts_version`` changes: at once after an
+admin action in this process, and within one poll interval (0.5 s) after a change made by
+another process (the CLI, another replica). Expiry is checked per request, on ``clock``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
-from collections.abc import Mapping
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
 
 from nitroproxy.config import KeySettings, LimitSettings, Settings
 from nitroproxy.core.errors import PermissionDenied, Unauthenticated
 from nitroproxy.core.limits import KeyLimits
 from nitroproxy.principal import ANONYMOUS, Principal
+from nitroproxy.store.accounts import AccountStore
+from nitroproxy.store.keys import KeyEntry, key_entries
+
+ADMIN = Principal(key_id="admin", user_id=None, name="admin", admin=True)
+POLL_INTERVAL_S = 0.5
 
 
 def key_digest(secret: str) -> str:
@@ -32,41 +48,142 @@ def extract_key(headers: Mapping[str, str]) -> str | None:
     return api_key.strip() if api_key and api_key.strip() else None
 
 
-def _merge(base: LimitSettings, over: LimitSettings) -> KeyLimits:
-    return KeyLimits(
-        rpm=over.rpm if over.rpm is not None else base.rpm,
-        tpm=over.tpm if over.tpm is not None else base.tpm,
-        max_concurrent=over.max_concurrent
-        if over.max_concurrent is not None
-        else base.max_concurrent,
-        budget_day_usd=over.budget_day_usd
-        if over.budget_day_usd is not None
-        else base.budget_day_usd,
-        budget_month_usd=over.budget_month_usd
-        if over.budget_month_usd is not None
-        else base.budget_month_usd,
-    )
+def layered_limits(*layers: LimitSettings) -> KeyLimits:
+    """Each limit from the last layer that sets it (None everywhere: unlimited)."""
+    values = {}
+    for f in fields(LimitSettings):
+        chosen = None
+        for layer in layers:
+            value = getattr(layer, f.name)
+            if value is not None:
+                chosen = value
+        values[f.name] = chosen
+    return KeyLimits(**values)
 
 
-class Authenticator:
-    def __init__(self, settings: Settings) -> None:
-        self.required = settings.auth.required
-        admin = settings.auth.admin_key
-        self._admin_digest = key_digest(admin) if admin else None
-        self._keys: dict[str, Principal] = {}
-        for k in settings.keys:
-            self._keys[key_digest(k.key)] = self._principal(k, settings)
+def tier_layers(tiers: Mapping[str, LimitSettings], tier: str | None) -> list[LimitSettings]:
+    """Tier "default", then the named tier (a tier the config no longer has adds nothing)."""
+    layers = [tiers.get("default", LimitSettings())]
+    if tier is not None and tier != "default":
+        layers.append(tiers.get(tier, LimitSettings()))
+    return layers
 
-    @staticmethod
-    def _principal(k: KeySettings, settings: Settings) -> Principal:
-        tier = settings.tiers.get(k.tier or "default", LimitSettings())
-        return Principal(
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    principal: Principal
+    expires_at: float | None = None
+    revoked: bool = False
+    suspended: bool = False
+
+
+def _config_entry(k: KeySettings, tiers: Mapping[str, LimitSettings]) -> _Entry:
+    return _Entry(
+        Principal(
             key_id=f"cfg:{k.name}",
             user_id=k.user,
             name=k.name,
             models=frozenset(k.models) if k.models else None,
-            limits=_merge(tier, k.limits),
+            limits=layered_limits(*tier_layers(tiers, k.tier), k.limits),
+            cache=k.cache,
         )
+    )
+
+
+def _store_entry(e: KeyEntry, tiers: Mapping[str, LimitSettings]) -> _Entry:
+    s = e.key.spec
+    own = LimitSettings(
+        rpm=s.rpm,
+        tpm=s.tpm,
+        max_concurrent=s.max_concurrent,
+        budget_day_usd=s.budget_day_usd,
+        budget_month_usd=s.budget_month_usd,
+    )
+    return _Entry(
+        Principal(
+            key_id=e.key.id,
+            user_id=s.user_id,
+            name=s.name,
+            models=frozenset(s.models) if s.models is not None else None,
+            limits=layered_limits(*tier_layers(tiers, e.user_tier), own),
+        ),
+        expires_at=s.expires_at,
+        revoked=e.key.revoked,
+        suspended=e.user_status is not None and e.user_status != "active",
+    )
+
+
+class Authenticator:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self.required = settings.auth.required
+        self.clock = clock
+        admin = settings.auth.admin_key
+        self._admin_digest = key_digest(admin) if admin else None
+        self._tiers = settings.tiers
+        self._static = {key_digest(k.key): _config_entry(k, settings.tiers) for k in settings.keys}
+        self._entries: dict[str, _Entry] = dict(self._static)
+        self._store: AccountStore | None = None
+        self._version = -1
+        self._task: asyncio.Task[None] | None = None
+        self._log = logging.getLogger("nitroproxy.auth")
+
+    # -- the store's keys -------------------------------------------------------------------
+
+    def load(self, entries: Iterable[KeyEntry]) -> None:
+        """Replace the store's keys (config keys stay) in one assignment: a request sees the
+        old table or the new one, never a mix."""
+        table = {e.digest: _store_entry(e, self._tiers) for e in entries}
+        table.update(self._static)
+        self._entries = table
+
+    async def refresh(self) -> None:
+        """Reload from the store now if its accounts changed since the last load."""
+        store = self._store
+        if store is None:
+            return
+        version = await store.version()
+        if version != self._version:
+            self.load(await key_entries(store))
+            self._version = version
+
+    async def attach(self, store: AccountStore, *, interval: float = POLL_INTERVAL_S) -> None:
+        """Load the store's keys, then keep them fresh from an owned task until ``detach``."""
+        self._store = store
+        await self.refresh()
+        self._task = asyncio.get_running_loop().create_task(
+            self._poll(interval), name="nitroproxy-key-refresh"
+        )
+
+    async def detach(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._store = None
+
+    async def _poll(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.refresh()
+            except Exception:
+                # A locked or briefly unreadable database: keep serving the last table.
+                self._log.exception("reloading API keys failed")
+
+    # -- checks -------------------------------------------------------------------------
+
+    def _usable(self, entry: _Entry) -> Principal:
+        if entry.revoked:
+            raise Unauthenticated("this API key has been revoked", code="key_revoked")
+        if entry.expires_at is not None and self.clock() >= entry.expires_at:
+            raise Unauthenticated("this API key has expired", code="key_expired")
+        if entry.suspended:
+            raise PermissionDenied("this key's user is suspended", code="user_suspended")
+        return entry.principal
+
+    def _is_admin(self, digest: str) -> bool:
+        return self._admin_digest is not None and hmac.compare_digest(digest, self._admin_digest)
 
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
         secret = extract_key(headers)
@@ -77,27 +194,35 @@ class Authenticator:
                 "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
             )
         digest = key_digest(secret)
-        if self._admin_digest is not None and hmac.compare_digest(
-            digest, self._admin_digest
-        ):
-            return Principal(key_id="admin", user_id=None, name="admin", admin=True)
-        principal = self._keys.get(digest)
-        if principal is None:
+        if self._is_admin(digest):
+            return ADMIN
+        entry = self._entries.get(digest)
+        if entry is None:
             if not self.required:
                 return ANONYMOUS
             raise Unauthenticated("invalid API key")
-        return principal
+        return self._usable(entry)
 
     def authenticate_admin(self, headers: Mapping[str, str]) -> Principal:
         if self._admin_digest is None:
-            raise PermissionDenied(
-                "the admin API is disabled: set NITROPROXY_ADMIN_KEY"
-            )
+            raise PermissionDenied("the admin API is disabled: set NITROPROXY_ADMIN_KEY")
         secret = extract_key(headers)
         if secret is None:
             raise Unauthenticated("missing admin key")
-        if not hmac.compare_digest(key_digest(secret), self._admin_digest):
-            if key_digest(secret) in self._keys:
-                raise PermissionDenied("this key may not use the admin API")
-            raise Unauthenticated("invalid admin key")
-        return Principal(key_id="admin", user_id=None, name="admin", admin=True)
+        digest = key_digest(secret)
+        if self._is_admin(digest):
+            return ADMIN
+        entry = self._entries.get(digest)
+        if entry is not None:
+            self._usable(entry)  # a dead key gets the same answer as anywhere else
+            raise PermissionDenied("this key may not use the admin API")
+        raise Unauthenticated("invalid admin key")
+
+    def authenticate_key(self, headers: Mapping[str, str]) -> Principal:
+        """A caller that must present a key of its own (``/v1/me/*``): not anonymous."""
+        principal = self.authenticate(headers)
+        if principal.key_id is None:
+            raise Unauthenticated(
+                "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+            )
+        return principal
