@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
+from collections.abc import Iterable
 
 import aiohttp
 
-from nitroproxy.config import UpstreamSettings
+from nitroproxy import tls
+from nitroproxy.config import ProviderSettings, UpstreamSettings
 from nitroproxy.core.errors import ProxyError
 from nitroproxy.core.types import Endpoint
 from nitroproxy.providers.base import Provider, status_error, transport_error
@@ -17,11 +20,18 @@ _FOREIGN = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 class UpstreamClient:
     """Owns the ``ClientSession``: one connection pool with keep-alive for every provider."""
 
-    def __init__(self, settings: UpstreamSettings) -> None:
+    def __init__(
+        self, settings: UpstreamSettings, providers: Iterable[ProviderSettings] = ()
+    ) -> None:
         self._settings = settings
+        self._providers = tuple(providers)
+        # Providers with their own trust settings (nitroproxy.tls); the others use
+        # aiohttp's default context (ssl=True), which verifies against the system store.
+        self._ssl: dict[str, ssl.SSLContext] = {}
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
+        self._ssl = await asyncio.to_thread(tls.client_contexts, self._providers)
         connector = aiohttp.TCPConnector(
             limit=self._settings.max_connections,
             limit_per_host=self._settings.max_connections_per_host,
@@ -55,9 +65,7 @@ class UpstreamClient:
         The caller owns the returned response and must release or close it.
         """
         t = provider.settings.timeouts
-        timeout = aiohttp.ClientTimeout(
-            total=t.total, sock_connect=t.connect, sock_read=t.idle
-        )
+        timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.idle)
         try:
             async with asyncio.timeout(t.first_byte):
                 resp = await self.session.post(
@@ -65,6 +73,7 @@ class UpstreamClient:
                     data=body,
                     headers=provider.headers,
                     timeout=timeout,
+                    ssl=self._ssl.get(provider.name, True),
                 )
         except ProxyError:
             raise
@@ -97,8 +106,6 @@ class UpstreamClient:
             raise transport_error(provider, exc) from None
 
     @classmethod
-    async def first_chunk(
-        cls, provider: Provider, resp: aiohttp.ClientResponse
-    ) -> bytes:
+    async def first_chunk(cls, provider: Provider, resp: aiohttp.ClientResponse) -> bytes:
         async with asyncio.timeout(provider.settings.timeouts.first_byte):
             return await cls.next_chunk(provider, resp)

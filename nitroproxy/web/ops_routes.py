@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 from aiohttp import web
 
+from nitroproxy import tls
 from nitroproxy.store.db import check_writable
 from nitroproxy.web.appkeys import AUTH, GATEWAY, METRICS, SETTINGS, STORE, WRITER
 
@@ -60,6 +61,7 @@ async def status(request: web.Request) -> web.Response:
             "usage_queue_depth": writer.queue_depth if writer is not None else None,
             "usage_written": writer.written if writer is not None else None,
             "usage_dropped": writer.dropped if writer is not None else None,
+            "warnings": tls.insecure_warnings(app[SETTINGS].providers),
         }
     )
 
