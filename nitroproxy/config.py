@@ -105,9 +105,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" (line {where.line + 1})" if where is not None else ""
-        raise ConfigError(
-            f"{path}: invalid YAML{at}: {getattr(exc, 'problem', exc)}"
-        ) from None
+        raise ConfigError(f"{path}: invalid YAML{at}: {getattr(exc, 'problem', exc)}") from None
     return parse(data if data is not None else {})
 
 
@@ -143,7 +141,7 @@ def parse(data: Any) -> Settings:
 def _server(r: Reader) -> ServerSettings:
     r.only(
         "host port max_body_bytes shutdown_grace keepalive_interval trust_forwarded_for "
-        "mock_provider tls"
+        "backlog mock_provider tls"
     )
     d = ServerSettings()
     mock = r.child("mock_provider")
@@ -155,6 +153,7 @@ def _server(r: Reader) -> ServerSettings:
         shutdown_grace=r.duration("shutdown_grace", d.shutdown_grace),
         keepalive_interval=r.duration("keepalive_interval", d.keepalive_interval),
         trust_forwarded_for=r.flag("trust_forwarded_for", d.trust_forwarded_for),
+        backlog=r.integer("backlog", d.backlog, minimum=1, maximum=65535),
         mock_provider=_mock(mock) if mock.present else None,
         tls=_tls(tls) if tls.present else None,
     )
@@ -249,9 +248,7 @@ def _providers(r: Reader) -> dict[str, ProviderSettings]:
     return out
 
 
-def _models(
-    r: Reader, providers: Mapping[str, ProviderSettings]
-) -> dict[str, ModelSettings]:
+def _models(r: Reader, providers: Mapping[str, ProviderSettings]) -> dict[str, ModelSettings]:
     out: dict[str, ModelSettings] = {}
     # A deployment name is one upstream (provider + model): public models may share it, and
     # then share its health and measurements; it may not mean two different upstreams.
@@ -283,18 +280,14 @@ def _models(
             dl.fail(None, "at least one deployment is required")
         out[name] = ModelSettings(
             name=name,
-            strategy=Strategy(
-                m.choice("strategy", [s.value for s in Strategy], "fallback")
-            ),
+            strategy=Strategy(m.choice("strategy", [s.value for s in Strategy], "fallback")),
             deployments=tuple(deployments),
             default_max_tokens=m.integer("default_max_tokens", 4096, minimum=1),
         )
     return out
 
 
-def _deployment(
-    d: Reader, model: str, providers: Mapping[str, ProviderSettings]
-) -> Deployment:
+def _deployment(d: Reader, model: str, providers: Mapping[str, ProviderSettings]) -> Deployment:
     d.require_mapping()
     d.only("name provider model price weight seed")
     provider = d.text("provider", None, required=True)
@@ -340,9 +333,7 @@ def _routing(r: Reader) -> RoutingSettings:
     return RoutingSettings(
         max_attempts=r.integer("max_attempts", d.max_attempts, minimum=1),
         deadline=r.duration("deadline", d.deadline),
-        failure_threshold=r.integer(
-            "failure_threshold", d.failure_threshold, minimum=1
-        ),
+        failure_threshold=r.integer("failure_threshold", d.failure_threshold, minimum=1),
         base_cooldown=r.duration("base_cooldown", d.base_cooldown),
         max_cooldown=r.duration("max_cooldown", d.max_cooldown),
         ewma_alpha=r.number("ewma_alpha", d.ewma_alpha, minimum=0.001, maximum=1.0),
@@ -386,9 +377,7 @@ def _logging(r: Reader) -> LoggingSettings:
     r.only("level format access_log")
     levels = ["debug", "info", "warning", "error", "critical"]
     return LoggingSettings(
-        level=r.choice(
-            "level", levels, os.environ.get("NITROPROXY_LOG_LEVEL", "info").lower()
-        ),
+        level=r.choice("level", levels, os.environ.get("NITROPROXY_LOG_LEVEL", "info").lower()),
         format=r.choice("format", ["auto", "json", "console"], "auto"),
         access_log=r.flag("access_log", True),
     )
@@ -438,8 +427,7 @@ def _keys(r: Reader, tiers: Mapping[str, LimitSettings]) -> tuple[KeySettings, .
     for k in r.seq():
         k.require_mapping()
         k.only(
-            "name key user tier models rpm tpm max_concurrent budget_day_usd budget_month_usd "
-            "cache"
+            "name key user tier models rpm tpm max_concurrent budget_day_usd budget_month_usd cache"
         )
         name = k.text("name", None, required=True)
         if name in names:

@@ -63,9 +63,7 @@ class Keyring:
         self._aead = {key_id(k): AESGCM(k) for k in keys}
         # Blind indexes and cache lookups use a key derived for that purpose only, so an
         # index value reveals nothing usable against the encryption key.
-        self._index_keys = [
-            hmac.digest(k, b"nitroproxy-blind-index", "sha256") for k in keys
-        ]
+        self._index_keys = [hmac.digest(k, b"nitroproxy-blind-index", "sha256") for k in keys]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Keyring:

@@ -142,12 +142,15 @@ class Gateway:
     def plan(self, call: Call) -> list[Deployment]:
         now = self.clock()
         static = self._in_order[call.model.name]
+        # The common case needs no ranking: config order, unless something cools down.
         if call.prefs == _NO_PREFS and (
-            len(static) == 1 or call.strategy is selection.Strategy.FALLBACK
+            len(static) == 1
+            or (
+                call.strategy is selection.Strategy.FALLBACK
+                and all(self.health.available(d.name, now) for d in static)
+            )
         ):
-            # The common case needs no ranking: config order, unless something cools down.
-            if len(static) == 1 or all(self.health.available(d.name, now) for d in static):
-                return list(static)
+            return list(static)
         prompt = call.tally.prompt_estimate
         if prompt is None:
             # Only price routing and max_price filters look at it: skip the walk otherwise.

@@ -122,9 +122,7 @@ class _CounterVec:
 
     __slots__ = ("doc", "guards", "labelnames", "name", "values")
 
-    def __init__(
-        self, name: str, doc: str, labelnames: Sequence[str], cap: int = 256
-    ) -> None:
+    def __init__(self, name: str, doc: str, labelnames: Sequence[str], cap: int = 256) -> None:
         self.name = name
         self.doc = doc
         self.labelnames = tuple(labelnames)
@@ -135,15 +133,11 @@ class _CounterVec:
     def inc(self, labels: tuple[str, ...], amount: float = 1.0) -> None:
         values = self.values
         if labels not in values:
-            labels = tuple(
-                guard(v) for guard, v in zip(self.guards, labels, strict=True)
-            )
+            labels = tuple(guard(v) for guard, v in zip(self.guards, labels, strict=True))
         values[labels] = values.get(labels, 0.0) + amount
 
     def family(self) -> CounterMetricFamily:
-        return _counter_family(
-            self.name, self.doc, self.labelnames, list(self.values.items())
-        )
+        return _counter_family(self.name, self.doc, self.labelnames, list(self.values.items()))
 
 
 def _cumulative(les: Sequence[str], hist: _Histogram) -> list[tuple[str, float]]:
@@ -270,9 +264,7 @@ class Metrics:
             str(outcome),
             "" if key_id is None else str(key_id),
         )
-        labels = tuple(
-            guard(v) for guard, v in zip(self._label_guards, raw, strict=True)
-        )
+        labels = tuple(guard(v) for guard, v in zip(self._label_guards, raw, strict=True))
         series = self._by_labels.get(labels)
         if series is None:
             series = self._by_labels[labels] = _Series(labels)
@@ -329,9 +321,7 @@ class Metrics:
     def set_deployment_health(self, deployment: str, *, cooling_down: bool) -> None:
         """Record whether ``deployment`` (a config name) is in a cool-down."""
         if self.enabled:
-            self._cooling_down[self._deployment_guard(deployment)] = (
-                1.0 if cooling_down else 0.0
-            )
+            self._cooling_down[self._deployment_guard(deployment)] = 1.0 if cooling_down else 0.0
 
     # ---- exposition -----------------------------------------------------------------------
 
@@ -420,9 +410,7 @@ class _Totals:
         if any(s.tps.counts):
             _merge(self.tps, mp, s.tps)
         acc = self.tokens.setdefault(mp, [0] * len(TOKEN_KINDS))
-        for i, n in enumerate(
-            (s.prompt, s.completion, s.cached, s.cache_write, s.reasoning)
-        ):
+        for i, n in enumerate((s.prompt, s.completion, s.cached, s.cache_write, s.reasoning)):
             acc[i] += n
         self.costs[mp] = self.costs.get(mp, 0) + s.cost_nanos
         if s.cache_hits:
@@ -499,9 +487,7 @@ def _counter_family(
     return family
 
 
-def _merge(
-    into: dict[tuple[str, ...], _Histogram], key: tuple[str, ...], h: _Histogram
-) -> None:
+def _merge(into: dict[tuple[str, ...], _Histogram], key: tuple[str, ...], h: _Histogram) -> None:
     acc = into.get(key)
     if acc is None:
         acc = into[key] = _Histogram(len(h.counts) - 1)

@@ -59,13 +59,8 @@ def render(rows: Sequence[UsageRow], fmt: str, group_by: str) -> str:
         writer.writerows(dicts)
         return out.getvalue().rstrip("\n")
     header = [group_by if c == "group" else c for c in COLUMNS]
-    cells = [
-        [f"{d[c]:.6f}" if c == "cost_usd" else str(d[c]) for c in COLUMNS]
-        for d in dicts
-    ]
-    widths = [
-        max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(header)
-    ]
+    cells = [[f"{d[c]:.6f}" if c == "cost_usd" else str(d[c]) for c in COLUMNS] for d in dicts]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines += [
         "  ".join(

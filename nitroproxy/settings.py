@@ -49,6 +49,7 @@ class ServerSettings:
     shutdown_grace: float = 30.0
     keepalive_interval: float = 0.0
     trust_forwarded_for: bool = False
+    backlog: int = 1024
     mock_provider: MockProviderSettings | None = None
     tls: TLSSettings | None = None
 

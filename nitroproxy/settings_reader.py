@@ -60,9 +60,7 @@ class Reader:
         self.require_mapping()
         for key in self.value:
             if key not in allowed:
-                self.fail(
-                    str(key), f"unknown setting (allowed: {', '.join(sorted(allowed))})"
-                )
+                self.fail(str(key), f"unknown setting (allowed: {', '.join(sorted(allowed))})")
 
     def child(self, key: str) -> Reader:
         if not self.present or key not in self.value or self.value[key] is None:
@@ -89,11 +87,7 @@ class Reader:
         return [Reader(v, f"{self.path}[{i}]") for i, v in enumerate(self.value)]
 
     def _get(self, key: str, default: Any, required: bool) -> Any:
-        if (
-            self.present
-            and isinstance(self.value, dict)
-            and self.value.get(key) is not None
-        ):
+        if self.present and isinstance(self.value, dict) and self.value.get(key) is not None:
             return self.value[key]
         if required:
             self.fail(key, "is required")
@@ -188,9 +182,7 @@ class Reader:
         self._range(key, seconds, 0.0, None)
         return seconds
 
-    def _range(
-        self, key: str, value: float, lo: float | None, hi: float | None
-    ) -> None:
+    def _range(self, key: str, value: float, lo: float | None, hi: float | None) -> None:
         if lo is not None and value < lo:
             self.fail(key, f"must be at least {lo}, got {value}")
         if hi is not None and value > hi:

@@ -52,9 +52,7 @@ class Proxy:
         self, path: str, body: Any, key: str = CLIENT_KEY, **kw: Any
     ) -> aiohttp.ClientResponse:
         headers = {**self.headers(key), **kw.pop("headers", {})}
-        return await self.session.post(
-            self.url + path, json=body, headers=headers, **kw
-        )
+        return await self.session.post(self.url + path, json=body, headers=headers, **kw)
 
 
 @pytest.fixture

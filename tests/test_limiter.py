@@ -14,9 +14,7 @@ class FakeClock:
         return self.now
 
 
-async def test_n_requests_pass_and_n_plus_one_gets_429_until_the_window_slides() -> (
-    None
-):
+async def test_n_requests_pass_and_n_plus_one_gets_429_until_the_window_slides() -> None:
     clock = FakeClock()
     limiter: Limiter = InMemoryLimiter(clock)
     limits = KeyLimits(rpm=5, tpm=10_000)
@@ -69,9 +67,7 @@ async def test_denied_tickets_need_no_cleanup() -> None:
 async def test_concurrent_admissions_never_exceed_the_limit() -> None:
     limiter = InMemoryLimiter(FakeClock())
     limits = KeyLimits(rpm=1000, max_concurrent=3)
-    tickets = await asyncio.gather(
-        *(limiter.admit("key", limits, tokens=1) for _ in range(20))
-    )
+    tickets = await asyncio.gather(*(limiter.admit("key", limits, tokens=1) for _ in range(20)))
     assert sum(t.allowed for t in tickets) == 3
     for t in tickets:
         await limiter.release(t)
@@ -80,9 +76,7 @@ async def test_concurrent_admissions_never_exceed_the_limit() -> None:
 
 async def test_budget_passes_through() -> None:
     limiter = InMemoryLimiter(FakeClock())
-    ticket = await limiter.admit(
-        "key", KeyLimits(budget_day_usd=1.0), tokens=0, spent_day_usd=1.0
-    )
+    ticket = await limiter.admit("key", KeyLimits(budget_day_usd=1.0), tokens=0, spent_day_usd=1.0)
     assert ticket.admission.reason == "budget"
 
 

@@ -92,9 +92,7 @@ def test_lines_are_json_with_level_logger_and_timestamp(out: io.StringIO) -> Non
 
 
 def test_key_in_the_event_message_is_masked(out: io.StringIO) -> None:
-    logs.get_logger().warning(
-        f"upstream rejected {SK_KEY}; client used {NP_KEY} and {ANT_KEY}"
-    )
+    logs.get_logger().warning(f"upstream rejected {SK_KEY}; client used {NP_KEY} and {ANT_KEY}")
     text = out.getvalue()
     assert_no_canary(text)
     assert "np-…[redacted]" in text
@@ -103,9 +101,7 @@ def test_key_in_the_event_message_is_masked(out: io.StringIO) -> None:
 
 def test_credentials_nested_in_dicts_and_lists_are_redacted(out: io.StringIO) -> None:
     config: dict[str, Any] = {
-        "providers": [
-            {"name": "openai", "api_key": SK_KEY, "note": f"rotated from {NP_KEY}"}
-        ],
+        "providers": [{"name": "openai", "api_key": SK_KEY, "note": f"rotated from {NP_KEY}"}],
         "admin": {"Admin-Key": NP_KEY, "password": "hunter2-Canary"},
         "digest": HEX_KEY,
     }
@@ -115,9 +111,7 @@ def test_credentials_nested_in_dicts_and_lists_are_redacted(out: io.StringIO) ->
     assert line["config"]["providers"][0]["api_key"] == "[redacted]"
     assert line["config"]["providers"][0]["name"] == "openai"
     assert line["authorization"] == "[redacted]"
-    assert (
-        config["admin"]["password"] == "hunter2-Canary"
-    )  # the caller's dict is untouched
+    assert config["admin"]["password"] == "hunter2-Canary"  # the caller's dict is untouched
 
 
 def test_header_dicts_are_dropped_or_redacted(out: io.StringIO) -> None:
@@ -242,9 +236,7 @@ def test_mask(text: str, expected: str | None) -> None:
 
 
 def test_access_line_has_every_field(out: io.StringIO) -> None:
-    logs.access_log(
-        logs.get_logger("nitroproxy.access"), RECORD, method="POST", path="/v1/x"
-    )
+    logs.access_log(logs.get_logger("nitroproxy.access"), RECORD, method="POST", path="/v1/x")
     (line,) = lines(out)
     assert line == {
         "event": "request",
@@ -277,9 +269,7 @@ def test_access_line_has_every_field(out: io.StringIO) -> None:
 
 
 def test_access_line_without_ttft_or_provider(out: io.StringIO) -> None:
-    rec = dataclasses.replace(
-        RECORD, ttft_ms=None, provider=None, status=429, outcome="rl"
-    )
+    rec = dataclasses.replace(RECORD, ttft_ms=None, provider=None, status=429, outcome="rl")
     logs.access_log(logs.get_logger(), rec, method="POST", path="/v1/messages")
     (line,) = lines(out)
     assert (line["ttft_ms"], line["provider"], line["status"]) == (None, None, 429)
@@ -309,15 +299,11 @@ def test_stdlib_logging_goes_through_the_same_redaction(out: io.StringIO) -> Non
         2,
     )
     assert second["event"] == "upstream openai"
-    assert (
-        "ConnectionError: reset while sending sk-ant…[redacted]" in second["exception"]
-    )
+    assert "ConnectionError: reset while sending sk-ant…[redacted]" in second["exception"]
 
 
 def test_aiohttp_access_logger_is_silenced(out: io.StringIO) -> None:
-    logging.getLogger("aiohttp.access").info(
-        '127.0.0.1 "POST /v1/chat/completions" 200'
-    )
+    logging.getLogger("aiohttp.access").info('127.0.0.1 "POST /v1/chat/completions" 200')
     assert out.getvalue() == ""
 
 

@@ -117,16 +117,9 @@ def known_sequence() -> Metrics:
 def test_requests_are_counted_by_model_provider_endpoint_status_and_outcome() -> None:
     m = known_sequence()
     total = "nitroproxy_requests_total"
-    assert (
-        value(m, total, model="gpt-4o", provider="openai", status="200", outcome="ok")
-        == 3
-    )
-    assert (
-        value(m, total, provider="openai", status="502", outcome="upstream_error") == 1
-    )
-    assert (
-        value(m, total, model="claude-sonnet", provider="anthropic", status="200") == 1
-    )
+    assert value(m, total, model="gpt-4o", provider="openai", status="200", outcome="ok") == 3
+    assert value(m, total, provider="openai", status="502", outcome="upstream_error") == 1
+    assert value(m, total, model="claude-sonnet", provider="anthropic", status="200") == 1
     assert value(m, total, provider="", outcome="cache_hit") == 1
     assert sum(s.value for s in samples(m) if s.name == total) == 6
 
@@ -157,9 +150,7 @@ def test_ttft_and_tokens_per_second_only_count_requests_that_have_them() -> None
     assert value(m, f"{ttft}_sum", model="gpt-4o") == pytest.approx(0.15)
     assert value(m, f"{ttft}_bucket", le="1.0", model="claude-sonnet") == 0
     assert value(m, f"{ttft}_bucket", le="2.5", model="claude-sonnet") == 1
-    assert not [
-        s for s in samples(m) if s.name.startswith(ttft) and s.labels["provider"] == ""
-    ]
+    assert not [s for s in samples(m) if s.name.startswith(ttft) and s.labels["provider"] == ""]
     tps = "nitroproxy_output_tokens_per_second"
     assert value(m, f"{tps}_count", model="gpt-4o") == 3
     assert value(m, f"{tps}_bucket", le="30.0", model="gpt-4o") == 0
@@ -181,9 +172,7 @@ def test_tokens_and_cost_are_summed_by_model_provider_and_kind() -> None:
     assert value(m, tokens, kind="prompt", provider="") == 100
     cost = "nitroproxy_cost_usd_total"
     assert value(m, cost, **openai) == pytest.approx(0.0045)
-    assert value(m, cost, model="claude-sonnet", provider="anthropic") == pytest.approx(
-        2.0
-    )
+    assert value(m, cost, model="claude-sonnet", provider="anthropic") == pytest.approx(2.0)
     assert value(m, "nitroproxy_cache_hits_total", model="gpt-4o", provider="") == 1
 
 
@@ -207,12 +196,7 @@ def test_rare_events_stream_gauge_and_writer_counters() -> None:
 
     assert value(m, "nitroproxy_upstream_errors_total", reason="UpstreamTimeout") == 2
     assert value(m, "nitroproxy_retries_total", model="gpt-4o", provider="openai") == 1
-    assert (
-        value(
-            m, "nitroproxy_fallbacks_total", from_provider="openai", to_provider="azure"
-        )
-        == 1
-    )
+    assert value(m, "nitroproxy_fallbacks_total", from_provider="openai", to_provider="azure") == 1
     assert value(m, "nitroproxy_rate_limited_requests_total", reason="rpm") == 1
     assert value(m, "nitroproxy_active_streams") == 2
     assert value(m, "nitroproxy_usage_records_written_total") == 15
@@ -248,9 +232,7 @@ def test_names_follow_prometheus_conventions() -> None:
     ours = [f for f in families if f.name.startswith("nitroproxy_")]
     assert len(ours) >= 17
     for family in families:
-        assert family.name.startswith(("nitroproxy_", "process_", "python_")), (
-            family.name
-        )
+        assert family.name.startswith(("nitroproxy_", "process_", "python_")), family.name
     for family in ours:
         names = {s.name for s in family.samples}
         if family.type == "counter":

@@ -12,7 +12,14 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from nitroproxy import logs
-from tests.conftest import ADMIN_KEY, CLIENT_KEY, Proxy, ProxyFactory, add_model, wait_records
+from tests.conftest import (
+    ADMIN_KEY,
+    CLIENT_KEY,
+    Proxy,
+    ProxyFactory,
+    add_model,
+    wait_records,
+)
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -98,8 +105,16 @@ async def test_access_line_has_every_field_and_no_secret_or_prompt(
     assert len(lines) == 1
     line = lines[0]
     for field in (
-        "request_id", "key_id", "model", "provider", "status", "prompt_tokens",
-        "completion_tokens", "latency_ms", "ttft_ms", "attempts",
+        "request_id",
+        "key_id",
+        "model",
+        "provider",
+        "status",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency_ms",
+        "ttft_ms",
+        "attempts",
     ):
         assert field in line, field
     assert line["status"] == 200 and line["key_id"] == "cfg:test"

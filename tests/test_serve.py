@@ -48,7 +48,12 @@ async def test_demo_config_serves_and_sigterm_lets_streams_finish(tmp_path: Path
     port, mock_port = free_port(), free_port()
     cfg = write_config(tmp_path, port, mock_port)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "nitroproxy", "serve", "--config", str(cfg),
+        sys.executable,
+        "-m",
+        "nitroproxy",
+        "serve",
+        "--config",
+        str(cfg),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "NITROPROXY_LOG_LEVEL": "info"},

@@ -81,9 +81,7 @@ async def test_no_provider_usage_is_counted_by_tiktoken_and_marked_estimated(
 ) -> None:
     proxy = await make_proxy(add_model(proxy_config, "quiet", "mock+nousage+tokens=30"))
     body = {"model": "quiet", "messages": MESSAGES, "stream": True}
-    async with openai.AsyncOpenAI(
-        base_url=proxy.v1, api_key=CLIENT_KEY, max_retries=0
-    ) as c:
+    async with openai.AsyncOpenAI(base_url=proxy.v1, api_key=CLIENT_KEY, max_retries=0) as c:
         text = "".join(
             [
                 ch.choices[0].delta.content or ""
@@ -95,14 +93,8 @@ async def test_no_provider_usage_is_counted_by_tiktoken_and_marked_estimated(
     enc = tokens.encoding_for_model("mock+nousage+tokens=30")
     assert streamed.usage_source == plain.usage_source == "estimated"
     assert streamed.completion_tokens == tokens.count_text(enc, text) == 30
-    assert plain.completion_tokens == tokens.count_text(
-        enc, reply.choices[0].message.content or ""
-    )
-    assert (
-        streamed.prompt_tokens
-        == tokens.count_chat_prompt(enc, {"messages": MESSAGES})
-        > 0
-    )
+    assert plain.completion_tokens == tokens.count_text(enc, reply.choices[0].message.content or "")
+    assert streamed.prompt_tokens == tokens.count_chat_prompt(enc, {"messages": MESSAGES}) > 0
 
 
 async def test_client_disconnect_is_one_record_with_partial_counts(
@@ -176,10 +168,7 @@ async def test_anthropic_cache_tokens_are_priced_at_their_own_rate(
     assert record.cached_tokens == body["usage"]["cache_read_input_tokens"] == 4
     assert record.prompt_tokens == body["usage"]["input_tokens"] + 4
     uncached = record.prompt_tokens - 4
-    assert (
-        record.cost_nanos
-        == uncached * 3000 + 4 * 300 + record.completion_tokens * 15000
-    )
+    assert record.cost_nanos == uncached * 3000 + 4 * 300 + record.completion_tokens * 15000
 
 
 async def test_records_survive_shutdown(

@@ -98,8 +98,10 @@ class RequestFacts:
     user_agent: str | None
 
 
-def build_record(facts: RequestFacts, tally: Tally, *, cache_hit: bool = False) -> UsageRecord:
-    usage, source = settle(tally)
+def build_record(facts: RequestFacts, tally: Tally) -> UsageRecord:
+    cache_hit = tally.outcome is Outcome.CACHE_HIT
+    # A hit cost nothing upstream: no tokens, no cost (the saving is reported elsewhere).
+    usage, source = (Usage(), UsageSource.NONE) if cache_hit else settle(tally)
     ended = tally.ended_at if tally.ended_at is not None else tally.started
     ttft = None
     tps = None

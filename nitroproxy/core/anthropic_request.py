@@ -40,9 +40,7 @@ def _validate_message(message: Any, where: str) -> None:
     if not isinstance(message, Mapping):
         raise InvalidRequest(f"{where}: must be an object", param=where)
     if message.get("role") not in ("user", "assistant"):
-        raise InvalidRequest(
-            f"{where}.role: must be 'user' or 'assistant'", param=f"{where}.role"
-        )
+        raise InvalidRequest(f"{where}.role: must be 'user' or 'assistant'", param=f"{where}.role")
     content = message.get("content")
     if isinstance(content, str):
         return
@@ -65,9 +63,7 @@ def validate_messages_request(body: Any) -> None:
         raise InvalidRequest("model: a model name is required", param="model")
     max_tokens = body.get("max_tokens")
     if not is_int(max_tokens) or max_tokens < 1:
-        raise InvalidRequest(
-            "max_tokens: a positive integer is required", param="max_tokens"
-        )
+        raise InvalidRequest("max_tokens: a positive integer is required", param="max_tokens")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("messages: a non-empty list is required", param="messages")
@@ -85,9 +81,7 @@ def _text_of_parts(content: Any, where: str) -> list[str]:
     """The texts of a system/developer/tool message: a string or a list of text parts."""
     if isinstance(content, str):
         return [content] if content else []
-    if not isinstance(content, list) or not all(
-        is_text_block(part) for part in content
-    ):
+    if not isinstance(content, list) or not all(is_text_block(part) for part in content):
         raise InvalidRequest(
             f"{where}.content: only text is supported here", param=f"{where}.content"
         )
@@ -130,9 +124,7 @@ def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
         kind = part.get("type") if isinstance(part, Mapping) else None
         if kind == "text" and isinstance(part.get("text"), str):
             # Anthropic rejects empty text blocks.
-            blocks.extend(
-                [{"type": "text", "text": part["text"]}] if part["text"] else []
-            )
+            blocks.extend([{"type": "text", "text": part["text"]}] if part["text"] else [])
         elif kind == "image_url":
             blocks.append(_image_block(part.get("image_url"), param))
         elif (
@@ -166,9 +158,7 @@ def _assistant_blocks(message: Mapping[str, Any], where: str) -> list[dict[str, 
     content = message.get("content")
     if isinstance(content, list):
         # Assistant parts are text or refusal; both are plain text to Anthropic.
-        texts = [
-            p.get("text") or p.get("refusal") for p in content if isinstance(p, Mapping)
-        ]
+        texts = [p.get("text") or p.get("refusal") for p in content if isinstance(p, Mapping)]
         content = "".join(t for t in texts if isinstance(t, str))
     blocks: list[dict[str, Any]] = []
     if isinstance(content, str) and content:
@@ -177,17 +167,11 @@ def _assistant_blocks(message: Mapping[str, Any], where: str) -> list[dict[str, 
     for k, call in enumerate(tool_calls if isinstance(tool_calls, list) else [None]):
         param = f"{where}.tool_calls.[{k}]"
         function = call.get("function") if isinstance(call, Mapping) else None
-        if not isinstance(function, Mapping) or not isinstance(
-            function.get("name"), str
-        ):
-            raise InvalidRequest(
-                f"{param}: a function tool call is required", param=param
-            )
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            raise InvalidRequest(f"{param}: a function tool call is required", param=param)
         if not isinstance(call.get("id"), str):
             raise InvalidRequest(f"{param}.id: required", param=f"{param}.id")
-        arguments = _decode_arguments(
-            function.get("arguments"), f"{param}.function.arguments"
-        )
+        arguments = _decode_arguments(function.get("arguments"), f"{param}.function.arguments")
         blocks.append(
             {
                 "type": "tool_use",
@@ -202,9 +186,7 @@ def _assistant_blocks(message: Mapping[str, Any], where: str) -> list[dict[str, 
 def _tool_result_block(message: Mapping[str, Any], where: str) -> dict[str, Any]:
     tool_call_id = message.get("tool_call_id")
     if not isinstance(tool_call_id, str):
-        raise InvalidRequest(
-            f"{where}.tool_call_id: required", param=f"{where}.tool_call_id"
-        )
+        raise InvalidRequest(f"{where}.tool_call_id: required", param=f"{where}.tool_call_id")
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_call_id}
     content = message.get("content")
     texts = _text_of_parts(content, where)
@@ -245,9 +227,7 @@ def _chat_messages_to_anthropic(
         elif role == "tool":
             role, blocks = "user", [_tool_result_block(message, where)]
         else:
-            raise InvalidRequest(
-                f"{where}.role: unsupported role {role!r}", param=f"{where}.role"
-            )
+            raise InvalidRequest(f"{where}.role: unsupported role {role!r}", param=f"{where}.role")
         if not blocks:
             continue  # Anthropic rejects empty content
         if turns and turns[-1]["role"] == role:
@@ -255,9 +235,7 @@ def _chat_messages_to_anthropic(
         else:
             turns.append({"role": role, "content": blocks})
     if not turns:
-        raise InvalidRequest(
-            "messages: a user or assistant message is required", param="messages"
-        )
+        raise InvalidRequest("messages: a user or assistant message is required", param="messages")
     return system, [_finish_turn(turn) for turn in turns]
 
 
@@ -268,13 +246,9 @@ def _chat_tools_to_anthropic(tools: Any) -> list[dict[str, Any]]:
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, Mapping) else None
         if not isinstance(function, Mapping) or tool.get("type") != "function":
-            raise InvalidRequest(
-                "only function tools are supported", param=f"tools.[{i}]"
-            )
+            raise InvalidRequest("only function tools are supported", param=f"tools.[{i}]")
         if not isinstance(function.get("name"), str):
-            raise InvalidRequest(
-                "a tool name is required", param=f"tools.[{i}].function.name"
-            )
+            raise InvalidRequest("a tool name is required", param=f"tools.[{i}].function.name")
         converted = {
             "name": function["name"],
             "input_schema": function.get("parameters") or EMPTY_SCHEMA,
@@ -295,9 +269,7 @@ def _chat_tool_choice_to_anthropic(choice: Any, parallel: Any) -> dict[str, Any]
         function = choice.get("function")
         name = function.get("name") if isinstance(function, Mapping) else None
         if not isinstance(name, str):
-            raise InvalidRequest(
-                "a function name is required", param="tool_choice.function.name"
-            )
+            raise InvalidRequest("a function name is required", param="tool_choice.function.name")
         out = {"type": "tool", "name": name}
     elif choice is None:
         if parallel is not False:
@@ -335,12 +307,8 @@ def _chat_sampling_to_anthropic(body: Mapping[str, Any], out: dict[str, Any]) ->
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
-    if stop is not None and not (
-        isinstance(stop, list) and all(isinstance(s, str) for s in stop)
-    ):
-        raise InvalidRequest(
-            "stop: must be a string or a list of strings", param="stop"
-        )
+    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+        raise InvalidRequest("stop: must be a string or a list of strings", param="stop")
     if stop:
         out["stop_sequences"] = stop
 
@@ -355,9 +323,7 @@ def chat_to_messages_request(
     that send OpenAI's defaults. ``n`` is the exception, as n>1 asks for output we can't give.
     """
     if body.get("n") not in (None, 1):
-        raise InvalidRequest(
-            "n: only one choice can be generated by this model", param="n"
-        )
+        raise InvalidRequest("n: only one choice can be generated by this model", param="n")
     system, messages = _chat_messages_to_anthropic(body.get("messages"))
     out: dict[str, Any] = {
         "model": upstream_model,
@@ -371,13 +337,9 @@ def chat_to_messages_request(
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequest("stream: must be a boolean", param="stream")
     if stream:
-        out["stream"] = (
-            True  # Anthropic always reports usage, so stream_options has no use
-        )
+        out["stream"] = True  # Anthropic always reports usage, so stream_options has no use
     # tool_choice goes only with tools: Anthropic rejects it alone.
-    tools = (
-        _chat_tools_to_anthropic(body["tools"]) if body.get("tools") is not None else []
-    )
+    tools = _chat_tools_to_anthropic(body["tools"]) if body.get("tools") is not None else []
     if tools:
         out["tools"] = tools
         choice = _chat_tool_choice_to_anthropic(
@@ -388,17 +350,11 @@ def chat_to_messages_request(
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
     response_format = body.get("response_format")
-    if (
-        isinstance(response_format, Mapping)
-        and response_format.get("type") == "json_schema"
-    ):
+    if isinstance(response_format, Mapping) and response_format.get("type") == "json_schema":
         json_schema = response_format.get("json_schema")
         schema = json_schema.get("schema") if isinstance(json_schema, Mapping) else None
         if not isinstance(schema, Mapping):
-            raise InvalidRequest(
-                "a schema is required", param="response_format.json_schema.schema"
-            )
+            raise InvalidRequest("a schema is required", param="response_format.json_schema.schema")
         out["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     # json_object has no Anthropic switch; OpenAI already requires the prompt to ask for JSON.
     return out
-

@@ -80,9 +80,7 @@ class MessagesToChatStream:
         self._usage: dict[str, Any] = {}
         self._finish_reason: str | None = None
         self._done = False
-        self._tool_index: dict[
-            int, int
-        ] = {}  # Anthropic block index -> OpenAI tool index
+        self._tool_index: dict[int, int] = {}  # Anthropic block index -> OpenAI tool index
 
     @property
     def usage(self) -> Usage:
@@ -104,9 +102,7 @@ class MessagesToChatStream:
                 self._usage = dict(message.get("usage") or {})
                 return [self._chunk({"role": "assistant", "content": ""})]
             case "content_block_start":
-                return self._block_start(
-                    data.get("index"), data.get("content_block") or {}
-                )
+                return self._block_start(data.get("index"), data.get("content_block") or {})
             case "content_block_delta":
                 return self._block_delta(data.get("index"), data.get("delta") or {})
             case "message_delta":
@@ -129,9 +125,7 @@ class MessagesToChatStream:
                 # OpenAI client (Anthropic asks clients to ignore unknown events).
                 return []
 
-    def _block_start(
-        self, index: Any, block: Mapping[str, Any]
-    ) -> list[dict[str, Any]]:
+    def _block_start(self, index: Any, block: Mapping[str, Any]) -> list[dict[str, Any]]:
         if block.get("type") == "text" and block.get("text"):
             return [self._chunk({"content": block["text"]})]
         if block.get("type") != "tool_use" or not isinstance(index, int):
@@ -146,32 +140,20 @@ class MessagesToChatStream:
         }
         return [self._chunk({"tool_calls": [call]})]
 
-    def _block_delta(
-        self, index: Any, delta: Mapping[str, Any]
-    ) -> list[dict[str, Any]]:
+    def _block_delta(self, index: Any, delta: Mapping[str, Any]) -> list[dict[str, Any]]:
         kind = delta.get("type")
         if kind == "text_delta" and delta.get("text"):
             return [self._chunk({"content": delta["text"]})]
-        if (
-            kind == "input_json_delta"
-            and delta.get("partial_json")
-            and index in self._tool_index
-        ):
+        if kind == "input_json_delta" and delta.get("partial_json") and index in self._tool_index:
             function = {"arguments": delta["partial_json"]}
             return [
                 self._chunk(
-                    {
-                        "tool_calls": [
-                            {"index": self._tool_index[index], "function": function}
-                        ]
-                    }
+                    {"tool_calls": [{"index": self._tool_index[index], "function": function}]}
                 )
             ]
         return []
 
-    def _chunk(
-        self, delta: dict[str, Any], finish_reason: str | None = None
-    ) -> dict[str, Any]:
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         choice = {
             "index": 0,
             "delta": delta,
@@ -313,9 +295,7 @@ class ChatToMessagesStream:
 
     def _text(self, text: str) -> list[Event]:
         events = (
-            []
-            if self._open == "text"
-            else self._open_block("text", {"type": "text", "text": ""})
+            [] if self._open == "text" else self._open_block("text", {"type": "text", "text": ""})
         )
         return [*events, self._delta({"type": "text_delta", "text": text})]
 
@@ -338,7 +318,5 @@ class ChatToMessagesStream:
             events = self._open_block("tool_use", block)
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
-            events.append(
-                self._delta({"type": "input_json_delta", "partial_json": arguments})
-            )
+            events.append(self._delta({"type": "input_json_delta", "partial_json": arguments}))
         return events

@@ -113,9 +113,7 @@ def finish_reason_from_stop_reason(stop_reason: str | None) -> str:
     return _FINISH_BY_STOP_REASON.get(stop_reason or "", "stop")
 
 
-def stop_reason_from_finish_reason(
-    finish_reason: str | None, *, has_tool_use: bool
-) -> str:
+def stop_reason_from_finish_reason(finish_reason: str | None, *, has_tool_use: bool) -> str:
     # Some OpenAI-compatible servers say "stop" after emitting tool calls; Anthropic clients
     # only run tools when stop_reason is "tool_use".
     if has_tool_use and finish_reason in (None, "stop", "tool_calls", "function_call"):
@@ -140,9 +138,7 @@ def messages_response_to_chat(
                 "name": block.get("name"),
                 "arguments": compact(block.get("input") or {}),
             }
-            tool_calls.append(
-                {"id": block.get("id"), "type": "function", "function": function}
-            )
+            tool_calls.append({"id": block.get("id"), "type": "function", "function": function})
     message: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(texts) if texts or not tool_calls else None,
@@ -179,9 +175,7 @@ def _upstream_arguments(arguments: Any) -> dict[str, Any]:
         decoded = None
     if not isinstance(decoded, dict):
         # The model's output, not the client's input: an upstream failure, not a 400.
-        raise UpstreamError(
-            "upstream returned tool call arguments that are not a JSON object"
-        )
+        raise UpstreamError("upstream returned tool call arguments that are not a JSON object")
     return decoded
 
 
@@ -193,9 +187,7 @@ def chat_response_to_messages(body: Mapping[str, Any], *, model: str) -> dict[st
     content: list[dict[str, Any]] = []
     text = message.get("content")
     if isinstance(text, list):  # some OpenAI-compatible servers answer with parts
-        text = "".join(
-            part.get("text") or "" for part in text if isinstance(part, Mapping)
-        )
+        text = "".join(part.get("text") or "" for part in text if isinstance(part, Mapping))
     for value in (text, message.get("refusal")):
         if isinstance(value, str) and value:
             content.append({"type": "text", "text": value})

@@ -25,9 +25,7 @@ def _source_url(block: Mapping[str, Any], param: str) -> str:
         return f"data:{source.get('media_type')};base64,{source.get('data')}"
     if kind == "url":
         return str(source.get("url"))
-    raise InvalidRequest(
-        f"{param}.source: {kind!r} sources are not supported", param=param
-    )
+    raise InvalidRequest(f"{param}.source: {kind!r} sources are not supported", param=param)
 
 
 def _image_part(block: Mapping[str, Any], param: str) -> dict[str, Any]:
@@ -44,21 +42,15 @@ def _document_part(block: Mapping[str, Any], param: str) -> dict[str, Any]:
         "file_data": _source_url(block, param),
     }
     if not file["file_data"].startswith("data:"):
-        raise InvalidRequest(
-            f"{param}.source: url documents are not supported", param=param
-        )
+        raise InvalidRequest(f"{param}.source: url documents are not supported", param=param)
     return {"type": "file", "file": file}
 
 
-def _tool_result_to_chat(
-    block: Mapping[str, Any], param: str
-) -> tuple[dict[str, Any], list[Any]]:
+def _tool_result_to_chat(block: Mapping[str, Any], param: str) -> tuple[dict[str, Any], list[Any]]:
     """A role "tool" message, plus the images it held: OpenAI tool messages carry text only,
     so images move to the user message that follows the tool messages."""
     if not isinstance(block.get("tool_use_id"), str):
-        raise InvalidRequest(
-            f"{param}.tool_use_id: required", param=f"{param}.tool_use_id"
-        )
+        raise InvalidRequest(f"{param}.tool_use_id: required", param=f"{param}.tool_use_id")
     content = block.get("content")
     texts: list[str] = []
     images: list[Any] = []
@@ -70,9 +62,7 @@ def _tool_result_to_chat(
         elif isinstance(item, Mapping) and item.get("type") == "image":
             images.append(_image_part(item, f"{param}.content.{j}"))
         else:
-            raise InvalidRequest(
-                f"{param}.content.{j}: unsupported in tool results", param=param
-            )
+            raise InvalidRequest(f"{param}.content.{j}: unsupported in tool results", param=param)
     message = {
         "role": "tool",
         "tool_call_id": block["tool_use_id"],
@@ -105,14 +95,10 @@ def _user_to_chat(blocks: list[Any], where: str) -> list[dict[str, Any]]:
         elif kind == "document":
             parts.append(_document_part(block, param))
         else:
-            raise InvalidRequest(
-                f"{param}: unsupported or malformed {kind!r} block", param=param
-            )
+            raise InvalidRequest(f"{param}: unsupported or malformed {kind!r} block", param=param)
     # OpenAI needs tool messages right after the assistant's tool_calls, so they go first.
     parts = images + parts
-    return tool_messages + (
-        [{"role": "user", "content": _collapse(parts)}] if parts else []
-    )
+    return tool_messages + ([{"role": "user", "content": _collapse(parts)}] if parts else [])
 
 
 def _assistant_to_chat(blocks: list[Any], where: str) -> dict[str, Any]:
@@ -127,14 +113,10 @@ def _assistant_to_chat(blocks: list[Any], where: str) -> dict[str, Any]:
                 "name": block.get("name"),
                 "arguments": compact(block.get("input") or {}),
             }
-            tool_calls.append(
-                {"id": block["id"], "type": "function", "function": function}
-            )
+            tool_calls.append({"id": block["id"], "type": "function", "function": function})
         elif kind not in ("thinking", "redacted_thinking"):
             # Thinking is dropped: OpenAI has no way to send it back to the model.
-            raise InvalidRequest(
-                f"{param}: unsupported or malformed {kind!r} block", param=param
-            )
+            raise InvalidRequest(f"{param}: unsupported or malformed {kind!r} block", param=param)
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
     if tool_calls:
         message["content"] = message["content"] or None
@@ -145,9 +127,7 @@ def _assistant_to_chat(blocks: list[Any], where: str) -> dict[str, Any]:
 def _tools_to_chat(tools: list[Any]) -> list[dict[str, Any]]:
     out = []
     for i, tool in enumerate(tools):
-        if tool.get("type") not in (None, "custom") or not isinstance(
-            tool.get("name"), str
-        ):
+        if tool.get("type") not in (None, "custom") or not isinstance(tool.get("name"), str):
             raise InvalidRequest(
                 f"tools.{i}: only custom tools are supported by this model",
                 param=f"tools.{i}",
@@ -176,9 +156,7 @@ def _tool_choice_to_chat(choice: Mapping[str, Any], out: dict[str, Any]) -> None
         out["parallel_tool_calls"] = False
 
 
-def messages_to_chat_request(
-    body: Mapping[str, Any], *, upstream_model: str
-) -> dict[str, Any]:
+def messages_to_chat_request(body: Mapping[str, Any], *, upstream_model: str) -> dict[str, Any]:
     """An Anthropic Messages body (already through validate_messages_request) as OpenAI chat.
 
     thinking, top_k, cache_control and server tools have no OpenAI equivalent: thinking,
@@ -219,14 +197,8 @@ def messages_to_chat_request(
     if isinstance(metadata, Mapping) and isinstance(metadata.get("user_id"), str):
         out["user"] = metadata["user_id"]
     output_config = body.get("output_config")
-    output_format = (
-        output_config.get("format") if isinstance(output_config, Mapping) else None
-    )
-    if (
-        isinstance(output_format, Mapping)
-        and output_format.get("type") == "json_schema"
-    ):
+    output_format = output_config.get("format") if isinstance(output_config, Mapping) else None
+    if isinstance(output_format, Mapping) and output_format.get("type") == "json_schema":
         json_schema = {"name": "output", "schema": output_format.get("schema")}
         out["response_format"] = {"type": "json_schema", "json_schema": json_schema}
     return out
-

@@ -51,9 +51,7 @@ class _Ewma:
             self.mean = value
 
     def add(self, value: float, alpha: float) -> None:
-        self.mean = (
-            value if self.mean is None else alpha * value + (1 - alpha) * self.mean
-        )
+        self.mean = value if self.mean is None else alpha * value + (1 - alpha) * self.mean
         self.samples += 1
 
     def value(self, min_samples: int) -> float | None:
@@ -159,9 +157,7 @@ class HealthBook:
         dep.cooldowns = 0
         dep.probe_since = None
 
-    def record_failure(
-        self, name: str, now: float, *, retry_after: float | None = None
-    ) -> None:
+    def record_failure(self, name: str, now: float, *, retry_after: float | None = None) -> None:
         """A retryable failure. With ``retry_after`` (an upstream 429) the deployment cools
         down for exactly that long. Otherwise it opens after ``failure_threshold`` consecutive
         failures, or at once when a half-open probe fails, for ``base_cooldown`` doubled per

@@ -106,9 +106,7 @@ class _Window:
         if self.stamps and self.stamps[-1] == now:
             self.amounts[-1] += amount  # coalesce admissions at the same instant
             return
-        i = bisect_right(
-            self.stamps, now, self.head
-        )  # == len() unless the clock went back
+        i = bisect_right(self.stamps, now, self.head)  # == len() unless the clock went back
         self.stamps.insert(i, now)
         self.amounts.insert(i, amount)
 
@@ -185,9 +183,7 @@ class RateLimits:
         if state is None:
             state = _KeyState()
         state.prune(now)
-        denial = _deny(
-            state, limits, tokens, now, concurrent, spent_day_usd, spent_month_usd
-        )
+        denial = _deny(state, limits, tokens, now, concurrent, spent_day_usd, spent_month_usd)
         if denial is None:
             if limits.rpm is not None:
                 state.requests.add(now, 1)
@@ -262,11 +258,7 @@ def _deny(
     if quota is not None:
         return "budget", None, quota.message
     reasons: list[tuple[Reason, float | None, str]] = []
-    if (
-        concurrent
-        and limits.max_concurrent is not None
-        and state.active >= limits.max_concurrent
-    ):
+    if concurrent and limits.max_concurrent is not None and state.active >= limits.max_concurrent:
         reasons.append(
             (
                 "concurrency",
@@ -276,9 +268,7 @@ def _deny(
         )
     if limits.rpm is not None and state.requests.total + 1 > limits.rpm:
         wait = state.requests.wait_for(state.requests.total + 1 - limits.rpm, now)
-        reasons.append(
-            ("requests", wait, f"Rate limit reached: {limits.rpm} requests per min")
-        )
+        reasons.append(("requests", wait, f"Rate limit reached: {limits.rpm} requests per min"))
     if limits.tpm is not None and tokens > limits.tpm:
         message = (
             f"Request too large: about {tokens} tokens, over the limit of "
@@ -288,7 +278,9 @@ def _deny(
     if limits.tpm is not None and state.tokens.total + tokens > limits.tpm:
         wait = state.tokens.wait_for(state.tokens.total + tokens - limits.tpm, now)
         used = state.tokens.total
-        message = f"Rate limit reached: {limits.tpm} tokens per min (used {used}, requested {tokens})"
+        message = (
+            f"Rate limit reached: {limits.tpm} tokens per min (used {used}, requested {tokens})"
+        )
         reasons.append(("tokens", wait, message))
     if not reasons:
         return None

@@ -33,9 +33,7 @@ def _optional(
     value = body.get(name)
     if value is None:
         return
-    if isinstance(value, bool) and bool not in (
-        kinds if isinstance(kinds, tuple) else (kinds,)
-    ):
+    if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
         raise InvalidRequest(f"'{name}' must be {what}", param=name)
     if not isinstance(value, kinds):
         raise InvalidRequest(f"'{name}' must be {what}", param=name)
@@ -65,9 +63,7 @@ def validate_chat(raw: Any) -> Mapping[str, Any]:
         raise InvalidRequest("'messages' must be a non-empty array", param="messages")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise InvalidRequest(
-                f"'messages[{i}]' must be an object", param=f"messages[{i}]"
-            )
+            raise InvalidRequest(f"'messages[{i}]' must be an object", param=f"messages[{i}]")
         role = message.get("role")
         if role not in _ROLES:
             raise InvalidRequest(
@@ -100,9 +96,7 @@ def validate_embedding(raw: Any) -> Mapping[str, Any]:
     if value is None:
         raise InvalidRequest("you must provide an input parameter", param="input")
     if not isinstance(value, str | list) or (isinstance(value, list) and not value):
-        raise InvalidRequest(
-            "'input' must be a string or a non-empty array", param="input"
-        )
+        raise InvalidRequest("'input' must be a string or a non-empty array", param="input")
     return body
 
 
@@ -116,9 +110,7 @@ VALIDATORS = {
 def error_body(
     message: str, error_type: str, *, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
-    return {
-        "error": {"message": message, "type": error_type, "param": param, "code": code}
-    }
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
 def parse_error(body: Any) -> tuple[str | None, str | None, str | None, str | None]:
@@ -209,9 +201,7 @@ def finish_reason(chunk: Mapping[str, Any]) -> str | None:
     choices = chunk.get("choices")
     if isinstance(choices, list):
         for choice in choices:
-            if isinstance(choice, dict) and isinstance(
-                choice.get("finish_reason"), str
-            ):
+            if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
                 return str(choice["finish_reason"])
     return None
 

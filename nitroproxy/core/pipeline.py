@@ -160,9 +160,7 @@ class StreamPipeline:
         kind = event.event or payload.get("type")
         if kind == "error":
             _, message = anthropic_wire.parse_anthropic_error(payload)
-            raise UpstreamError(
-                message or "upstream stream error", code="upstream_stream_error"
-            )
+            raise UpstreamError(message or "upstream stream error", code="upstream_stream_error")
         self._meter_anthropic(kind, payload)
         if self._openai_out is not None:
             for chunk in self._openai_out.feed(kind, payload):
@@ -177,9 +175,7 @@ class StreamPipeline:
     def _meter_anthropic(self, kind: str | None, payload: dict[str, Any]) -> None:
         if kind == "content_block_delta":
             delta = payload.get("delta") or {}
-            text = (
-                delta.get("text") or delta.get("partial_json") or delta.get("thinking")
-            )
+            text = delta.get("text") or delta.get("partial_json") or delta.get("thinking")
             if isinstance(text, str) and text:
                 self.output_started = True
                 if self._counter is not None:

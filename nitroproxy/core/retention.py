@@ -60,9 +60,7 @@ class RetentionPolicy:
         for name in ("requests_s", "billing_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
-                raise ValueError(
-                    f"{name} must be a positive number of seconds, got {value!r}"
-                )
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

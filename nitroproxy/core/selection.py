@@ -139,9 +139,7 @@ def _parse_max_price(value: Any) -> tuple[float | None, float | None]:
     if value is None:
         return None, None
     if not isinstance(value, dict):
-        raise InvalidRequest(
-            "provider.max_price must be an object", param="provider.max_price"
-        )
+        raise InvalidRequest("provider.max_price must be an object", param="provider.max_price")
     out: dict[str, float | None] = {"prompt": None, "completion": None}
     for field, price in value.items():
         param = f"provider.max_price.{field}"
@@ -151,11 +149,7 @@ def _parse_max_price(value: Any) -> tuple[float | None, float | None]:
             )
         if price is None:
             continue
-        if (
-            isinstance(price, bool)
-            or not isinstance(price, int | float)
-            or not price >= 0
-        ):
+        if isinstance(price, bool) or not isinstance(price, int | float) or not price >= 0:
             raise InvalidRequest(
                 f"{param} must be a non-negative number (USD per million tokens)",
                 param=param,
@@ -209,9 +203,7 @@ def choose(
     if prefs.order:
         ranked.sort(key=lambda c: _order_rank(c, prefs.order))
         if not prefs.allow_fallbacks:
-            ranked = [
-                c for c in ranked if _order_rank(c, prefs.order) < len(prefs.order)
-            ]
+            ranked = [c for c in ranked if _order_rank(c, prefs.order) < len(prefs.order)]
             if not ranked:
                 raise InvalidRequest(
                     f"no deployment of model {_quote(model)} matches "
@@ -220,9 +212,7 @@ def choose(
                     param="provider.order",
                 )
     is_up = _availability(available)
-    up = {
-        c.name: is_up(c.name) for c in ranked
-    }  # ask once per name: the predicate may be costly
+    up = {c.name: is_up(c.name) for c in ranked}  # ask once per name: the predicate may be costly
     result = [c for c in ranked if up[c.name]] + [c for c in ranked if not up[c.name]]
     if not prefs.allow_fallbacks and not prefs.order:
         return result[:1]
@@ -292,9 +282,7 @@ def _filter(
                 for side, bound in (("prompt", max_in), ("completion", max_out))
                 if bound is not None
             )
-            prices = ", ".join(
-                f"{c.name} {c.price.input:g}/{c.price.output:g}" for c in before
-            )
+            prices = ", ".join(f"{c.name} {c.price.input:g}/{c.price.output:g}" for c in before)
             raise InvalidRequest(
                 f"no deployment of model {_quote(model)} is within provider.max_price "
                 f"({bounds} USD per million tokens; deployments: {_names(before)}; "

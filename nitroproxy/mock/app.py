@@ -92,9 +92,7 @@ def _admit(
     if state.settings.record:
         headers = {name.lower(): value for name, value in request.headers.items()}
         at = time.monotonic()
-        state.requests.append(
-            ReceivedRequest(request.path, request.method, headers, body, at)
-        )
+        state.requests.append(ReceivedRequest(request.path, request.method, headers, body, at))
     key = state.settings.api_key
     if key is None:
         return None
@@ -122,9 +120,7 @@ def _accept(
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' must be a non-empty string.", "model")
     try:
-        script = parse_script(
-            model, state.settings, state.take_fault(model), body.get("mock")
-        )
+        script = parse_script(model, state.settings, state.take_fault(model), body.get("mock"))
     except ValueError as exc:
         raise InvalidRequest(str(exc), "model") from exc
     return Call(request, state, family, body, model, script)

@@ -46,18 +46,12 @@ def error_response(
         body = orjson.dumps(
             {"type": "error", "error": {"type": anthropic_type, "message": message}}
         )
-    return web.Response(
-        status=status, body=body, content_type="application/json", headers=headers
-    )
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
-def fault_response(
-    family: Family, status: int, retry_after: str | None
-) -> web.Response:
+def fault_response(family: Family, status: int, retry_after: str | None) -> web.Response:
     """The answer of a ``failNNN`` directive; 429s always carry ``retry-after`` (default 1)."""
     if retry_after is None and status == 429:
         retry_after = "1"
     headers = {"retry-after": retry_after} if retry_after is not None else None
-    return error_response(
-        family, status, f"mock provider: injected fail{status}", headers=headers
-    )
+    return error_response(family, status, f"mock provider: injected fail{status}", headers=headers)

@@ -122,17 +122,13 @@ def transport_error(provider: Provider, exc: BaseException) -> ProxyError:
     name = provider.name
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return UpstreamTimeout(f"provider '{name}' timed out")
-    if isinstance(
-        exc, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError
-    ):
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError):
         return UpstreamError(
             f"provider '{name}': TLS certificate verification failed",
             code="upstream_tls_error",
         )
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamError(
-            f"provider '{name}' is unreachable", code="upstream_unreachable"
-        )
+        return UpstreamError(f"provider '{name}' is unreachable", code="upstream_unreachable")
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
         return UpstreamError(
             f"provider '{name}' closed the connection", code="upstream_disconnected"
@@ -146,7 +142,5 @@ def is_retryable(error: ProxyError) -> bool:
     if isinstance(error, UpstreamStatusError):
         return error.upstream_status in RETRYABLE_STATUSES
     if isinstance(error, UpstreamError):
-        return (
-            error.code != "upstream_tls_error" and error.code != "unsupported_endpoint"
-        )
+        return error.code != "upstream_tls_error" and error.code != "unsupported_endpoint"
     return False

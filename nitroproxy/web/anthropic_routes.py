@@ -10,9 +10,7 @@ from nitroproxy.web.relay import relay
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    return await relay(
-        request, await decode_call(request, Endpoint.MESSAGES, ApiFormat.ANTHROPIC)
-    )
+    return await relay(request, await decode_call(request, Endpoint.MESSAGES, ApiFormat.ANTHROPIC))
 
 
 def add_routes(app: web.Application) -> None:

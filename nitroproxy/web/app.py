@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 import aiosqlite
 from aiohttp import web
 
+from nitroproxy.cache import ResponseCache, default_path
 from nitroproxy.config import Settings
 from nitroproxy.core import tokens
 from nitroproxy.core.retention import RetentionPolicy
@@ -22,12 +23,21 @@ from nitroproxy.metrics import Metrics
 from nitroproxy.mock_provider import MockSettings, create_mock_app
 from nitroproxy.providers.client import UpstreamClient
 from nitroproxy.store.db import open_db
-from nitroproxy.store.usage import seed_spend
+from nitroproxy.store.rights import erased_usage_step
 from nitroproxy.store.sweeper import RetentionSweeper
+from nitroproxy.store.usage import seed_spend
 from nitroproxy.store.writer import UsageWriter
-from nitroproxy.web import anthropic_routes, openai_routes, ops_routes
+from nitroproxy.web import (
+    admin_routes,
+    anthropic_routes,
+    me_routes,
+    openai_routes,
+    ops_routes,
+    privacy_routes,
+)
 from nitroproxy.web.appkeys import (
     AUTH,
+    CACHE,
     GATEWAY,
     METRICS,
     SETTINGS,
@@ -39,26 +49,28 @@ from nitroproxy.web.auth import Authenticator
 from nitroproxy.web.middleware import error_middleware
 
 
-def create_app(
-    settings: Settings, *, clock: Callable[[], float] | None = None
-) -> web.Application:
+def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) -> web.Application:
     app = web.Application(
         client_max_size=settings.server.max_body_bytes, middlewares=[error_middleware]
     )
     app[SETTINGS] = settings
     app[AUTH] = Authenticator(settings)
-    app[METRICS] = Metrics(
-        enabled=settings.metrics.enabled, key_labels=settings.metrics.key_labels
-    )
+    app[METRICS] = Metrics(enabled=settings.metrics.enabled, key_labels=settings.metrics.key_labels)
+    # First: it refuses to start on a wrong data key before anything else is running.
+    app.cleanup_ctx.append(admin_routes.accounts_context)
     app.cleanup_ctx.append(_mock_provider)
     app.cleanup_ctx.append(_upstream)
     app.cleanup_ctx.append(_store)
+    app.cleanup_ctx.append(_cache)
     app.cleanup_ctx.append(_writer)
     app.cleanup_ctx.append(_sweeper)
     app.cleanup_ctx.append(_gateway(clock))
     openai_routes.add_routes(app)
     anthropic_routes.add_routes(app)
     ops_routes.add_routes(app)
+    admin_routes.add_routes(app)
+    me_routes.add_routes(app)
+    privacy_routes.add_routes(app)
     return app
 
 
@@ -80,7 +92,7 @@ async def _mock_provider(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _upstream(app: web.Application) -> AsyncIterator[None]:
-    client = UpstreamClient(app[SETTINGS].upstream)
+    client = UpstreamClient(app[SETTINGS].upstream, app[SETTINGS].providers.values())
     await client.start()
     app[UPSTREAM] = client
     yield
@@ -119,6 +131,19 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
     await writer.close(timeout=app[SETTINGS].server.shutdown_grace)
 
 
+async def _cache(app: web.Application) -> AsyncIterator[None]:
+    """The opt-in response cache, in its own encrypted file beside the usage database."""
+    settings = app[SETTINGS]
+    if not settings.cache.enabled:
+        yield
+        return
+    cache = ResponseCache(default_path(settings.storage.path), settings.cache)
+    await cache.start()
+    app[CACHE] = cache
+    yield
+    await cache.close()
+
+
 async def _sweeper(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     if not settings.storage.enabled:
@@ -133,6 +158,11 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
         batch_size=r.batch_size,
         on_deleted=metrics.retention_deleted,
     )
+    # Records of a stream that outlived its erased user's key.
+    sweeper.add_step("erased_users", erased_usage_step)
+    cache = app.get(CACHE)
+    if cache is not None:
+        sweeper.add_step("cache", cache.sweep_step)
     sweeper.start()
     yield
     await sweeper.close()
@@ -149,14 +179,8 @@ def _gateway(
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         # Loading a rank file takes a few hundred milliseconds: do it now, off the loop, not
         # inside the first request that needs it.
-        models = [
-            d.upstream_model
-            for m in app[SETTINGS].models.values()
-            for d in m.deployments
-        ]
-        await asyncio.get_running_loop().run_in_executor(
-            None, _preload_encodings, models
-        )
+        models = [d.upstream_model for m in app[SETTINGS].models.values() for d in m.deployments]
+        await asyncio.get_running_loop().run_in_executor(None, _preload_encodings, models)
         writer = app.get(WRITER)
         gateway = Gateway(
             app[SETTINGS],

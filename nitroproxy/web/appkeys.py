@@ -5,10 +5,12 @@ from __future__ import annotations
 import aiosqlite
 from aiohttp import web
 
+from nitroproxy.cache import ResponseCache
 from nitroproxy.config import Settings
 from nitroproxy.gateway import Gateway
 from nitroproxy.metrics import Metrics
 from nitroproxy.providers.client import UpstreamClient
+from nitroproxy.store.accounts import AccountStore
 from nitroproxy.store.writer import UsageWriter
 from nitroproxy.web.auth import Authenticator
 
@@ -19,3 +21,5 @@ WRITER = web.AppKey("writer", UsageWriter)
 GATEWAY = web.AppKey("gateway", Gateway)
 AUTH = web.AppKey("auth", Authenticator)
 STORE = web.AppKey("store", aiosqlite.Connection)
+ACCOUNTS = web.AppKey("accounts", AccountStore)
+CACHE = web.AppKey("cache", ResponseCache)

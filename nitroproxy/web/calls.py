@@ -63,9 +63,7 @@ async def decode_call(request: web.Request, endpoint: Endpoint, fmt: ApiFormat) 
             param="model",
         )
     if not principal.may_use(name):
-        raise PermissionDenied(
-            f"this key may not use the model '{name}'", param="model"
-        )
+        raise PermissionDenied(f"this key may not use the model '{name}'", param="model")
     prefs = _NO_PREFS
     if "provider" in body and fmt is ApiFormat.OPENAI:
         prefs = selection.parse_provider_prefs(body["provider"])
@@ -91,9 +89,7 @@ async def decode_call(request: web.Request, endpoint: Endpoint, fmt: ApiFormat) 
             peer_address(request, settings.server.trust_forwarded_for),
             settings.privacy.client_ip,
         ),
-        user_agent=request.headers.get("User-Agent")
-        if settings.privacy.store_user_agent
-        else None,
+        user_agent=request.headers.get("User-Agent") if settings.privacy.store_user_agent else None,
         path=request.path,
         method=request.method,
         wants_usage=wants_usage,

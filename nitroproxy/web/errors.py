@@ -27,9 +27,7 @@ def family_of(path: str) -> ApiFormat:
 
 def error_payload(error: ProxyError, family: ApiFormat) -> dict[str, Any]:
     if family is ApiFormat.ANTHROPIC:
-        return anthropic_wire.anthropic_error_body(
-            anthropic_type_of(error), error.message
-        )
+        return anthropic_wire.anthropic_error_body(anthropic_type_of(error), error.message)
     return openai_wire.error_body(
         error.message, openai_type_of(error), param=error.param, code=error.code
     )
@@ -49,9 +47,7 @@ def error_response(error: ProxyError, family: ApiFormat) -> web.Response:
         body = error.body
     else:
         body = orjson.dumps(error_payload(error, family))
-    return web.Response(
-        body=body, status=status, headers=headers, content_type="application/json"
-    )
+    return web.Response(body=body, status=status, headers=headers, content_type="application/json")
 
 
 def stream_error_event(error: ProxyError, family: ApiFormat) -> bytes:

@@ -13,9 +13,7 @@ from nitroproxy.web.relay import relay
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await relay(
-        request, await decode_call(request, Endpoint.CHAT, ApiFormat.OPENAI)
-    )
+    return await relay(request, await decode_call(request, Endpoint.CHAT, ApiFormat.OPENAI))
 
 
 async def completions(request: web.Request) -> web.StreamResponse:

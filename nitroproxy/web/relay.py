@@ -11,28 +11,28 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import ClientResponse, web
 
 from nitroproxy.core import anthropic_wire, openai_wire, sse, tokens
 from nitroproxy.core.accounting import Tally
+from nitroproxy.core.assembler import StreamAssembler
+from nitroproxy.core.completion_counter import CompletionCounter
 from nitroproxy.core.errors import ProxyError, UpstreamError
 from nitroproxy.core.pipeline import StreamPipeline
 from nitroproxy.core.types import ApiFormat, Outcome, Usage
-from nitroproxy.gateway import Call, Exchange, Gateway, status_outcome
+from nitroproxy.gateway import Call, Exchange, status_outcome
 from nitroproxy.providers.base import Provider
+from nitroproxy.web import caching
 from nitroproxy.web.appkeys import GATEWAY, METRICS, SETTINGS
+from nitroproxy.web.caching import CachePlan
 from nitroproxy.web.errors import stream_error_event
 from nitroproxy.web.middleware import REQUEST_ID
 
-SSE_HEADERS = {
-    "Content-Type": "text/event-stream; charset=utf-8",
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",
-}
 CLIENT_GONE = 499  # nginx's convention for "client closed the request"
+T = TypeVar("T")
 
 
 async def relay(request: web.Request, call: Call) -> web.StreamResponse:
@@ -41,17 +41,23 @@ async def relay(request: web.Request, call: Call) -> web.StreamResponse:
     exchange: Exchange | None = None
     response: web.StreamResponse | None = None
     try:
+        cache_plan = caching.plan(request, call)
+        await _guard(gateway.admit(call), call)
+        if cache_plan is not None:
+            hit = await caching.serve_hit(request, call, cache_plan)
+            if hit is not None:
+                return hit
         keepalive = request.app[SETTINGS].server.keepalive_interval
         if call.stream and keepalive > 0:
             exchange, response = await _open_with_keepalive(request, call, keepalive)
         else:
-            exchange = await _open(gateway, call)
+            exchange = await _guard(gateway.open(call), call)
         if exchange is None:
             assert response is not None
             return response
         if not call.stream:
-            return await _respond(request, call, exchange)
-        return await _stream(request, call, exchange, response)
+            return await _respond(request, call, exchange, cache_plan)
+        return await _stream(request, call, exchange, response, cache_plan)
     except (asyncio.CancelledError, ConnectionResetError):
         tally.fail(CLIENT_GONE, Outcome.CLIENT_DISCONNECTED, None)
         raise
@@ -62,9 +68,10 @@ async def relay(request: web.Request, call: Call) -> web.StreamResponse:
         gateway.finish(call)
 
 
-async def _open(gateway: Gateway, call: Call) -> Exchange:
+async def _guard(step: Awaitable[T], call: Call) -> T:
+    """Run a step that may refuse the call, noting the refusal in the tally."""
     try:
-        return await gateway.open(call)
+        return await step
     except ProxyError as exc:
         status, outcome = status_outcome(exc)
         call.tally.fail(status, outcome, exc.error_class)
@@ -76,7 +83,7 @@ async def _open_with_keepalive(
 ) -> tuple[Exchange | None, web.StreamResponse | None]:
     """While the first token is slow, send SSE comments so idle proxies keep the connection.
     Once headers are out, failover is over: an error then goes in-band."""
-    task = asyncio.ensure_future(_open(request.app[GATEWAY], call))
+    task = asyncio.ensure_future(_guard(request.app[GATEWAY].open(call), call))
     response: web.StreamResponse | None = None
     try:
         while True:
@@ -110,7 +117,7 @@ def _transparency(call: Call, exchange: Exchange | None) -> dict[str, str]:
 
 
 async def _respond(
-    request: web.Request, call: Call, exchange: Exchange
+    request: web.Request, call: Call, exchange: Exchange, cache_plan: CachePlan | None
 ) -> web.Response:
     gateway = request.app[GATEWAY]
     raw = await gateway.client.read(exchange.provider, exchange.response)
@@ -119,28 +126,22 @@ async def _respond(
     except orjson.JSONDecodeError:
         parsed = None
     if not isinstance(parsed, dict):
-        error = UpstreamError(
-            f"provider '{exchange.provider.name}' sent a malformed response"
-        )
+        error = UpstreamError(f"provider '{exchange.provider.name}' sent a malformed response")
         call.tally.fail(error.status, Outcome.UPSTREAM_ERROR, error.error_class)
         raise error
     upstream = exchange.provider.kind
+    answer: dict[str, Any] = parsed
     if upstream is call.client_format:
         body = raw
-    elif upstream is ApiFormat.ANTHROPIC:
-        body = orjson.dumps(
-            anthropic_wire.messages_response_to_chat(
-                parsed,
-                model=exchange.deployment.upstream_model,
-                created=int(time.time()),
-            )
-        )
     else:
-        body = orjson.dumps(
-            anthropic_wire.chat_response_to_messages(
-                parsed, model=exchange.deployment.upstream_model
+        model = exchange.deployment.upstream_model
+        if upstream is ApiFormat.ANTHROPIC:
+            answer = anthropic_wire.messages_response_to_chat(
+                parsed, model=model, created=int(time.time())
             )
-        )
+        else:
+            answer = anthropic_wire.chat_response_to_messages(parsed, model=model)
+        body = orjson.dumps(answer)
     usage = _response_usage(upstream, parsed)
     call.tally.provider_usage = usage
     call.tally.completed = True
@@ -149,6 +150,8 @@ async def _respond(
         call.tally.completion_estimate = await _count_output(
             call, upstream, parsed, tokens_settings.offload_chars
         )
+    if cache_plan is not None:
+        caching.store(cache_plan, call, answer)
     return web.Response(
         body=body,
         status=exchange.response.status,
@@ -160,9 +163,7 @@ async def _respond(
 def _response_usage(upstream: ApiFormat, parsed: dict[str, Any]) -> Usage | None:
     raw = parsed.get("usage")
     if upstream is ApiFormat.ANTHROPIC:
-        return (
-            anthropic_wire.usage_from_anthropic(raw) if isinstance(raw, dict) else None
-        )
+        return anthropic_wire.usage_from_anthropic(raw) if isinstance(raw, dict) else None
     return openai_wire.usage_from(raw)
 
 
@@ -175,9 +176,7 @@ async def _count_output(
         text = "".join(openai_wire.chunk_texts(parsed))
     enc = tokens.encoding_for_model(call.tally.upstream_model or call.model.name)
     if len(text) > offload_chars:
-        return await asyncio.get_running_loop().run_in_executor(
-            None, tokens.count_text, enc, text
-        )
+        return await asyncio.get_running_loop().run_in_executor(None, tokens.count_text, enc, text)
     return tokens.count_text(enc, text)
 
 
@@ -185,7 +184,7 @@ async def _prepare_stream(
     request: web.Request, call: Call, exchange: Exchange | None
 ) -> web.StreamResponse:
     response = web.StreamResponse(
-        status=200, headers={**SSE_HEADERS, **_transparency(call, exchange)}
+        status=200, headers={**sse.HEADERS, **_transparency(call, exchange)}
     )
     await response.prepare(request)
     return response
@@ -196,14 +195,13 @@ async def _stream(
     call: Call,
     exchange: Exchange,
     response: web.StreamResponse | None,
+    cache_plan: CachePlan | None,
 ) -> web.StreamResponse:
     metrics = request.app[METRICS]
     tally = call.tally
     counter = None
     if request.app[SETTINGS].tokens.count:
-        counter = tokens.CompletionCounter(
-            tokens.encoding_for_model(exchange.deployment.upstream_model)
-        )
+        counter = CompletionCounter(tokens.encoding_for_model(exchange.deployment.upstream_model))
     pipeline = StreamPipeline(
         upstream=exchange.provider.kind,
         client=call.client_format,
@@ -215,11 +213,12 @@ async def _stream(
         prompt_tokens=tally.prompt_estimate or 0,
         include_usage=call.wants_usage,
     )
+    assembler = cache_plan.assembler(call) if cache_plan is not None else None
     if response is None:
         response = await _prepare_stream(request, call, exchange)
     metrics.stream_started()
     try:
-        await _pump(request, pipeline, exchange, response, tally)
+        await _pump(request, pipeline, exchange, response, tally, assembler)
     except ProxyError as exc:
         tally.fail(exc.status, Outcome.STREAM_ERROR, exc.error_class)
         await _write_error(response, call, exc)
@@ -228,6 +227,8 @@ async def _stream(
         tally.completed = pipeline.completed
         tally.completion_estimate = pipeline.counted_completion_tokens
         metrics.stream_ended()
+    if cache_plan is not None and assembler is not None and pipeline.completed:
+        caching.store(cache_plan, call, assembler.assembled(usage=pipeline.usage))
     return response
 
 
@@ -237,6 +238,7 @@ async def _pump(
     exchange: Exchange,
     response: web.StreamResponse,
     tally: Tally,
+    assembler: StreamAssembler | None,
 ) -> None:
     gateway = request.app[GATEWAY]
     keepalive = request.app[SETTINGS].server.keepalive_interval
@@ -248,15 +250,17 @@ async def _pump(
             if tally.first_output_at is None and pipeline.output_started:
                 tally.first_output_at = clock()
             await response.write(out)
+            if assembler is not None:
+                assembler.feed_bytes(out)
         if keepalive > 0:
-            chunk = await _read_with_keepalive(
-                read, provider, exchange, response, keepalive
-            )
+            chunk = await _read_with_keepalive(read, provider, exchange, response, keepalive)
         else:
             chunk = await read(provider, exchange.response)
     out = pipeline.end()
     if out:
         await response.write(out)
+        if assembler is not None:
+            assembler.feed_bytes(out)
     if not pipeline.completed:
         raise UpstreamError(
             f"provider '{exchange.provider.name}' ended the stream before it was complete",
@@ -283,8 +287,6 @@ async def _read_with_keepalive(
         await response.write(sse.comment())
 
 
-async def _write_error(
-    response: web.StreamResponse, call: Call, exc: ProxyError
-) -> None:
+async def _write_error(response: web.StreamResponse, call: Call, exc: ProxyError) -> None:
     with contextlib.suppress(ConnectionResetError):
         await response.write(stream_error_event(exc, call.client_format))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import ssl
 
 from aiohttp import web
 
-from nitroproxy import logs
+from nitroproxy import logs, tls
 from nitroproxy.config import Settings
 from nitroproxy.web.app import create_app
 
@@ -26,19 +28,35 @@ def new_loop() -> asyncio.AbstractEventLoop:
 
 
 async def start(
-    app: web.Application, host: str, port: int, *, shutdown_grace: float = 5.0
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    shutdown_grace: float = 5.0,
+    ssl_context: ssl.SSLContext | None = None,
+    backlog: int = 1024,
 ) -> tuple[web.AppRunner, int]:
     """Start ``app`` on ``host:port`` (0 picks a free port) the way ``serve`` does; returns the
-    runner and the bound port. Tests use this to run the real server."""
+    runner and the bound port. Tests use this to run the real server. With ``ssl_context``
+    (``tls.server_context_for(settings)``) the listener speaks HTTPS.
+
+    If any component fails to start, those already started are stopped again before the
+    error propagates, so a failed start leaves no thread or connection behind."""
     runner = web.AppRunner(
         app,
         shutdown_timeout=shutdown_grace,
         handler_cancellation=HANDLER_CANCELLATION,
         access_log=None,
     )
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await runner.setup()
+        # A burst of new connections (1,000 clients opening streams at once) overflows the
+        # default backlog of 128; the kernel then drops SYNs and clients retry a second later.
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=backlog)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     bound = port
     for address in runner.addresses:
         bound = int(address[1])
@@ -46,23 +64,48 @@ async def start(
     return runner, bound
 
 
-def serve(settings: Settings) -> None:
-    logs.configure_logging(level=settings.logging.level, fmt=settings.logging.format)
+async def _serve(settings: Settings) -> None:
     log = logs.get_logger("nitroproxy")
+    ssl_context = tls.server_context_for(settings)
+    server = settings.server
+    runner, port = await start(
+        create_app(settings),
+        server.host,
+        server.port,
+        shutdown_grace=server.shutdown_grace,
+        ssl_context=ssl_context,
+        backlog=server.backlog,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     log.info(
-        "starting",
-        host=settings.server.host,
-        port=settings.server.port,
+        "started",
+        host=server.host,
+        port=port,
+        tls=ssl_context is not None,
         models=sorted(settings.models),
     )
-    web.run_app(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        shutdown_timeout=settings.server.shutdown_grace,
-        print=None,
-        loop=new_loop(),
-        handler_cancellation=HANDLER_CANCELLATION,
-        access_log=None,
-    )
-    log.info("stopped")
+    try:
+        await stop.wait()
+        log.info("stopping", grace_s=server.shutdown_grace)
+    finally:
+        # Stop accepting, let in-flight requests and streams finish within the grace period,
+        # then close the components in reverse order (the writer drains last).
+        await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def serve(settings: Settings) -> None:
+    logs.configure_logging(level=settings.logging.level, fmt=settings.logging.format)
+    loop = new_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(_serve(settings))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        asyncio.set_event_loop(None)
+    logs.get_logger("nitroproxy").info("stopped")

@@ -101,9 +101,7 @@ def tool_delta(**fields: Any) -> dict[str, Any]:
 
 
 def test_anthropic_events_become_chunks_one_for_one() -> None:
-    stream = MessagesToChatStream(
-        model="my-model", created=1700000000, include_usage=True
-    )
+    stream = MessagesToChatStream(model="my-model", created=1700000000, include_usage=True)
     emitted = [stream.feed(name, data) for name, data in RECORDED_EVENTS]
     assert emitted == [
         [chunk({"role": "assistant", "content": ""})],
@@ -148,15 +146,11 @@ def test_anthropic_events_become_chunks_one_for_one() -> None:
     ]
     assert stream.done
     assert stream.finish_reason == "tool_calls"
-    assert stream.usage == Usage(
-        prompt_tokens=2520, completion_tokens=89, cached_tokens=2048
-    )
+    assert stream.usage == Usage(prompt_tokens=2520, completion_tokens=89, cached_tokens=2048)
 
 
 def test_chunks_accumulate_in_the_openai_sdk() -> None:
-    stream = MessagesToChatStream(
-        model="my-model", created=1700000000, include_usage=True
-    )
+    stream = MessagesToChatStream(model="my-model", created=1700000000, include_usage=True)
     state: ChatCompletionStreamState[Any] = ChatCompletionStreamState()
     for name, data in RECORDED_EVENTS:
         for out in stream.feed(name, data):
@@ -214,12 +208,7 @@ def test_tool_indexes_count_tool_blocks_only() -> None:
         "tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]
     }
     thinking = {"type": "thinking_delta", "thinking": "hmm"}
-    assert (
-        stream.feed(
-            None, {"type": "content_block_delta", "index": 0, "delta": thinking}
-        )
-        == []
-    )
+    assert stream.feed(None, {"type": "content_block_delta", "index": 0, "delta": thinking}) == []
 
 
 def test_message_delta_usage_is_cumulative_and_keeps_start_values() -> None:
@@ -245,9 +234,7 @@ def test_message_delta_usage_is_cumulative_and_keeps_start_values() -> None:
             },
         },
     )
-    assert stream.usage == Usage(
-        prompt_tokens=2548, completion_tokens=25, cached_tokens=2048
-    )
+    assert stream.usage == Usage(prompt_tokens=2548, completion_tokens=25, cached_tokens=2048)
     assert stream.finish_reason == "length"
 
 
@@ -260,9 +247,7 @@ def test_message_delta_usage_is_cumulative_and_keeps_start_values() -> None:
         ("new_error", 500),
     ],
 )
-def test_error_event_raises_with_the_status_it_stands_for(
-    error_type: str, status: int
-) -> None:
+def test_error_event_raises_with_the_status_it_stands_for(error_type: str, status: int) -> None:
     stream = MessagesToChatStream(model="m", created=1, include_usage=False)
     stream.feed("message_start", RECORDED_EVENTS[0][1])
     data = {"type": "error", "error": {"type": error_type, "message": "Overloaded"}}
@@ -332,9 +317,7 @@ RECORDED_OPENAI_CHUNKS = [
         }
     ),
     openai_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"lo'}}]}),
-    openai_chunk(
-        {"tool_calls": [{"index": 0, "function": {"arguments": 'cation":"Paris"}'}}]}
-    ),
+    openai_chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'cation":"Paris"}'}}]}),
     openai_chunk(
         {
             "tool_calls": [
@@ -347,9 +330,7 @@ RECORDED_OPENAI_CHUNKS = [
             ]
         }
     ),
-    openai_chunk(
-        {"tool_calls": [{"index": 1, "function": {"arguments": '{"tz":"CET"}'}}]}
-    ),
+    openai_chunk({"tool_calls": [{"index": 1, "function": {"arguments": '{"tz":"CET"}'}}]}),
     openai_chunk({}, "tool_calls"),
     openai_chunk(
         None,
@@ -385,9 +366,7 @@ def block_stop(index: int) -> tuple[str, dict[str, Any]]:
 def run_openai(
     chunks: list[dict[str, Any]], **finish: Any
 ) -> tuple[ChatToMessagesStream, list[list[tuple[str, dict[str, Any]]]]]:
-    stream = ChatToMessagesStream(
-        model="claude-alias", message_id="msg_123", prompt_tokens=1100
-    )
+    stream = ChatToMessagesStream(model="claude-alias", message_id="msg_123", prompt_tokens=1100)
     emitted = [stream.feed(c) for c in chunks]
     emitted.append(stream.finish(**finish))
     return stream, emitted
@@ -401,9 +380,7 @@ def accumulate(events: list[tuple[str, dict[str, Any]]]) -> Message:
     for name, data in events:
         event = adapter.validate_python(data)
         assert event.type == name
-        snapshot = accumulate_event(
-            event=event, current_snapshot=snapshot, json_bufs=json_bufs
-        )
+        snapshot = accumulate_event(event=event, current_snapshot=snapshot, json_bufs=json_bufs)
     assert snapshot is not None
     return Message.model_validate(snapshot.model_dump())
 
@@ -453,16 +430,10 @@ def test_openai_chunks_become_the_anthropic_event_sequence() -> None:
             ),
         ],
         [block_delta(1, {"type": "input_json_delta", "partial_json": '{"lo'})],
-        [
-            block_delta(
-                1, {"type": "input_json_delta", "partial_json": 'cation":"Paris"}'}
-            )
-        ],
+        [block_delta(1, {"type": "input_json_delta", "partial_json": 'cation":"Paris"}'})],
         [
             block_stop(1),
-            block_start(
-                2, {"type": "tool_use", "id": "call_2", "name": "get_time", "input": {}}
-            ),
+            block_start(2, {"type": "tool_use", "id": "call_2", "name": "get_time", "input": {}}),
         ],
         [block_delta(2, {"type": "input_json_delta", "partial_json": '{"tz":"CET"}'})],
         [],
@@ -485,9 +456,7 @@ def test_openai_chunks_become_the_anthropic_event_sequence() -> None:
             ("message_stop", {"type": "message_stop"}),
         ],
     ]
-    assert stream.usage == Usage(
-        prompt_tokens=1117, completion_tokens=46, cached_tokens=1024
-    )
+    assert stream.usage == Usage(prompt_tokens=1117, completion_tokens=46, cached_tokens=1024)
 
 
 def test_anthropic_sdk_accumulates_the_translated_stream() -> None:
@@ -504,9 +473,7 @@ def test_anthropic_sdk_accumulates_the_translated_stream() -> None:
 
 
 def test_content_in_the_first_chunk_is_not_lost() -> None:
-    _, emitted = run_openai(
-        [openai_chunk({"role": "assistant", "content": "Hi"}, "stop")]
-    )
+    _, emitted = run_openai([openai_chunk({"role": "assistant", "content": "Hi"}, "stop")])
     assert [name for name, _ in emitted[0]] == [
         "message_start",
         "content_block_start",
@@ -526,12 +493,8 @@ def test_content_in_the_first_chunk_is_not_lost() -> None:
         (None, "end_turn"),
     ],
 )
-def test_finish_reason_becomes_stop_reason(
-    finish_reason: str | None, stop_reason: str
-) -> None:
-    _, emitted = run_openai(
-        [openai_chunk({"content": "x"}), openai_chunk({}, finish_reason)]
-    )
+def test_finish_reason_becomes_stop_reason(finish_reason: str | None, stop_reason: str) -> None:
+    _, emitted = run_openai([openai_chunk({"content": "x"}), openai_chunk({}, finish_reason)])
     assert emitted[-1][-2][1]["delta"]["stop_reason"] == stop_reason
 
 
@@ -541,9 +504,7 @@ def test_tool_calls_with_finish_reason_stop_still_end_in_tool_use() -> None:
         openai_chunk({}, "stop"),
     ]
     _, emitted = run_openai(chunks)
-    assert (
-        accumulate([e for events in emitted for e in events]).stop_reason == "tool_use"
-    )
+    assert accumulate([e for events in emitted for e in events]).stop_reason == "tool_use"
 
 
 def test_whole_tool_calls_in_one_delta_and_missing_ids() -> None:
@@ -610,10 +571,7 @@ def test_a_stream_survives_the_round_trip_through_openai_chunks() -> None:
         prompt_tokens=0,
     )
     events = [
-        e
-        for name, data in RECORDED_EVENTS
-        for c in there.feed(name, data)
-        for e in back.feed(c)
+        e for name, data in RECORDED_EVENTS for c in there.feed(name, data) for e in back.feed(c)
     ]
     events += back.finish()
     original = accumulate([(n, d) for n, d in RECORDED_EVENTS if n != "ping"])
@@ -621,10 +579,7 @@ def test_a_stream_survives_the_round_trip_through_openai_chunks() -> None:
     assert translated.content == original.content
     assert translated.stop_reason == original.stop_reason
     assert translated.usage.output_tokens == original.usage.output_tokens
-    assert (
-        translated.usage.cache_read_input_tokens
-        == original.usage.cache_read_input_tokens
-    )
+    assert translated.usage.cache_read_input_tokens == original.usage.cache_read_input_tokens
     assert translated.usage.input_tokens == original.usage.input_tokens
 
 

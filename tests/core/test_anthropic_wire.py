@@ -57,9 +57,7 @@ def assert_valid_chat_request(body: dict[str, Any]) -> None:
     TypeAdapter(CompletionCreateParams).validate_python(body)
     for message in body["messages"]:
         if message["role"] == "user" and isinstance(message["content"], list):
-            TypeAdapter(list[ChatCompletionContentPartParam]).validate_python(
-                message["content"]
-            )
+            TypeAdapter(list[ChatCompletionContentPartParam]).validate_python(message["content"])
 
 
 def chat(messages: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
@@ -114,12 +112,8 @@ VALID = {
         ({"tool_choice": "auto"}, "tool_choice"),
     ],
 )
-def test_invalid_messages_request_names_the_param(
-    change: dict[str, Any], param: str
-) -> None:
-    body = {
-        key: value for key, value in {**VALID, **change}.items() if value is not None
-    }
+def test_invalid_messages_request_names_the_param(change: dict[str, Any], param: str) -> None:
+    body = {key: value for key, value in {**VALID, **change}.items() if value is not None}
     with pytest.raises(InvalidRequest) as info:
         validate_messages_request(body)
     assert info.value.param == param
@@ -418,9 +412,7 @@ def test_tool_without_parameters_gets_an_empty_object_schema() -> None:
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages.[0].tool_call_id"),
     ],
 )
-def test_untranslatable_chat_requests_are_rejected(
-    fields: dict[str, Any], param: str
-) -> None:
+def test_untranslatable_chat_requests_are_rejected(fields: dict[str, Any], param: str) -> None:
     body = {
         "model": "gpt-4o",
         "messages": [{"role": "user", "content": "hi"}],
@@ -431,14 +423,9 @@ def test_untranslatable_chat_requests_are_rejected(
     assert info.value.param == param
 
 
-@pytest.mark.parametrize(
-    ("given", "sent"), [(0, 0), (0.7, 0.7), (1, 1), (1.5, 1), (2, 1), (-1, 0)]
-)
+@pytest.mark.parametrize(("given", "sent"), [(0, 0), (0.7, 0.7), (1, 1), (1.5, 1), (2, 1), (-1, 0)])
 def test_temperature_is_clamped_to_anthropic_range(given: float, sent: float) -> None:
-    assert (
-        chat([{"role": "user", "content": "hi"}], temperature=given)["temperature"]
-        == sent
-    )
+    assert chat([{"role": "user", "content": "hi"}], temperature=given)["temperature"] == sent
 
 
 @pytest.mark.parametrize(
@@ -446,10 +433,7 @@ def test_temperature_is_clamped_to_anthropic_range(given: float, sent: float) ->
     [("END", ["END"]), (["a", "b"], ["a", "b"]), (None, None), ([], None)],
 )
 def test_stop_becomes_stop_sequences(stop: Any, sequences: list[str] | None) -> None:
-    assert (
-        chat([{"role": "user", "content": "hi"}], stop=stop).get("stop_sequences")
-        == sequences
-    )
+    assert chat([{"role": "user", "content": "hi"}], stop=stop).get("stop_sequences") == sequences
 
 
 @pytest.mark.parametrize(
@@ -463,9 +447,7 @@ def test_stop_becomes_stop_sequences(stop: Any, sequences: list[str] | None) -> 
 def test_max_tokens_defaults_and_prefers_max_completion_tokens(
     fields: dict[str, Any], max_tokens: int
 ) -> None:
-    assert (
-        chat([{"role": "user", "content": "hi"}], **fields)["max_tokens"] == max_tokens
-    )
+    assert chat([{"role": "user", "content": "hi"}], **fields)["max_tokens"] == max_tokens
 
 
 def test_sampling_stream_user_and_openai_only_fields() -> None:
@@ -650,15 +632,11 @@ def test_tool_result_images_move_to_the_following_user_message() -> None:
             {"role": "user", "content": "shot"},
             {
                 "role": "assistant",
-                "content": [
-                    {"type": "tool_use", "id": "t1", "name": "screenshot", "input": {}}
-                ],
+                "content": [{"type": "tool_use", "id": "t1", "name": "screenshot", "input": {}}],
             },
             {
                 "role": "user",
-                "content": [
-                    {"type": "tool_result", "tool_use_id": "t1", "content": [image]}
-                ],
+                "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [image]}],
             },
         ]
     )
@@ -807,9 +785,7 @@ def test_output_config_format_becomes_response_format() -> None:
         ),
     ],
 )
-def test_untranslatable_anthropic_requests_are_rejected(
-    fields: dict[str, Any], param: str
-) -> None:
+def test_untranslatable_anthropic_requests_are_rejected(fields: dict[str, Any], param: str) -> None:
     body = {
         "model": "claude-x",
         "max_tokens": 5,
@@ -884,9 +860,7 @@ ANTHROPIC_MESSAGE: dict[str, Any] = {
 
 
 def test_anthropic_message_becomes_chat_completion() -> None:
-    out = messages_response_to_chat(
-        ANTHROPIC_MESSAGE, model="my-model", created=1700000000
-    )
+    out = messages_response_to_chat(ANTHROPIC_MESSAGE, model="my-model", created=1700000000)
     ChatCompletion.model_validate(out)
     assert out == {
         "id": "chatcmpl-msg_01XFDUDYJgAACzvnptvVoYEL",
@@ -928,9 +902,7 @@ def test_anthropic_message_becomes_chat_completion() -> None:
 def test_tool_only_anthropic_message_has_null_content() -> None:
     body = {**ANTHROPIC_MESSAGE, "content": ANTHROPIC_MESSAGE["content"][3:]}
     assert (
-        messages_response_to_chat(body, model="m", created=1)["choices"][0]["message"][
-            "content"
-        ]
+        messages_response_to_chat(body, model="m", created=1)["choices"][0]["message"]["content"]
         is None
     )
 
@@ -948,9 +920,7 @@ def test_tool_only_anthropic_message_has_null_content() -> None:
         (None, "stop"),
     ],
 )
-def test_stop_reason_maps_to_finish_reason(
-    stop_reason: str | None, finish_reason: str
-) -> None:
+def test_stop_reason_maps_to_finish_reason(stop_reason: str | None, finish_reason: str) -> None:
     body = {
         **ANTHROPIC_MESSAGE,
         "content": [{"type": "text", "text": "x"}],
@@ -1027,9 +997,7 @@ def test_chat_completion_becomes_anthropic_message() -> None:
 
 def test_message_ids_round_trip() -> None:
     chat_body = messages_response_to_chat(ANTHROPIC_MESSAGE, model="m", created=1)
-    assert (
-        chat_response_to_messages(chat_body, model="m")["id"] == ANTHROPIC_MESSAGE["id"]
-    )
+    assert chat_response_to_messages(chat_body, model="m")["id"] == ANTHROPIC_MESSAGE["id"]
 
 
 @pytest.mark.parametrize(
@@ -1128,9 +1096,7 @@ def test_chat_completion_without_usage_or_content_is_tolerated() -> None:
         (None, Usage()),
     ],
 )
-def test_usage_from_anthropic_includes_cache_reads_and_writes(
-    raw: Any, usage: Usage
-) -> None:
+def test_usage_from_anthropic_includes_cache_reads_and_writes(raw: Any, usage: Usage) -> None:
     assert usage_from_anthropic(raw) == usage
 
 

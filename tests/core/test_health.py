@@ -17,24 +17,18 @@ def test_unknown_deployment_is_healthy_and_unmeasured() -> None:
     book = HealthBook()
     assert book.available("x", T0)
     assert book.state("x", T0) == "healthy"
-    assert book.measurement("x") == Measurement(
-        ttft_s=None, tokens_per_s=None, samples=0
-    )
+    assert book.measurement("x") == Measurement(ttft_s=None, tokens_per_s=None, samples=0)
     assert book.snapshot(T0) == {}
 
 
 def test_seed_is_reported_until_min_samples_then_the_ewma_from_the_seed() -> None:
     book = HealthBook(alpha=0.5, min_samples=3)
     book.seed("d", ttft_s=1.0, tokens_per_s=100.0)
-    assert book.measurement("d") == Measurement(
-        ttft_s=1.0, tokens_per_s=100.0, samples=0
-    )
+    assert book.measurement("d") == Measurement(ttft_s=1.0, tokens_per_s=100.0, samples=0)
     book.record_success("d", T0, ttft_s=3.0, tokens_per_s=20.0)
     book.record_success("d", T0, ttft_s=3.0, tokens_per_s=20.0)
     # two samples: still the seed
-    assert book.measurement("d") == Measurement(
-        ttft_s=1.0, tokens_per_s=100.0, samples=2
-    )
+    assert book.measurement("d") == Measurement(ttft_s=1.0, tokens_per_s=100.0, samples=2)
     book.record_success("d", T0, ttft_s=3.0, tokens_per_s=20.0)
     # third sample: EWMA started from the seed: 1 -> 2 -> 2.5 -> 2.75
     m = book.measurement("d")

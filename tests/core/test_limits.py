@@ -40,9 +40,7 @@ def test_requests_exact_at_the_boundary() -> None:
     assert "3 requests per min" in err.message
     assert err.headers["retry-after"] == "30"
     # just before the first request is 60 s old: still refused; at 60 s: allowed
-    assert not rl.admit(
-        "k", limits, tokens=0, now=T0 + 59.999, concurrent=False
-    ).allowed
+    assert not rl.admit("k", limits, tokens=0, now=T0 + 59.999, concurrent=False).allowed
     again = rl.admit("k", limits, tokens=0, now=T0 + 60, concurrent=False)
     assert again.allowed
     assert again.remaining_requests == 0
@@ -87,10 +85,7 @@ def test_tokens_per_minute_window() -> None:
         "retry-after": "50",
     }
     # 700 tokens need both entries gone: wait until T0 + 65
-    assert (
-        rl.admit("k", limits, tokens=700, now=T0 + 60, concurrent=False).retry_after
-        == 5.0
-    )
+    assert rl.admit("k", limits, tokens=700, now=T0 + 60, concurrent=False).retry_after == 5.0
     assert rl.admit("k", limits, tokens=600, now=T0 + 60, concurrent=False).allowed
 
 
@@ -227,9 +222,7 @@ def test_window_log_stays_bounded_under_steady_traffic() -> None:
     rl = RateLimits()
     limits = KeyLimits(rpm=1000, tpm=10**9)
     for i in range(10_000):
-        assert rl.admit(
-            "k", limits, tokens=1, now=T0 + i * 0.5, concurrent=False
-        ).allowed
+        assert rl.admit("k", limits, tokens=1, now=T0 + i * 0.5, concurrent=False).allowed
     state = rl._keys["k"]
     assert len(state.requests.stamps) <= 2 * 120 + 1
     assert state.requests.total == 120
@@ -272,11 +265,7 @@ def test_format_duration_matches_openai_style(seconds: float, expected: str) -> 
     assert format_duration(seconds) == expected
 
 
-@pytest.mark.parametrize(
-    ("retry_after", "header"), [(0.001, "1"), (1.0, "1"), (1.2, "2")]
-)
-def test_retry_after_is_whole_seconds_rounded_up(
-    retry_after: float, header: str
-) -> None:
+@pytest.mark.parametrize(("retry_after", "header"), [(0.001, "1"), (1.0, "1"), (1.2, "2")])
+def test_retry_after_is_whole_seconds_rounded_up(retry_after: float, header: str) -> None:
     adm = Admission(allowed=False, reason="requests", retry_after=retry_after)
     assert ratelimit_headers(adm)["retry-after"] == header

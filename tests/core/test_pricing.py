@@ -86,9 +86,7 @@ def test_cost_nanos(price, usage, nanos):
 
 
 def test_cost_is_exact_for_large_totals():
-    usage = Usage(
-        prompt_tokens=123_456_789, cached_tokens=23_456_789, completion_tokens=9_876_543
-    )
+    usage = Usage(prompt_tokens=123_456_789, cached_tokens=23_456_789, completion_tokens=9_876_543)
     nanos = 100_000_000 * 2500 + 23_456_789 * 1250 + 9_876_543 * 10_000
     assert cost_nanos(GPT_4O, usage) == nanos
 
@@ -188,9 +186,7 @@ def test_default_prices_are_consistent():
             assert price.cached_input < price.input, name
         if name.startswith("claude-"):
             # 1.25x input, as listed (Claude 3 Haiku's listed $0.30 is 1.2x of $0.25)
-            assert price.cache_write == pytest.approx(1.25 * price.input, rel=0.05), (
-                name
-            )
+            assert price.cache_write == pytest.approx(1.25 * price.input, rel=0.05), name
         else:
             assert price.cache_write is None, name
         if name.startswith("text-embedding-"):

@@ -170,9 +170,7 @@ def test_latency_orders_by_ascending_time_to_first_token(
         ((0.999999999, 0.0), ["c", "a", "b"]),
     ],
 )
-def test_weighted_draws_without_replacement(
-    draws: tuple[float, ...], expected: list[str]
-) -> None:
+def test_weighted_draws_without_replacement(draws: tuple[float, ...], expected: list[str]) -> None:
     pool = [cand("a", 0, weight=1), cand("b", 1, weight=3), cand("c", 2, weight=6)]
     assert names(pool, Strategy.WEIGHTED, rng=fixed_rng(*draws)) == expected
 
@@ -187,9 +185,7 @@ def test_weighted_puts_zero_weights_last_and_is_deterministic_per_seed() -> None
 def test_weighted_first_choice_follows_weights() -> None:
     pool = [cand("a", 0, weight=1), cand("b", 1, weight=3)]
     rng = random.Random(1234)
-    firsts = Counter(
-        names(pool, Strategy.WEIGHTED, rng=rng.random)[0] for _ in range(4000)
-    )
+    firsts = Counter(names(pool, Strategy.WEIGHTED, rng=rng.random)[0] for _ in range(4000))
     assert 0.70 < firsts["b"] / 4000 < 0.80
 
 
@@ -259,9 +255,7 @@ def test_sort_preference_overrides_configured_strategy() -> None:
         (ProviderPrefs(allow_fallbacks=False), ["a"]),
     ],
 )
-def test_provider_prefs_filter_and_order(
-    prefs: ProviderPrefs, expected: list[str]
-) -> None:
+def test_provider_prefs_filter_and_order(prefs: ProviderPrefs, expected: list[str]) -> None:
     pool = [
         cand("a", 0, provider="shared", price=(1, 2)),
         cand("b", 1, provider="shared", price=(2, 8)),

@@ -53,10 +53,7 @@ def test_raw_bytes_of_pass_through_events_are_exact() -> None:
 
 def test_fields() -> None:
     events = decode_all([OPENAI_STREAM + ANTHROPIC_STREAM])
-    assert (
-        events[1].data
-        == '{"id":"1","choices":[{"delta":{"content":" café"}}]}'.encode()
-    )
+    assert events[1].data == '{"id":"1","choices":[{"delta":{"content":" café"}}]}'.encode()
     assert events[2].data is None  # comment only
     assert events[4].data == b"[DONE]"
     assert events[5].event == "message_start"
@@ -78,9 +75,7 @@ def test_tail_without_blank_line_is_flushed_at_end() -> None:
 
 
 def test_encode_round_trip() -> None:
-    blob = (
-        sse.encode(b'{"a":1}', "message_delta") + sse.encode(b"[DONE]") + sse.comment()
-    )
+    blob = sse.encode(b'{"a":1}', "message_delta") + sse.encode(b"[DONE]") + sse.comment()
     events = decode_all([blob])
     assert summary(events) == [
         ("message_delta", b'{"a":1}'),

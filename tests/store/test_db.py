@@ -26,9 +26,7 @@ async def _scalar(conn: aiosqlite.Connection, sql: str) -> Any:
 
 
 async def _tables(conn: aiosqlite.Connection) -> set[str]:
-    rows = await conn.execute_fetchall(
-        "SELECT name FROM sqlite_master WHERE type = 'table'"
-    )
+    rows = await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
     return {r[0] for r in rows}
 
 
@@ -49,13 +47,9 @@ async def test_migrates_an_empty_database_to_the_latest_version(tmp_path):
     try:
         assert await _scalar(conn, "PRAGMA user_version") == len(MIGRATIONS)
         assert {"usage", "usage_daily"} <= await _tables(conn)
-        columns = [
-            r[1] for r in await conn.execute_fetchall("PRAGMA table_info(usage)")
-        ]
+        columns = [r[1] for r in await conn.execute_fetchall("PRAGMA table_info(usage)")]
         assert columns == [f.name for f in fields(UsageRecord)]
-        indexes = {
-            r[1] for r in await conn.execute_fetchall("PRAGMA index_list(usage)")
-        }
+        indexes = {r[1] for r in await conn.execute_fetchall("PRAGMA index_list(usage)")}
         assert {"usage_ts", "usage_user_ts", "usage_key_ts"} <= indexes
     finally:
         await conn.close()
@@ -64,9 +58,7 @@ async def test_migrates_an_empty_database_to_the_latest_version(tmp_path):
 async def test_reopening_is_idempotent_and_keeps_data(tmp_path):
     path = tmp_path / "np.db"
     conn = await open_db(path)
-    await conn.execute(
-        "INSERT INTO usage_daily VALUES ('2024-01-01','','','m','',1,0,1,1,0,0,0,5)"
-    )
+    await conn.execute("INSERT INTO usage_daily VALUES ('2024-01-01','','','m','',1,0,1,1,0,0,0,5)")
     await conn.close()
     conn = await open_db(path)
     try:
@@ -103,9 +95,7 @@ async def test_new_file_is_0600_and_new_directory_is_0700(tmp_path):
     path = tmp_path / "state" / "nitro" / "np.db"
     conn = await open_db(path)
     try:
-        await conn.execute(
-            "INSERT INTO usage_daily VALUES ('d','','','m','',1,0,0,0,0,0,0,0)"
-        )
+        await conn.execute("INSERT INTO usage_daily VALUES ('d','','','m','',1,0,0,0,0,0,0,0)")
         assert _mode(path) == 0o600
         assert _mode(path.parent) == 0o700
         for suffix in ("-wal", "-shm"):

@@ -85,9 +85,7 @@ async def snapshot(conn: aiosqlite.Connection) -> dict[str, list[UsageRow]]:
         result[group_by] = await query_usage(
             conn, start=MAR10, end=MAR10 + DAYS * DAY, group_by=group_by
         )
-        result[f"all-{group_by}"] = await query_usage(
-            conn, group_by=group_by, start=None, end=None
-        )
+        result[f"all-{group_by}"] = await query_usage(conn, group_by=group_by, start=None, end=None)
     return result
 
 
@@ -149,14 +147,12 @@ async def test_aggregates_older_than_the_billing_window_are_deleted(conn):
     records = dataset()
     await insert_many(conn, records)
     sweeper = RetentionSweeper(conn, RetentionPolicy(requests_s=DAY, billing_s=5 * DAY))
-    first = await sweeper.run_once(
-        MAR10 + 5 * DAY
-    )  # days 0..3 rolled up, none expired yet
+    first = await sweeper.run_once(MAR10 + 5 * DAY)  # days 0..3 rolled up, none expired yet
     assert (first.deleted_raw, first.deleted_aggregates) == (24, 0)
     all_days = [f"2024-03-{10 + d}" for d in range(DAYS)]
-    assert [
-        r.group for r in await query_usage(conn, group_by="day", start=None, end=None)
-    ] == (all_days)
+    assert [r.group for r in await query_usage(conn, group_by="day", start=None, end=None)] == (
+        all_days
+    )
 
     # Billing cutoff day 3 01:00: days 0..2 lie wholly before it and go; day 3 stays.
     second = await sweeper.run_once(MAR10 + 8 * DAY + 3600)
@@ -169,9 +165,7 @@ async def test_aggregates_older_than_the_billing_window_are_deleted(conn):
         if r.ts < MAR10 + 3 * DAY
     }
     assert second.deleted_aggregates == len(groups)
-    assert await count(conn, "usage_daily") == first.rolled_up + second.rolled_up - len(
-        groups
-    )
+    assert await count(conn, "usage_daily") == first.rolled_up + second.rolled_up - len(groups)
 
 
 async def test_batch_size_is_respected(conn):

@@ -193,8 +193,7 @@ async def test_query_totals_are_unchanged_by_a_roll_up(conn):
     await insert_many(conn, _dataset())
     start, end = MAR10, MAR10 + 2 * DAY
     before = {
-        g: await query_usage(conn, start=start, end=end, group_by=g)
-        for g in GROUP_BY_OPTIONS
+        g: await query_usage(conn, start=start, end=end, group_by=g) for g in GROUP_BY_OPTIONS
     }
 
     assert await roll_up(conn, before=MAR10 + DAY, limit=100) == (3, 3)
@@ -213,9 +212,7 @@ async def test_a_late_row_for_a_rolled_up_day_is_added_to_its_aggregate(conn):
     await insert_many(conn, [make_record(3, status=503, outcome="upstream_error")])
     assert await roll_up(conn, before=MAR10 + DAY, limit=100) == (1, 1)
 
-    rows = await conn.execute_fetchall(
-        "SELECT day, requests, errors, cost_nanos FROM usage_daily"
-    )
+    rows = await conn.execute_fetchall("SELECT day, requests, errors, cost_nanos FROM usage_daily")
     assert list(rows) == [("2024-03-10", 3, 1, 3_000)]
 
 

@@ -103,9 +103,7 @@ async def test_many_records_are_written_in_few_batches(db_path):
 
 async def test_a_partial_batch_is_flushed_after_the_interval(db_path):
     written = Calls()
-    writer = UsageWriter(
-        db_path, batch_size=500, flush_interval=0.05, on_written=written
-    )
+    writer = UsageWriter(db_path, batch_size=500, flush_interval=0.05, on_written=written)
     await writer.start()
     try:
         writer.put(make_record(1))
@@ -133,18 +131,14 @@ async def test_put_never_blocks_and_drops_when_the_queue_is_full_while_the_db_is
     db_path, caplog
 ):
     dropped = Calls()
-    writer = UsageWriter(
-        db_path, batch_size=5, flush_interval=0, max_queue=10, on_dropped=dropped
-    )
+    writer = UsageWriter(db_path, batch_size=5, flush_interval=0, max_queue=10, on_dropped=dropped)
     await writer.start()
     holder = await open_db(db_path)
     try:
         await holder.execute("BEGIN IMMEDIATE")  # the writer stalls on busy_timeout
         for n in range(5):
             writer.put(make_record(n))
-        await until(
-            lambda: writer.queue_depth == 0
-        )  # that batch is now stuck in flight
+        await until(lambda: writer.queue_depth == 0)  # that batch is now stuck in flight
 
         with caplog.at_level(logging.WARNING, logger="nitroproxy.writer"):
             accepted = [writer.put(make_record(n)) for n in range(5, 18)]

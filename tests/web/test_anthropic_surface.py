@@ -40,9 +40,7 @@ def gpt(proxy: Proxy) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=proxy.v1, api_key=CLIENT_KEY, max_retries=0)
 
 
-@pytest.mark.parametrize(
-    "model", ["claude-test", "gpt-test"]
-)  # pass-through, translated
+@pytest.mark.parametrize("model", ["claude-test", "gpt-test"])  # pass-through, translated
 async def test_anthropic_sdk_create_and_stream_agree(proxy: Proxy, model: str) -> None:
     async with claude(proxy) as client:
         message = await client.messages.create(
@@ -89,9 +87,7 @@ async def test_anthropic_upstream_receives_translated_request_with_provider_key(
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_openai_sdk_to_anthropic_upstream_with_tool_call(
-    proxy: Proxy, stream: bool
-) -> None:
+async def test_openai_sdk_to_anthropic_upstream_with_tool_call(proxy: Proxy, stream: bool) -> None:
     kwargs: dict[str, Any] = {
         "model": "claude-test",
         "messages": [{"role": "user", "content": "find cats"}],
@@ -142,9 +138,7 @@ async def test_openai_sdk_to_anthropic_upstream_with_tool_call(
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_anthropic_sdk_to_openai_upstream_with_tool_call(
-    proxy: Proxy, stream: bool
-) -> None:
+async def test_anthropic_sdk_to_openai_upstream_with_tool_call(proxy: Proxy, stream: bool) -> None:
     kwargs: dict[str, Any] = {
         "model": "gpt-test",
         "max_tokens": 200,
@@ -199,9 +193,7 @@ async def test_anthropic_stream_failure_is_an_error_event(
     make_proxy: ProxyFactory, proxy_config: dict[str, Any]
 ) -> None:
     proxy_config["models"]["claude-drop"] = {
-        "deployments": [
-            {"provider": "mock-anthropic", "model": "mock-claude+tokens=10+drop"}
-        ]
+        "deployments": [{"provider": "mock-anthropic", "model": "mock-claude+tokens=10+drop"}]
     }
     proxy = await make_proxy(proxy_config)
     async with claude(proxy) as client:

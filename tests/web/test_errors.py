@@ -12,9 +12,7 @@ from tests.conftest import CLIENT_KEY, Proxy, ProxyFactory, add_model
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 
-def assert_openai_error(
-    body: dict[str, Any], error_type: str, code: str | None = None
-) -> None:
+def assert_openai_error(body: dict[str, Any], error_type: str, code: str | None = None) -> None:
     assert set(body) == {"error"}
     assert set(body["error"]) == {"message", "type", "param", "code"}
     assert body["error"]["type"] == error_type
@@ -56,9 +54,7 @@ async def test_bad_fields_are_400_with_param(
 
 
 async def test_unknown_model_is_404_model_not_found(proxy: Proxy) -> None:
-    async with await proxy.post(
-        "/v1/chat/completions", {"model": "x", "messages": MESSAGES}
-    ) as r:
+    async with await proxy.post("/v1/chat/completions", {"model": "x", "messages": MESSAGES}) as r:
         assert r.status == 404
         assert_openai_error(await r.json(), "invalid_request_error", "model_not_found")
 
@@ -71,20 +67,14 @@ async def test_body_over_the_limit_is_413(
     body = {"model": "gpt-test", "messages": [{"role": "user", "content": "x" * 4096}]}
     async with await proxy.post("/v1/chat/completions", body) as resp:
         assert resp.status == 413
-        assert_openai_error(
-            await resp.json(), "invalid_request_error", "request_too_large"
-        )
+        assert_openai_error(await resp.json(), "invalid_request_error", "request_too_large")
 
 
 async def test_wrong_method_is_405_and_unknown_route_404(proxy: Proxy) -> None:
-    async with proxy.session.get(
-        proxy.v1 + "/chat/completions", headers=proxy.headers()
-    ) as r:
+    async with proxy.session.get(proxy.v1 + "/chat/completions", headers=proxy.headers()) as r:
         assert r.status == 405
         assert "POST" in r.headers["Allow"]
-        assert_openai_error(
-            await r.json(), "invalid_request_error", "method_not_allowed"
-        )
+        assert_openai_error(await r.json(), "invalid_request_error", "method_not_allowed")
     async with proxy.session.get(proxy.v1 + "/nope", headers=proxy.headers()) as r:
         assert r.status == 404
         assert_openai_error(await r.json(), "invalid_request_error", "unknown_url")
@@ -96,9 +86,7 @@ async def test_upstream_4xx_and_5xx_pass_through_with_status_and_body(
     add_model(proxy_config, "bad", "mock+fail400")
     add_model(proxy_config, "broken", "mock+fail500")
     proxy = await make_proxy(proxy_config)
-    async with openai.AsyncOpenAI(
-        base_url=proxy.v1, api_key=CLIENT_KEY, max_retries=0
-    ) as c:
+    async with openai.AsyncOpenAI(base_url=proxy.v1, api_key=CLIENT_KEY, max_retries=0) as c:
         with pytest.raises(openai.BadRequestError):
             await c.chat.completions.create(model="bad", messages=MESSAGES)
         with pytest.raises(openai.InternalServerError) as info:
@@ -124,9 +112,7 @@ async def test_hanging_upstream_is_504_and_reset_is_502(
     add_model(proxy_config, "hang", "mock+hang")
     add_model(proxy_config, "reset", "mock+reset")
     proxy = await make_proxy(proxy_config)
-    async with openai.AsyncOpenAI(
-        base_url=proxy.v1, api_key=CLIENT_KEY, max_retries=0
-    ) as c:
+    async with openai.AsyncOpenAI(base_url=proxy.v1, api_key=CLIENT_KEY, max_retries=0) as c:
         with pytest.raises(openai.APIStatusError) as hung:
             await c.chat.completions.create(model="hang", messages=MESSAGES)
         with pytest.raises(openai.APIStatusError) as reset:

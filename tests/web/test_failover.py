@@ -39,9 +39,7 @@ async def test_client_errors_are_returned_and_the_next_deployment_never_called(
     make_proxy: ProxyFactory, proxy_config: dict[str, Any], upstream: Upstream
 ) -> None:
     proxy = await make_proxy(add_model(proxy_config, "m", "a+fail400", "b"))
-    async with await proxy.post(
-        "/v1/chat/completions", {"model": "m", "messages": MESSAGES}
-    ) as r:
+    async with await proxy.post("/v1/chat/completions", {"model": "m", "messages": MESSAGES}) as r:
         assert r.status == 400
     assert models_called(upstream) == ["a+fail400"]
 
@@ -51,9 +49,7 @@ async def test_failing_deployment_cools_down_then_is_probed_again(
 ) -> None:
     now = [1000.0]
     proxy_config["routing"] = {"failure_threshold": 2, "base_cooldown": 10}
-    proxy = await make_proxy(
-        add_model(proxy_config, "m", "a", "b"), clock=lambda: now[0]
-    )
+    proxy = await make_proxy(add_model(proxy_config, "m", "a", "b"), clock=lambda: now[0])
     upstream.state.enqueue_faults("a", ["fail500"] * 2)
 
     async def call() -> str:
@@ -76,9 +72,7 @@ async def test_all_deployments_failing_returns_the_last_error(
     make_proxy: ProxyFactory, proxy_config: dict[str, Any]
 ) -> None:
     proxy = await make_proxy(add_model(proxy_config, "m", "a+fail500", "b+fail502"))
-    async with await proxy.post(
-        "/v1/chat/completions", {"model": "m", "messages": MESSAGES}
-    ) as r:
+    async with await proxy.post("/v1/chat/completions", {"model": "m", "messages": MESSAGES}) as r:
         assert r.status == 502
         assert r.headers["x-request-id"]
 
@@ -87,12 +81,8 @@ async def test_max_attempts_bounds_the_tries(
     make_proxy: ProxyFactory, proxy_config: dict[str, Any], upstream: Upstream
 ) -> None:
     proxy_config["routing"] = {"max_attempts": 2}
-    proxy = await make_proxy(
-        add_model(proxy_config, "m", "a+fail500", "b+fail500", "c")
-    )
-    async with await proxy.post(
-        "/v1/chat/completions", {"model": "m", "messages": MESSAGES}
-    ) as r:
+    proxy = await make_proxy(add_model(proxy_config, "m", "a+fail500", "b+fail500", "c"))
+    async with await proxy.post("/v1/chat/completions", {"model": "m", "messages": MESSAGES}) as r:
         assert r.status == 500
     assert models_called(upstream) == ["a+fail500", "b+fail500"]
 
@@ -104,9 +94,7 @@ async def test_provider_object_only_and_order(
     body = {"model": "m", "messages": MESSAGES, "provider": {"order": ["m-2", "m-0"]}}
     async with await proxy.post("/v1/chat/completions", body) as r:
         assert r.headers["x-nitroproxy-deployment"] == "m-2"
-    assert (
-        "provider" not in upstream.state.requests[0].body
-    )  # routing hints stay with us
+    assert "provider" not in upstream.state.requests[0].body  # routing hints stay with us
     body = {"model": "m", "messages": MESSAGES, "provider": {"only": ["nobody"]}}
     async with await proxy.post("/v1/chat/completions", body) as r:
         assert r.status == 400

@@ -17,9 +17,7 @@ MESSAGES = [{"role": "user", "content": "Say something deterministic"}]
 
 async def test_chat_non_stream_and_stream_give_the_same_text(proxy: Proxy) -> None:
     async with sdk(proxy) as client:
-        reply = await client.chat.completions.create(
-            model="gpt-test", messages=MESSAGES
-        )
+        reply = await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
         stream = await client.chat.completions.create(
             model="gpt-test", messages=MESSAGES, stream=True
         )
@@ -32,9 +30,7 @@ async def test_chat_non_stream_and_stream_give_the_same_text(proxy: Proxy) -> No
 
 async def test_completions_embeddings_and_models(proxy: Proxy) -> None:
     async with sdk(proxy) as client:
-        completion = await client.completions.create(
-            model="gpt-test", prompt="Once upon"
-        )
+        completion = await client.completions.create(model="gpt-test", prompt="Once upon")
         vectors = await client.embeddings.create(model="embed-test", input=["a", "b"])
         models = await client.models.list()
     assert completion.choices[0].text

@@ -55,9 +55,7 @@ async def test_stream_headers(proxy: Proxy) -> None:
 async def test_client_disconnect_closes_the_upstream_within_a_second(
     make_proxy: ProxyFactory, proxy_config: dict[str, Any], upstream: Upstream
 ) -> None:
-    proxy = await make_proxy(
-        add_model(proxy_config, "slow", "mock+tokens=50+delay=100")
-    )
+    proxy = await make_proxy(add_model(proxy_config, "slow", "mock+tokens=50+delay=100"))
     body = {"model": "slow", "messages": MESSAGES, "stream": True}
     async with await proxy.post("/v1/chat/completions", {**body, "model": "gpt-test"}):
         pass
@@ -79,16 +77,10 @@ async def test_mid_stream_drop_ends_with_an_error_the_sdk_raises(
     make_proxy: ProxyFactory, proxy_config: dict[str, Any]
 ) -> None:
     proxy = await make_proxy(add_model(proxy_config, "flaky", "mock+tokens=10+drop"))
-    async with openai.AsyncOpenAI(
-        base_url=proxy.v1, api_key=CLIENT_KEY, max_retries=0
-    ) as client:
-        stream = await client.chat.completions.create(
-            model="flaky", messages=MESSAGES, stream=True
-        )
+    async with openai.AsyncOpenAI(base_url=proxy.v1, api_key=CLIENT_KEY, max_retries=0) as client:
+        stream = await client.chat.completions.create(model="flaky", messages=MESSAGES, stream=True)
         received = []
-        with pytest.raises(
-            openai.APIError, match=r"before it was complete|closed the connection"
-        ):
+        with pytest.raises(openai.APIError, match=r"before it was complete|closed the connection"):
             async for chunk in stream:
                 received.append(chunk)
     assert received  # some tokens arrived before the failure
@@ -98,12 +90,8 @@ async def test_garbage_stream_is_an_error_not_a_silent_truncation(
     make_proxy: ProxyFactory, proxy_config: dict[str, Any]
 ) -> None:
     proxy = await make_proxy(add_model(proxy_config, "junk", "mock+garbage"))
-    async with openai.AsyncOpenAI(
-        base_url=proxy.v1, api_key=CLIENT_KEY, max_retries=0
-    ) as client:
-        stream = await client.chat.completions.create(
-            model="junk", messages=MESSAGES, stream=True
-        )
+    async with openai.AsyncOpenAI(base_url=proxy.v1, api_key=CLIENT_KEY, max_retries=0) as client:
+        stream = await client.chat.completions.create(model="junk", messages=MESSAGES, stream=True)
         with pytest.raises(openai.APIError, match="malformed"):
             async for _ in stream:
                 pass
@@ -113,9 +101,7 @@ async def test_keepalive_comments_while_the_first_token_is_slow(
     make_proxy: ProxyFactory, proxy_config: dict[str, Any]
 ) -> None:
     proxy_config["server"] = {"keepalive_interval": 0.2}
-    proxy = await make_proxy(
-        add_model(proxy_config, "sleepy", "mock+tokens=2+slowfirst")
-    )
+    proxy = await make_proxy(add_model(proxy_config, "sleepy", "mock+tokens=2+slowfirst"))
     body = {"model": "sleepy", "messages": MESSAGES, "stream": True}
     async with await proxy.post("/v1/chat/completions", body) as resp:
         raw = await resp.read()
@@ -125,9 +111,7 @@ async def test_keepalive_comments_while_the_first_token_is_slow(
 
 
 async def test_stream_with_usage_requested_passes_the_usage_chunk(proxy: Proxy) -> None:
-    async with openai.AsyncOpenAI(
-        base_url=proxy.v1, api_key=CLIENT_KEY, max_retries=0
-    ) as client:
+    async with openai.AsyncOpenAI(base_url=proxy.v1, api_key=CLIENT_KEY, max_retries=0) as client:
         stream = await client.chat.completions.create(
             model="gpt-test",
             messages=MESSAGES,
