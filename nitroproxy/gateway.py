@@ -352,6 +352,8 @@ class Gateway:
                 self._settle_limits(call.ticket, record.prompt_tokens + record.completion_tokens)
             )
         self.metrics.observe_request(record)
+        if record.cache_hit:
+            self.metrics.cache_saved(record.model, tally.saved_nanos)
         if tally.deployment is not None and tally.outcome is Outcome.OK:
             self.health.record_success(
                 tally.deployment,

@@ -169,6 +169,13 @@ class Metrics:
         )  # fmt: skip
         self._active_streams = 0
         self._queue_depth: Callable[[], float] = _noop_depth
+        self._tasks: Callable[[], float] = _noop_depth
+        self._cache_saved = _CounterVec(
+            "nitroproxy_cache_saved_usd",
+            "What cache hits would have cost upstream, in US dollars.",
+            ("model",),
+            cap=1000,
+        )
         self._deployment_guard = _Guard(1000)
         self._cooling_down: dict[str, float] = {}
         self._upstream_errors = _CounterVec(
@@ -313,6 +320,14 @@ class Metrics:
         depth; it must be cheap and must not block."""
         self._queue_depth = fn
 
+    def set_tasks_source(self, fn: Callable[[], float]) -> None:
+        """``fn`` counts the event loop's tasks at scrape time (a leak shows as growth)."""
+        self._tasks = fn
+
+    def cache_saved(self, model: str, nanos: int) -> None:
+        if self.enabled and nanos > 0:
+            self._cache_saved.inc((model,), nanos / 1e9)
+
     def retention_deleted(self, kind: str, n: int) -> None:
         """``kind``: the retention class whose rows were deleted."""
         if self.enabled:
@@ -353,6 +368,7 @@ class Metrics:
             self._usage_written,
             self._usage_dropped,
             self._retention_deleted,
+            self._cache_saved,
         ):
             yield vec.family()
         yield GaugeMetricFamily(
@@ -368,6 +384,15 @@ class Metrics:
             "nitroproxy_usage_queue_depth",
             "Usage records waiting in the writer queue.",
             depth,
+        )
+        try:
+            tasks = float(self._tasks())
+        except Exception:  # scraped from another thread or after the loop closed
+            tasks = float("nan")
+        yield GaugeMetricFamily(
+            "nitroproxy_event_loop_tasks",
+            "Tasks alive on the proxy's event loop; steady under steady load.",
+            tasks,
         )
         cooling = GaugeMetricFamily(
             "nitroproxy_deployment_cooling_down",

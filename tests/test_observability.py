@@ -82,6 +82,7 @@ async def test_metrics_count_exactly_a_known_mix_of_traffic(
     expected_cost = sum(rec.cost_nanos for rec in records) / 1e9
     assert abs(total(found, "nitroproxy_cost_usd_total") - expected_cost) < 1e-12
     assert not any("key" in dict(labels) for _, labels in found)  # no key ids by default
+    assert total(found, "nitroproxy_event_loop_tasks") > 0
 
 
 async def test_access_line_has_every_field_and_no_secret_or_prompt(

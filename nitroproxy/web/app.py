@@ -193,6 +193,8 @@ def _gateway(
         if conn is not None:
             await seed_spend(conn, gateway.spend, time.time())
         app[GATEWAY] = gateway
+        loop = asyncio.get_running_loop()
+        app[METRICS].set_tasks_source(lambda: float(len(asyncio.all_tasks(loop))))
         yield
         await gateway.close()
 

@@ -48,6 +48,8 @@ async def test_second_identical_request_is_a_hit_streamed_or_not(
     async with await proxy.post("/v1/chat/completions", BODY) as r:
         assert r.headers["x-nitroproxy-cache"] == "miss"
         first = await r.json()
+    usage = first["usage"]
+    first_cost = (usage["prompt_tokens"] * 2500 + usage["completion_tokens"] * 10000) / 1e9
     await proxy.app[CACHE_KEY()].flush()
     async with await proxy.post("/v1/chat/completions", BODY) as r:
         assert r.headers["x-nitroproxy-cache"] == "hit"
@@ -60,11 +62,14 @@ async def test_second_identical_request_is_a_hit_streamed_or_not(
     assert len(upstream.state.requests) == 1  # the upstream answered once
     records = await wait_records(proxy, 3)
     hits = [rec for rec in records if rec.cache_hit]
-    print([(r.outcome, r.cache_hit, r.status) for r in records])
     assert len(hits) == 2
     assert all(
         h.cost_nanos == 0 and h.prompt_tokens == 0 and h.outcome == "cache_hit" for h in hits
     )
+    async with proxy.session.get(proxy.url + "/metrics") as r:
+        text = await r.text()
+    saved = [line for line in text.splitlines() if line.startswith("nitroproxy_cache_saved_usd")]
+    assert saved and float(saved[0].split()[-1]) == pytest.approx(2 * first_cost)
 
 
 async def test_a_streamed_answer_is_stored_and_served_to_a_plain_request(
