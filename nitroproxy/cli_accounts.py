@@ -134,6 +134,7 @@ async def _key_create(store: AccountStore, a: argparse.Namespace) -> Any:
         budget_day_usd=a.budget_day,
         budget_month_usd=a.budget_month,
         expires_at=_expiry(a.expires),
+        cache=a.cache,
     )
     return _issued(await keys.create_key(store, spec, actor=ACTOR))
 
@@ -272,6 +273,7 @@ def add_parsers(sub: Any, *, load: Loader, default_config: str) -> None:
     p.add_argument("--budget-day", type=float, help="USD per UTC day")
     p.add_argument("--budget-month", type=float, help="USD per UTC month")
     p.add_argument("--expires", help="ISO date/datetime (UTC) or Unix seconds")
+    p.add_argument("--cache", action="store_true", help="opt in to the response cache")
     p = command(key_cmds, "list", "list keys", _key_list, columns=_KEY_COLUMNS)
     p.add_argument("--user", help="only this user's keys")
     p.add_argument("--active-only", action="store_true", help="hide revoked keys")

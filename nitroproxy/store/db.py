@@ -131,6 +131,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX audit_target ON audit (target, seq);
     CREATE INDEX audit_user ON audit (user_id, seq);
     """,
+    # v3: a key may opt in to the response cache (a request's x-nitroproxy-cache still wins).
+    """
+    ALTER TABLE api_keys ADD COLUMN cache INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 

@@ -41,7 +41,7 @@ SECRET_PREFIX = "np-"
 DISPLAY_CHARS = 10
 KEY_COLUMNS = (
     "id, prefix, name, user_id, models, rpm, tpm, max_concurrent, budget_day_usd, "
-    "budget_month_usd, expires_at, revoked, created, updated"
+    "budget_month_usd, expires_at, revoked, created, updated, cache"
 )
 
 
@@ -66,6 +66,8 @@ class KeySpec:
     budget_day_usd: float | None = None
     budget_month_usd: float | None = None
     expires_at: int | None = None
+    cache: bool = False
+    """Opted in to the response cache (when the server enables it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,7 @@ class ApiKey:
             "budget_day_usd": s.budget_day_usd,
             "budget_month_usd": s.budget_month_usd,
             "expires_at": s.expires_at,
+            "cache": s.cache,
             "revoked": self.revoked,
             "created": self.created,
             "updated": self.updated,
@@ -132,6 +135,7 @@ def key_from_row(row: Any) -> ApiKey:
             budget_day_usd=row[8],
             budget_month_usd=row[9],
             expires_at=row[10],
+            cache=bool(row[14]),
         ),
         revoked=bool(row[11]),
         created=int(row[12]),
@@ -154,7 +158,7 @@ async def create_key(store: AccountStore, spec: KeySpec, *, actor: str) -> Issue
             )
         await conn.execute(
             f"INSERT INTO api_keys (digest, {KEY_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
             (
                 secret_digest(secret),
                 key_id,
@@ -170,6 +174,7 @@ async def create_key(store: AccountStore, spec: KeySpec, *, actor: str) -> Issue
                 s.expires_at,
                 now,
                 now,
+                int(s.cache),
             ),
         )
         # The key's settings, not its name: a name may be personal ("Ann's laptop").
@@ -181,6 +186,7 @@ async def create_key(store: AccountStore, spec: KeySpec, *, actor: str) -> Issue
             "budget_day_usd": s.budget_day_usd,
             "budget_month_usd": s.budget_month_usd,
             "expires_at": s.expires_at,
+            "cache": s.cache,
         }
         await audit.append(
             conn,

@@ -39,6 +39,7 @@ _KEY_FIELDS = (
     "budget_day_usd",
     "budget_month_usd",
     "expires_at",
+    "cache",
 )
 
 
@@ -181,6 +182,7 @@ async def create_key(request: web.Request) -> web.Response:
         budget_day_usd=params.number(body, "budget_day_usd"),
         budget_month_usd=params.number(body, "budget_month_usd"),
         expires_at=params.integer(body, "expires_at", minimum=0),
+        cache=params.flag(body, "cache"),
     )
     issued = await keys.create_key(store, spec, actor=ACTOR)
     await _changed(request)

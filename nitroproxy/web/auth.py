@@ -106,6 +106,7 @@ def _store_entry(e: KeyEntry, tiers: Mapping[str, LimitSettings]) -> _Entry:
             name=s.name,
             models=frozenset(s.models) if s.models is not None else None,
             limits=layered_limits(*tier_layers(tiers, e.user_tier), own),
+            cache=s.cache,
         ),
         expires_at=s.expires_at,
         revoked=e.key.revoked,

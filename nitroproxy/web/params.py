@@ -55,6 +55,16 @@ def integer(body: Mapping[str, Any], name: str, *, minimum: int = 0) -> int | No
     return value
 
 
+def flag(body: Mapping[str, Any], name: str) -> bool:
+    """An optional boolean; absent or null is false."""
+    value = body.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{name!r} must be true or false", param=name)
+    return value
+
+
 def number(body: Mapping[str, Any], name: str) -> float | None:
     value = body.get(name)
     if value is None:

@@ -159,14 +159,15 @@ async def test_erasing_a_user_and_revoking_a_key_remove_their_entries(
 
     user = await admin_call("POST", "/admin/users", {"name": "Dana"})
     keys = [
-        await admin_call("POST", "/admin/keys", {"user_id": user["id"], "name": f"k{i}"})
+        await admin_call(
+            "POST", "/admin/keys", {"user_id": user["id"], "name": f"k{i}", "cache": True}
+        )
         for i in range(2)
     ]
     for key in keys:
-        async with await proxy.post(
-            "/v1/chat/completions", BODY, key=key["secret"], headers={"x-nitroproxy-cache": "use"}
-        ) as r:
+        async with await proxy.post("/v1/chat/completions", BODY, key=key["secret"]) as r:
             assert r.status == 200, await r.text()
+            assert r.headers["x-nitroproxy-cache"] == "miss"  # the key opted in
     await proxy.app[CACHE_KEY()].flush()
     assert entries() == 2
     await admin_call("POST", f"/admin/keys/{keys[0]['id']}/revoke")
