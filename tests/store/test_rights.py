@@ -14,7 +14,12 @@ from nitroproxy.crypto import ENV_VAR, generate_key
 from nitroproxy.store import keys, users
 from nitroproxy.store.accounts import AccountStore
 from nitroproxy.store.keys import KeySpec
-from nitroproxy.store.rights import EXPORT_FORMAT, erase_user, erased_usage_step, export_user
+from nitroproxy.store.rights import (
+    EXPORT_FORMAT,
+    erase_user,
+    erased_usage_step,
+    export_user,
+)
 from nitroproxy.store.usage import insert_many, query_usage, roll_up
 from tests.store.test_usage import DAY, MAR10, make_record
 

@@ -15,6 +15,7 @@ from nitroproxy.store.usage import (
     list_records,
     query_usage,
 )
+from tests.records import make_record as usage_record
 
 DAY = 86_400.0
 MAR10 = 1_710_028_800.0  # 2024-03-10 00:00:00 UTC
@@ -22,9 +23,8 @@ DAYS = 10
 
 
 def make_record(n: int, ts: float, **overrides: Any) -> UsageRecord:
-    values: dict[str, Any] = {
-        "id": f"rec-{n}",
-        "request_id": f"req-{n}",
+    """Records that differ by ``n`` in every dimension the roll-up groups or sums."""
+    varied: dict[str, Any] = {
         "ts": ts,
         "key_id": f"key-{n % 3}",
         "user_id": f"user-{n % 2}" if n % 5 else None,
@@ -32,27 +32,18 @@ def make_record(n: int, ts: float, **overrides: Any) -> UsageRecord:
         "provider": ("openai", "anthropic", None)[n % 3],
         "deployment": None,
         "upstream_model": None,
-        "endpoint": "chat.completions",
         "stream": bool(n % 2),
         "status": 500 if n % 7 == 0 else 200,
         "outcome": "upstream_error" if n % 7 == 0 else "ok",
-        "error_class": None,
         "prompt_tokens": n,
         "completion_tokens": 2 * n,
         "cached_tokens": n % 4,
         "cache_write_tokens": n % 3,
         "reasoning_tokens": n % 5,
-        "usage_source": "provider",
         "cost_nanos": 1_000 * n,
         "latency_ms": 10.0,
-        "ttft_ms": None,
-        "output_tps": None,
-        "attempts": 1,
-        "client_ip": None,
-        "user_agent": None,
     }
-    values.update(overrides)
-    return UsageRecord(**values)
+    return usage_record(n, **{**varied, **overrides})
 
 
 def dataset(per_day: int = 6) -> list[UsageRecord]:

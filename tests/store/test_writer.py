@@ -7,45 +7,9 @@ from typing import Any, cast
 
 import pytest
 
-from nitroproxy.core.types import UsageRecord
 from nitroproxy.store.db import open_db
 from nitroproxy.store.writer import UsageWriter
-
-MAR10 = 1_710_028_800.0
-
-
-def make_record(n: int = 0, **overrides: Any) -> UsageRecord:
-    values: dict[str, Any] = {
-        "id": f"rec-{n}",
-        "request_id": f"req-{n}",
-        "ts": MAR10 + n,
-        "key_id": "key-a",
-        "user_id": "user-a",
-        "model": "gpt-4o",
-        "provider": "openai",
-        "deployment": None,
-        "upstream_model": None,
-        "endpoint": "chat.completions",
-        "stream": True,
-        "status": 200,
-        "outcome": "ok",
-        "error_class": None,
-        "prompt_tokens": 10,
-        "completion_tokens": 5,
-        "cached_tokens": 0,
-        "cache_write_tokens": 0,
-        "reasoning_tokens": 0,
-        "usage_source": "provider",
-        "cost_nanos": 1_000,
-        "latency_ms": 50.0,
-        "ttft_ms": 10.0,
-        "output_tps": 100.0,
-        "attempts": 1,
-        "client_ip": None,
-        "user_agent": None,
-    }
-    values.update(overrides)
-    return UsageRecord(**values)
+from tests.records import make_record
 
 
 class Calls:
