@@ -21,6 +21,8 @@ level stays as it was when they were created (or, for lazy ones, first used).
 
 from __future__ import annotations
 
+import asyncio
+
 import functools
 import logging
 import os
@@ -221,6 +223,41 @@ class _Output(structlog.WriteLogger):
         self.name = name
 
 
+class _Batch:
+    """Access lines gathered for up to ``DELAY`` seconds and written together: one system
+    call per batch instead of one per request. Outside an event loop, lines go at once."""
+
+    DELAY = 0.05
+    MAX_LINES = 512
+
+    def __init__(self, sink: _Sink) -> None:
+        self._sink = sink
+        self._lines: list[str] = []
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, line: str) -> None:
+        self._lines.append(line)
+        if len(self._lines) >= self.MAX_LINES:
+            self.flush()
+        elif self._handle is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._handle = loop.call_later(self.DELAY, self.flush)
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._lines:
+            text = "".join(self._lines)
+            self._lines.clear()
+            self._sink.write(text)
+            self._sink.flush()
+
+
 class _Setup:
     """The process-wide logging state that ``configure_logging`` rewrites in place."""
 
@@ -234,6 +271,7 @@ class _Setup:
         # JSON lines at info or below: access lines may take the direct path.
         self.fast_access = True
         self.stamp = _IsoTimestamp()
+        self.batch = _Batch(self.sink)
 
 
 def _renderer(*, console: bool, colors: bool = False) -> Processor:
@@ -317,6 +355,7 @@ def configure_logging(
     tty = (sys.stdout if stream is None else stream).isatty()
     renderer = _renderer(console=fmt == "console" or (fmt == "auto" and tty), colors=tty)
 
+    _SETUP.batch.flush()
     _SETUP.sink.stream = stream
     _SETUP.processors[:] = _chain(renderer)
     _SETUP.fast_access = isinstance(renderer, structlog.processors.JSONRenderer) and (
@@ -333,6 +372,12 @@ def configure_logging(
     root.setLevel(min_level)
     # We write one access line per request ourselves (``access_log``).
     logging.getLogger("aiohttp.access").disabled = True
+
+
+def flush() -> None:
+    """Write out access lines still waiting in the batch (at shutdown, or before reading
+    the output in a test)."""
+    _SETUP.batch.flush()
 
 
 def get_logger(name: str = "nitroproxy") -> FilteringBoundLogger:
@@ -391,7 +436,6 @@ def access_log(
         line["level"] = "info"
         line["logger"] = "nitroproxy.access"
         _SETUP.stamp(None, "info", line)
-        _SETUP.sink.write(orjson.dumps(line).decode() + "\n")
-        _SETUP.sink.flush()
+        _SETUP.batch.add(orjson.dumps(line).decode() + "\n")
         return
     logger.info("request", **line)

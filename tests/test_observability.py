@@ -99,6 +99,7 @@ async def test_access_line_has_every_field_and_no_secret_or_prompt(
     async with await proxy.post("/v1/chat/completions", body, key=fake_key) as r:
         assert r.status == 401
     await wait_records(proxy, 1)
+    logs.flush()
     text = out.getvalue()
     logs.configure_logging(level="info", fmt="json")
     assert canary not in text and fake_key not in text and CLIENT_KEY not in text

@@ -99,6 +99,7 @@ async def test_canary_never_reaches_database_wal_or_logs(
         assert stored  # the files exist and hold records
         for secret in (CANARY, CLIENT_KEY, UPSTREAM_KEY):
             assert secret.encode() not in stored, secret
+        logs.flush()
         text = out.getvalue()
         assert '"event":"request"' in text
         for secret in (CANARY, CLIENT_KEY, UPSTREAM_KEY):

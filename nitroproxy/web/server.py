@@ -94,6 +94,7 @@ async def _serve(settings: Settings) -> None:
         # Stop accepting, let in-flight requests and streams finish within the grace period,
         # then close the components in reverse order (the writer drains last).
         await runner.cleanup()
+        logs.flush()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
 
