@@ -22,7 +22,6 @@ level stays as it was when they were created (or, for lazy ones, first used).
 from __future__ import annotations
 
 import asyncio
-
 import functools
 import logging
 import os
@@ -39,7 +38,15 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 
 from nitroproxy.core.types import UsageRecord
 
-__all__ = ["access_log", "configure_logging", "get_logger", "mask", "redact"]
+__all__ = [
+    "access_fields",
+    "access_log",
+    "configure_logging",
+    "flush",
+    "get_logger",
+    "mask",
+    "redact",
+]
 
 LEVEL_ENV = "NITROPROXY_LOG_LEVEL"
 _LEVELS = {
