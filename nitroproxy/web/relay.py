@@ -225,7 +225,10 @@ async def _stream(
     finally:
         tally.provider_usage = pipeline.usage
         tally.completed = pipeline.completed
-        tally.completion_estimate = pipeline.counted_completion_tokens
+        if pipeline.usage is None or not pipeline.completed:
+            # Only then does the in-flight count decide anything; reading it encodes the
+            # last, not yet counted stretch of text, so skip that when the provider's wins.
+            tally.completion_estimate = pipeline.counted_completion_tokens
         metrics.stream_ended()
     if cache_plan is not None and assembler is not None and pipeline.completed:
         caching.store(cache_plan, call, assembler.assembled(usage=pipeline.usage))
