@@ -8,15 +8,19 @@ Knows rows, not entries: every value here is already an HMAC or a sealed blob
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from nitroproxy.store.db import migrate, transaction
+from nitroproxy.store.db import (
+    create_private_file,
+    migrate,
+    restrict_sidecars,
+    set_wal,
+    transaction,
+)
 
 # Append-only, as store.db.MIGRATIONS: the cache file has its own user_version.
 CACHE_MIGRATIONS: tuple[str, ...] = (
@@ -64,12 +68,12 @@ async def open_cache_db(path: Path, *, writer: bool) -> aiosqlite.Connection:
     """The writer connection creates the file (0600, in a 0700 directory if that is new)
     and migrates it; a reader is query-only."""
     if writer:
-        await asyncio.to_thread(_create_private_file, path)
+        await asyncio.to_thread(create_private_file, path)
     conn = await aiosqlite.connect(path, isolation_level=None)
     try:
         await conn.execute("PRAGMA busy_timeout = 5000")
         if writer:
-            await conn.execute("PRAGMA journal_mode = WAL")
+            await set_wal(conn)
             await conn.execute("PRAGMA synchronous = NORMAL")
             # Deleted entries are overwritten with zeros, not left in free pages.
             await conn.execute("PRAGMA secure_delete = ON")
@@ -79,7 +83,7 @@ async def open_cache_db(path: Path, *, writer: bool) -> aiosqlite.Connection:
     except BaseException:
         await conn.close()
         raise
-    await asyncio.to_thread(_restrict_sidecars, path)
+    await asyncio.to_thread(restrict_sidecars, path)
     return conn
 
 
@@ -170,17 +174,3 @@ async def read_meta(conn: aiosqlite.Connection, name: str) -> bytes | None:
 
 async def write_meta(conn: aiosqlite.Connection, name: str, value: bytes) -> None:
     await conn.execute("INSERT OR REPLACE INTO cache_meta VALUES (?, ?)", (name, value))
-
-
-def _create_private_file(path: Path) -> None:
-    # As store.db does for the usage database: never exists with a mode wider than 0600.
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)  # mkdir's mode is filtered by umask
-    os.close(os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o600))
-
-
-def _restrict_sidecars(path: Path) -> None:
-    for suffix in ("-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(f"{path}{suffix}", 0o600)

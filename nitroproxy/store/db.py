@@ -150,16 +150,30 @@ class SchemaTooNewError(RuntimeError):
         self.supported = supported
 
 
+async def set_wal(conn: aiosqlite.Connection, attempts: int = 100) -> None:
+    """Switching to WAL needs a moment of exclusive access, and SQLite answers "database is
+    locked" at once, without its busy handler, while another connection opening the same
+    fresh file holds it (seen with two components starting together). Retry briefly."""
+    for attempt in range(attempts):
+        try:
+            await conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.02)
+
+
 async def open_db(path: str | Path) -> aiosqlite.Connection:
     """Open (creating it 0600, in a 0700 directory if that is new), configure and migrate."""
     memory = str(path) == ":memory:"
     if not memory:
-        await asyncio.to_thread(_create_private_file, Path(path))
+        await asyncio.to_thread(create_private_file, Path(path))
     conn = await aiosqlite.connect(path, isolation_level=None)
     try:
         # busy_timeout first, so the journal-mode switch waits for other connections.
         await conn.execute("PRAGMA busy_timeout = 5000")
-        await conn.execute("PRAGMA journal_mode = WAL")
+        await set_wal(conn)
         await conn.execute("PRAGMA synchronous = NORMAL")
         await conn.execute("PRAGMA foreign_keys = ON")
         await migrate(conn)
@@ -167,7 +181,7 @@ async def open_db(path: str | Path) -> aiosqlite.Connection:
         await conn.close()
         raise
     if not memory:
-        await asyncio.to_thread(_restrict_sidecars, Path(path))
+        await asyncio.to_thread(restrict_sidecars, Path(path))
     return conn
 
 
@@ -238,7 +252,7 @@ def _has_sql(text: str) -> bool:
     return any(line.strip(";") and not line.startswith("--") for line in lines)
 
 
-def _create_private_file(path: Path) -> None:
+def create_private_file(path: Path) -> None:
     parent = path.parent
     if not parent.exists():
         parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +262,7 @@ def _create_private_file(path: Path) -> None:
     os.close(fd)
 
 
-def _restrict_sidecars(path: Path) -> None:
+def restrict_sidecars(path: Path) -> None:
     for suffix in ("-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.chmod(f"{path}{suffix}", 0o600)
