@@ -22,7 +22,7 @@ the rest to ``"other"``.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -33,120 +33,23 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.metrics_core import (
-    CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 
 from nitroproxy.core.types import UsageRecord
+from nitroproxy.metric_series import (
+    DURATION_BUCKETS,
+    MAX_SERIES_CACHE,
+    TOKEN_KINDS,
+    TOKENS_PER_SECOND_BUCKETS,
+    CounterVec,
+    Guard,
+    Series,
+    Totals,
+)
 
 __all__ = ["DURATION_BUCKETS", "TOKENS_PER_SECOND_BUCKETS", "TOKEN_KINDS", "Metrics"]
-
-# Seconds; LLM calls range from a cached 10 ms answer to a two-minute reasoning stream.
-DURATION_BUCKETS: tuple[float, ...] = (
-    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
-)  # fmt: skip
-TOKENS_PER_SECOND_BUCKETS: tuple[float, ...] = (
-    1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0, 1000.0,
-)  # fmt: skip
-# The exposition's "le" strings, as prometheus_client writes them for these bounds.
-_DURATION_LE = (*(repr(b) for b in DURATION_BUCKETS), "+Inf")
-_TPS_LE = (*(repr(b) for b in TOKENS_PER_SECOND_BUCKETS), "+Inf")
-TOKEN_KINDS = ("prompt", "completion", "cached", "cache_write", "reasoning")
-
-_OVERFLOW = "other"
-_MAX_SERIES_CACHE = 20_000
-
-
-class _Guard:
-    """Passes up to ``cap`` distinct label values, then maps new ones to ``"other"``."""
-
-    __slots__ = ("_cap", "_seen")
-
-    def __init__(self, cap: int) -> None:
-        self._cap = cap
-        self._seen: set[str] = set()
-
-    def __call__(self, value: str) -> str:
-        if value in self._seen:
-            return value
-        if len(self._seen) < self._cap:
-            self._seen.add(value)
-            return value
-        return _OVERFLOW
-
-
-class _Histogram:
-    """Per-bucket (not cumulative) counts plus a sum; made cumulative at scrape time."""
-
-    __slots__ = ("counts", "total")
-
-    def __init__(self, n_bounds: int) -> None:
-        self.counts = [0] * (n_bounds + 1)  # the last slot is +Inf
-        self.total = 0.0
-
-    def merge(self, other: _Histogram) -> None:
-        counts = self.counts
-        for i, n in enumerate(other.counts):
-            counts[i] += n
-        self.total += other.total
-
-
-class _Series:
-    """Everything one request label set accumulates. Aggregated per metric at scrape."""
-
-    __slots__ = (
-        "cache_hits", "cache_write", "cached", "completion", "cost_nanos", "duration",
-        "labels", "prompt", "reasoning", "requests", "tps", "ttft",
-    )  # fmt: skip
-
-    def __init__(self, labels: tuple[str, ...]) -> None:
-        # (model, provider, endpoint, stream, status, outcome, key_id)
-        self.labels = labels
-        self.requests = 0
-        self.duration = _Histogram(len(DURATION_BUCKETS))
-        self.ttft = _Histogram(len(DURATION_BUCKETS))
-        self.tps = _Histogram(len(TOKENS_PER_SECOND_BUCKETS))
-        self.prompt = 0
-        self.completion = 0
-        self.cached = 0
-        self.cache_write = 0
-        self.reasoning = 0
-        self.cost_nanos = 0
-        self.cache_hits = 0
-
-
-class _CounterVec:
-    """A labelled counter for the rarely-hit paths (errors, retries, writer batches)."""
-
-    __slots__ = ("doc", "guards", "labelnames", "name", "values")
-
-    def __init__(self, name: str, doc: str, labelnames: Sequence[str], cap: int = 256) -> None:
-        self.name = name
-        self.doc = doc
-        self.labelnames = tuple(labelnames)
-        self.guards = tuple(_Guard(cap) for _ in labelnames)
-        # An unlabelled counter exists from the start, so rate() sees its first increment.
-        self.values: dict[tuple[str, ...], float] = {} if labelnames else {(): 0.0}
-
-    def inc(self, labels: tuple[str, ...], amount: float = 1.0) -> None:
-        values = self.values
-        if labels not in values:
-            labels = tuple(guard(v) for guard, v in zip(self.guards, labels, strict=True))
-        values[labels] = values.get(labels, 0.0) + amount
-
-    def family(self) -> CounterMetricFamily:
-        return _counter_family(self.name, self.doc, self.labelnames, list(self.values.items()))
-
-
-def _cumulative(les: Sequence[str], hist: _Histogram) -> list[tuple[str, float]]:
-    out: list[tuple[str, float]] = []
-    acc = 0
-    for le, n in zip(les, hist.counts, strict=True):
-        acc += n
-        out.append((le, acc))
-    return out
 
 
 def _noop_depth() -> float:
@@ -161,54 +64,54 @@ class Metrics:
         self.enabled = enabled
         self.key_labels = key_labels
         self.registry = CollectorRegistry()
-        self._series: dict[tuple[object, ...], _Series] = {}
-        self._by_labels: dict[tuple[str, ...], _Series] = {}
+        self._series: dict[tuple[object, ...], Series] = {}
+        self._by_labels: dict[tuple[str, ...], Series] = {}
         self._label_guards = (
-            _Guard(1000), _Guard(200), _Guard(32), _Guard(2), _Guard(64), _Guard(32),
-            _Guard(10_000),
+            Guard(1000), Guard(200), Guard(32), Guard(2), Guard(64), Guard(32),
+            Guard(10_000),
         )  # fmt: skip
         self._active_streams = 0
         self._queue_depth: Callable[[], float] = _noop_depth
         self._tasks: Callable[[], float] = _noop_depth
-        self._cache_saved = _CounterVec(
+        self._cache_saved = CounterVec(
             "nitroproxy_cache_saved_usd",
             "What cache hits would have cost upstream, in US dollars.",
             ("model",),
             cap=1000,
         )
-        self._deployment_guard = _Guard(1000)
+        self._deployment_guard = Guard(1000)
         self._cooling_down: dict[str, float] = {}
-        self._upstream_errors = _CounterVec(
+        self._upstream_errors = CounterVec(
             "nitroproxy_upstream_errors",
             "Failed upstream attempts by provider and error class.",
             ("provider", "reason"),
         )
-        self._retries = _CounterVec(
+        self._retries = CounterVec(
             "nitroproxy_retries",
             "Attempts retried on the same provider.",
             ("model", "provider"),
         )
-        self._fallbacks = _CounterVec(
+        self._fallbacks = CounterVec(
             "nitroproxy_fallbacks",
             "Requests moved from one provider to the next candidate.",
             ("model", "from_provider", "to_provider"),
         )
-        self._rate_limited = _CounterVec(
+        self._rate_limited = CounterVec(
             "nitroproxy_rate_limited_requests",
             "Requests refused by a limit.",
             ("reason",),
         )
-        self._usage_written = _CounterVec(
+        self._usage_written = CounterVec(
             "nitroproxy_usage_records_written",
             "Usage records written to the store.",
             (),
         )
-        self._usage_dropped = _CounterVec(
+        self._usage_dropped = CounterVec(
             "nitroproxy_usage_records_dropped",
             "Usage records dropped because the writer queue was full or the write failed.",
             (),
         )
-        self._retention_deleted = _CounterVec(
+        self._retention_deleted = CounterVec(
             "nitroproxy_retention_deleted_rows",
             "Rows deleted by retention sweeps.",
             ("kind",),
@@ -260,7 +163,7 @@ class Metrics:
         if record.cache_hit:
             series.cache_hits += 1
 
-    def _new_series(self, key: tuple[object, ...]) -> _Series:
+    def _new_series(self, key: tuple[object, ...]) -> Series:
         model, provider, endpoint, stream, status, outcome, key_id = key
         raw = (
             str(model),
@@ -274,8 +177,8 @@ class Metrics:
         labels = tuple(guard(v) for guard, v in zip(self._label_guards, raw, strict=True))
         series = self._by_labels.get(labels)
         if series is None:
-            series = self._by_labels[labels] = _Series(labels)
-        if len(self._series) < _MAX_SERIES_CACHE:
+            series = self._by_labels[labels] = Series(labels)
+        if len(self._series) < MAX_SERIES_CACHE:
             self._series[key] = series
         return series
 
@@ -353,7 +256,7 @@ class Metrics:
         return [Metric(m.name, m.documentation, m.type) for m in self._families()]
 
     def _families(self) -> Iterator[Metric]:
-        totals = _Totals(key_labels=self.key_labels)
+        totals = Totals(key_labels=self.key_labels)
         for series in list(self._by_labels.values()):
             totals.add(series)
         yield from totals.families()
@@ -402,131 +305,3 @@ class Metrics:
         for deployment, value in list(self._cooling_down.items()):
             cooling.add_metric((deployment,), value)
         yield cooling
-
-
-class _Totals:
-    """Request series summed to each metric's own label set, once per scrape."""
-
-    def __init__(self, *, key_labels: bool) -> None:
-        self.key_labels = key_labels
-        self.requests: dict[tuple[str, ...], int] = {}
-        self.durations: dict[tuple[str, ...], _Histogram] = {}
-        self.ttfts: dict[tuple[str, ...], _Histogram] = {}
-        self.tps: dict[tuple[str, ...], _Histogram] = {}
-        self.tokens: dict[tuple[str, ...], list[int]] = {}
-        self.costs: dict[tuple[str, ...], int] = {}
-        self.hits: dict[tuple[str, ...], int] = {}
-
-    def add(self, s: _Series) -> None:
-        model, provider, endpoint, stream, status, outcome, key_id = s.labels
-        mp: tuple[str, ...] = (model, provider)
-        key = (
-            model,
-            provider,
-            endpoint,
-            status,
-            outcome,
-            *((key_id,) if self.key_labels else ()),
-        )
-        self.requests[key] = self.requests.get(key, 0) + s.requests
-        _merge(self.durations, (model, provider, endpoint, stream), s.duration)
-        if any(s.ttft.counts):
-            _merge(self.ttfts, mp, s.ttft)
-        if any(s.tps.counts):
-            _merge(self.tps, mp, s.tps)
-        acc = self.tokens.setdefault(mp, [0] * len(TOKEN_KINDS))
-        for i, n in enumerate((s.prompt, s.completion, s.cached, s.cache_write, s.reasoning)):
-            acc[i] += n
-        self.costs[mp] = self.costs.get(mp, 0) + s.cost_nanos
-        if s.cache_hits:
-            self.hits[mp] = self.hits.get(mp, 0) + s.cache_hits
-
-    def families(self) -> Iterator[Metric]:
-        mp = ("model", "provider")
-        yield _counter_family(
-            "nitroproxy_requests",
-            "Finished requests by model, provider, endpoint, HTTP status and outcome.",
-            (
-                *mp,
-                "endpoint",
-                "status",
-                "outcome",
-                *(("key_id",) if self.key_labels else ()),
-            ),
-            self.requests.items(),
-        )
-        yield _histogram_family(
-            "nitroproxy_request_duration_seconds",
-            "Time from request received to response finished.",
-            (*mp, "endpoint", "stream"),
-            _DURATION_LE,
-            self.durations,
-        )
-        yield _histogram_family(
-            "nitroproxy_time_to_first_token_seconds",
-            "Time from request received to the first output token.",
-            mp,
-            _DURATION_LE,
-            self.ttfts,
-        )
-        yield _histogram_family(
-            "nitroproxy_output_tokens_per_second",
-            "Completion tokens per second after the first token.",
-            mp,
-            _TPS_LE,
-            self.tps,
-        )
-        yield _counter_family(
-            "nitroproxy_tokens",
-            "Tokens by kind; cached tokens are part of prompt, reasoning part of completion.",
-            (*mp, "kind"),
-            (
-                ((*labels, kind), n)
-                for labels, counts in self.tokens.items()
-                for kind, n in zip(TOKEN_KINDS, counts, strict=True)
-            ),
-        )
-        yield _counter_family(
-            "nitroproxy_cost_usd",
-            "Estimated spend in US dollars.",
-            mp,
-            ((labels, nanos / 1e9) for labels, nanos in self.costs.items()),
-        )
-        yield _counter_family(
-            "nitroproxy_cache_hits",
-            "Requests answered from the cache.",
-            mp,
-            self.hits.items(),
-        )
-
-
-def _counter_family(
-    name: str,
-    doc: str,
-    labelnames: Sequence[str],
-    values: Iterable[tuple[Sequence[str], float]],
-) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, doc, labels=labelnames)
-    for labels, value in values:
-        family.add_metric(labels, value)
-    return family
-
-
-def _merge(into: dict[tuple[str, ...], _Histogram], key: tuple[str, ...], h: _Histogram) -> None:
-    acc = into.get(key)
-    if acc is None:
-        acc = into[key] = _Histogram(len(h.counts) - 1)
-    acc.merge(h)
-
-
-def _histogram_family(
-    name: str,
-    doc: str,
-    labelnames: Sequence[str],
-    les: Sequence[str],
-    hists: dict[tuple[str, ...], _Histogram],
-) -> HistogramMetricFamily:
-    family = HistogramMetricFamily(name, doc, labels=labelnames)
-    for labels, hist in hists.items():
-        family.add_metric(labels, _cumulative(les, hist), hist.total)
-    return family
