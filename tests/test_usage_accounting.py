@@ -193,3 +193,15 @@ async def test_records_survive_shutdown(
         assert len(await list_records(conn)) == 3
     finally:
         await conn.close()
+
+
+async def test_a_body_that_breaks_off_is_recorded_as_the_error_the_client_got(
+    make_proxy: ProxyFactory, proxy_config: dict[str, Any]
+) -> None:
+    proxy = await make_proxy(add_model(proxy_config, "cut", "mock+drop"))
+    async with await proxy.post(
+        "/v1/chat/completions", {"model": "cut", "messages": MESSAGES}
+    ) as r:
+        assert r.status == 502
+    (record,) = await wait_records(proxy, 1)
+    assert record.status == 502 and record.outcome == "upstream_error"

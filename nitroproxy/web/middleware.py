@@ -65,6 +65,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if isinstance(exc, web.HTTPNotFound):
             error.message = f"unknown route: {request.method} {request.path}"
         response = error_response(error, family_of(request.path))
+    except ConnectionResetError:
+        raise  # the client is gone: there is nobody to answer
     except Exception:
         _log.exception("unhandled error", request_id=rid, path=request.path)
         response = error_response(

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import ClientResponse, web
 
+from nitroproxy import logs
 from nitroproxy.core import anthropic_wire, openai_wire, sse, tokens
 from nitroproxy.core.accounting import Tally
 from nitroproxy.core.assembler import StreamAssembler
@@ -31,6 +32,7 @@ from nitroproxy.web.caching import CachePlan
 from nitroproxy.web.errors import stream_error_event
 from nitroproxy.web.middleware import REQUEST_ID
 
+_log = logs.get_logger("nitroproxy.relay")
 CLIENT_GONE = 499  # nginx's convention for "client closed the request"
 T = TypeVar("T")
 
@@ -60,6 +62,15 @@ async def relay(request: web.Request, call: Call) -> web.StreamResponse:
         return await _stream(request, call, exchange, response, cache_plan)
     except (asyncio.CancelledError, ConnectionResetError):
         tally.fail(CLIENT_GONE, Outcome.CLIENT_DISCONNECTED, None)
+        raise
+    except ProxyError as exc:
+        # A refusal or failure after routing (a body that breaks off, a bad cache header):
+        # the record must say what the client was told, and health must not see a success.
+        if tally.outcome is Outcome.OK:
+            tally.fail(*status_outcome(exc), exc.error_class)
+        raise
+    except Exception:
+        tally.fail(500, Outcome.UPSTREAM_ERROR, "internal_error")
         raise
     finally:
         tally.ended_at = gateway.clock()
@@ -222,6 +233,15 @@ async def _stream(
     except ProxyError as exc:
         tally.fail(exc.status, Outcome.STREAM_ERROR, exc.error_class)
         await _write_error(response, call, exc)
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception:
+        # Headers are out: whatever broke (an upstream event of a shape we did not expect)
+        # must end the stream in-band, never as a second status line inside the body.
+        _log.exception("stream failed", request_id=call.request_id)
+        error = UpstreamError("the stream failed inside the proxy", code="stream_failed")
+        tally.fail(error.status, Outcome.STREAM_ERROR, "internal_error")
+        await _write_error(response, call, error)
     finally:
         tally.provider_usage = pipeline.usage
         tally.completed = pipeline.completed
@@ -255,6 +275,11 @@ async def _pump(
             await response.write(out)
             if assembler is not None:
                 assembler.feed_bytes(out)
+        if pipeline.completed:
+            # Nothing after [DONE] / message_stop matters. Read on only to let the upstream
+            # connection go back to the pool, briefly, and never fail a finished stream.
+            chunk = await _drain(read, provider, exchange)
+            continue
         if keepalive > 0:
             chunk = await _read_with_keepalive(read, provider, exchange, response, keepalive)
         else:
@@ -269,6 +294,18 @@ async def _pump(
             f"provider '{exchange.provider.name}' ended the stream before it was complete",
             code="upstream_stream_truncated",
         )
+
+
+async def _drain(
+    read: Callable[[Provider, ClientResponse], Awaitable[bytes]],
+    provider: Provider,
+    exchange: Exchange,
+) -> bytes:
+    try:
+        async with asyncio.timeout(1.0):
+            return await read(provider, exchange.response)
+    except (ProxyError, TimeoutError):
+        return b""
 
 
 async def _read_with_keepalive(
