@@ -258,6 +258,8 @@ class Gateway:
     ) -> None:
         if is_retryable(error):
             self.health.record_failure(deployment.name, self.clock(), retry_after=error.retry_after)
+        else:
+            self.health.end_attempt(deployment.name)
         self.metrics.upstream_error(provider.name, error.code or error.error_class)
 
     async def _attempt(self, call: Call, deployment: Deployment, provider: Provider) -> Exchange:
@@ -354,6 +356,8 @@ class Gateway:
         self.metrics.observe_request(record)
         if record.cache_hit:
             self.metrics.cache_saved(record.model, tally.saved_nanos)
+        if tally.deployment is not None and tally.outcome is not Outcome.OK:
+            self.health.end_attempt(tally.deployment)
         if tally.deployment is not None and tally.outcome is Outcome.OK:
             self.health.record_success(
                 tally.deployment,

@@ -202,6 +202,14 @@ class HealthBook:
             self._book[name].probe_since = now
         return True
 
+    def end_attempt(self, name: str) -> None:
+        """An attempt ended with neither a success nor a retryable failure (a client error,
+        a client that left): free the probe slot so the deployment is not held out of
+        rotation until ``probe_timeout``. The breaker's state is otherwise unchanged."""
+        dep = self._book.get(name)
+        if dep is not None:
+            dep.probe_since = None
+
     def measurement(self, name: str) -> Measurement:
         dep = self._book.get(name)
         if dep is None:

@@ -175,3 +175,15 @@ def test_rejects_bad_parameters() -> None:
         HealthBook(alpha=0)
     with pytest.raises(ValueError, match="failure_threshold"):
         HealthBook(failure_threshold=0)
+
+
+def test_an_attempt_that_ends_without_a_verdict_frees_the_probe_slot() -> None:
+    from nitroproxy.core.health import HealthBook
+
+    book = HealthBook(failure_threshold=1, base_cooldown=5.0, probe_timeout=60.0)
+    book.record_failure("d", 0.0)
+    assert not book.available("d", 1.0)
+    assert book.begin_attempt("d", 6.0)  # half-open: this request takes the probe
+    assert not book.available("d", 6.5)  # nobody else meanwhile
+    book.end_attempt("d")  # e.g. the client went away: no verdict either way
+    assert book.available("d", 7.0)
