@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ from nitroproxy.config import Deployment, ModelSettings, Settings
 from nitroproxy.core import anthropic_request, chat_request, selection, tokens
 from nitroproxy.core.accounting import RequestFacts, Tally, build_record
 from nitroproxy.core.errors import (
+    InvalidRequest,
     NoDeploymentAvailable,
     ProxyError,
     UpstreamError,
@@ -37,6 +38,7 @@ from nitroproxy.providers.client import UpstreamClient
 
 RecordSink = Callable[[UsageRecord], object]
 _NO_PREFS = selection.ProviderPrefs()
+_OPENAI_ONLY = frozenset({Endpoint.EMBEDDINGS, Endpoint.COMPLETIONS})
 
 
 @dataclass(slots=True)
@@ -150,7 +152,7 @@ class Gateway:
                 and all(self.health.available(d.name, now) for d in static)
             )
         ):
-            return list(static)
+            return self._serving(call, static)
         prompt = call.tally.prompt_estimate
         if prompt is None:
             # Only price routing and max_price filters look at it: skip the walk otherwise.
@@ -172,7 +174,21 @@ class Gateway:
             rng=self._rng.random,
         )
         deployments = self._deployments[call.model.name]
-        return [deployments[c.name] for c in chosen]
+        return self._serving(call, [deployments[c.name] for c in chosen])
+
+    def _serving(self, call: Call, plan: Sequence[Deployment]) -> list[Deployment]:
+        """Only deployments whose API has this endpoint: Anthropic has no embeddings and no
+        legacy completions, so those calls skip its deployments instead of failing there."""
+        if call.endpoint not in _OPENAI_ONLY:
+            return list(plan)
+        usable = [d for d in plan if self.providers[d.provider].kind is ApiFormat.OPENAI]
+        if not usable:
+            raise InvalidRequest(
+                f"model '{call.model.name}' has no deployment that serves "
+                f"/v1/{call.endpoint.value}",
+                param="model",
+            )
+        return usable
 
     # -- admitting ------------------------------------------------------------------------
 

@@ -142,3 +142,21 @@ async def test_malformed_upstream_body_is_502(
     ) as r:
         assert r.status == 502
         assert_openai_error(await r.json(), "api_error")
+
+
+async def test_endpoints_anthropic_lacks_skip_its_deployments(
+    make_proxy: ProxyFactory, proxy_config: dict[str, Any]
+) -> None:
+    proxy_config["models"]["mixed"] = {
+        "deployments": [
+            {"provider": "mock-anthropic", "model": "mock-claude"},
+            {"provider": "mock-openai", "model": "mock-embedding"},
+        ]
+    }
+    proxy = await make_proxy(proxy_config)
+    async with await proxy.post("/v1/embeddings", {"model": "mixed", "input": "x"}) as r:
+        assert r.status == 200
+        assert r.headers["x-nitroproxy-provider"] == "mock-openai"
+    async with await proxy.post("/v1/embeddings", {"model": "claude-test", "input": "x"}) as r:
+        assert r.status == 400
+        assert "no deployment that serves /v1/embeddings" in (await r.json())["error"]["message"]
