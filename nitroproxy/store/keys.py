@@ -69,6 +69,20 @@ class KeySpec:
     cache: bool = False
     """Opted in to the response cache (when the server enables it)."""
 
+    def settings(self) -> dict[str, Any]:
+        """The key's settings as JSON, without its name: a name may be personal ("Ann's
+        laptop"), so this is what the audit log keeps."""
+        return {
+            "models": list(self.models) if self.models is not None else None,
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "max_concurrent": self.max_concurrent,
+            "budget_day_usd": self.budget_day_usd,
+            "budget_month_usd": self.budget_month_usd,
+            "expires_at": self.expires_at,
+            "cache": self.cache,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
@@ -88,14 +102,7 @@ class ApiKey:
             "prefix": self.prefix,
             "name": s.name,
             "user_id": s.user_id,
-            "models": list(s.models) if s.models is not None else None,
-            "rpm": s.rpm,
-            "tpm": s.tpm,
-            "max_concurrent": s.max_concurrent,
-            "budget_day_usd": s.budget_day_usd,
-            "budget_month_usd": s.budget_month_usd,
-            "expires_at": s.expires_at,
-            "cache": s.cache,
+            **s.settings(),
             "revoked": self.revoked,
             "created": self.created,
             "updated": self.updated,
@@ -177,17 +184,7 @@ async def create_key(store: AccountStore, spec: KeySpec, *, actor: str) -> Issue
                 int(s.cache),
             ),
         )
-        # The key's settings, not its name: a name may be personal ("Ann's laptop").
-        settings = {
-            "models": list(s.models) if s.models is not None else None,
-            "rpm": s.rpm,
-            "tpm": s.tpm,
-            "max_concurrent": s.max_concurrent,
-            "budget_day_usd": s.budget_day_usd,
-            "budget_month_usd": s.budget_month_usd,
-            "expires_at": s.expires_at,
-            "cache": s.cache,
-        }
+        settings = s.settings()
         await audit.append(
             conn,
             ts=store.clock(),
