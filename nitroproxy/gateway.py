@@ -37,7 +37,6 @@ from nitroproxy.providers.base import Provider, is_retryable
 from nitroproxy.providers.client import UpstreamClient
 
 RecordSink = Callable[[UsageRecord], object]
-_NO_PREFS = selection.ProviderPrefs()
 _OPENAI_ONLY = frozenset({Endpoint.EMBEDDINGS, Endpoint.COMPLETIONS})
 
 
@@ -145,7 +144,7 @@ class Gateway:
         now = self.clock()
         static = self._in_order[call.model.name]
         # The common case needs no ranking: config order, unless something cools down.
-        if call.prefs == _NO_PREFS and (
+        if call.prefs == selection.NO_PREFS and (
             len(static) == 1
             or (
                 call.strategy is selection.Strategy.FALLBACK

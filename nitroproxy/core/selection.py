@@ -84,6 +84,10 @@ class ProviderPrefs:
 _PREF_FIELDS = ("order", "only", "ignore", "allow_fallbacks", "sort", "max_price")
 
 
+NO_PREFS = ProviderPrefs()
+"""A request without a ``provider`` object."""
+
+
 def parse_provider_prefs(obj: Any) -> ProviderPrefs:
     """Validate the request's ``provider`` object; ``None`` means no preferences.
 
@@ -91,7 +95,7 @@ def parse_provider_prefs(obj: Any) -> ProviderPrefs:
     ``quantizations`` must not silently get a deployment it would have excluded.
     """
     if obj is None:
-        return ProviderPrefs()
+        return NO_PREFS
     if not isinstance(obj, dict):
         raise InvalidRequest("provider must be an object", param="provider")
     for field in obj:

@@ -18,8 +18,6 @@ from nitroproxy.gateway import Call
 from nitroproxy.web.appkeys import AUTH, GATEWAY, SETTINGS
 from nitroproxy.web.middleware import REQUEST_ID
 
-_NO_PREFS = selection.ProviderPrefs()
-
 
 async def read_json(request: web.Request) -> Any:
     raw = await request.read()  # bounded by the application's client_max_size
@@ -64,7 +62,7 @@ async def decode_call(request: web.Request, endpoint: Endpoint, fmt: ApiFormat) 
         )
     if not principal.may_use(name):
         raise PermissionDenied(f"this key may not use the model '{name}'", param="model")
-    prefs = _NO_PREFS
+    prefs = selection.NO_PREFS
     if "provider" in body and fmt is ApiFormat.OPENAI:
         prefs = selection.parse_provider_prefs(body["provider"])
     stream = body.get("stream") is True
