@@ -13,7 +13,7 @@ import argparse
 from aiohttp import web
 
 from benchmarks.loop import new_loop
-from nitroproxy.mock_provider import MockSettings, create_mock_app
+from nitroproxy.mock import MockSettings, create_mock_app
 
 
 def main() -> None:

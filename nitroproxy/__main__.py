@@ -1,3 +1,3 @@
-from nitroproxy.cli import main
+from nitroproxy.cli.main import main
 
 raise SystemExit(main())

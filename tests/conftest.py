@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from nitroproxy import config
-from nitroproxy.mock_provider import (
+from nitroproxy.mock import (
     MOCK_STATE,
     MockSettings,
     MockState,

@@ -29,9 +29,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from nitroproxy import config, openapi
-from nitroproxy.crypto import ENV_VAR, generate_key
-from nitroproxy.mock_provider import MockSettings, create_mock_app
+from nitroproxy import config
+from nitroproxy.mock import MockSettings, create_mock_app
+from nitroproxy.reports import openapi
+from nitroproxy.security.crypto import ENV_VAR, generate_key
 from nitroproxy.store import keys, users
 from nitroproxy.store.keys import KeySpec
 from nitroproxy.web.app import create_app

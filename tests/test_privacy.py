@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from nitroproxy import logs
+from nitroproxy.telemetry import logs
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, ProxyFactory, Upstream, wait_records
 
 CANARY = "zebracanary4f1d9"

@@ -25,7 +25,7 @@ import orjson
 # Each entry, with its leading space, is exactly one token in both cl100k_base and o200k_base,
 # and each starts a new pre-token in both split patterns, so N entries joined are exactly N
 # tokens: completion_tokens always equals what a tokenizer counts on the text.
-# tests/test_mock_provider.py checks this against the bundled rank files.
+# tests/mock/test_mock_provider.py checks this against the bundled rank files.
 # fmt: off
 WORDS: tuple[str, ...] = (
     " the", " quick", " brown", " fox", " jumps", " over", " lazy", " dog", " while", " a",

@@ -23,7 +23,7 @@ from typing import Any
 import aiosqlite
 
 from nitroproxy.core.errors import InvalidRequest, NotFound
-from nitroproxy.crypto import Keyring
+from nitroproxy.security.crypto import Keyring
 from nitroproxy.store import audit
 from nitroproxy.store.datakey import load_keyring, rotate_batch
 from nitroproxy.store.db import open_db, transaction

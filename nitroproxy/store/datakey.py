@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import aiosqlite
 
-from nitroproxy.crypto import ENV_VAR, CryptoError, Keyring
+from nitroproxy.security.crypto import ENV_VAR, CryptoError, Keyring
 from nitroproxy.store.db import transaction
 
 __all__ = [

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nitroproxy.core.errors import InvalidRequest, NotFound
-from nitroproxy.crypto import ENV_VAR
+from nitroproxy.security.crypto import ENV_VAR
 from nitroproxy.store import audit
 from nitroproxy.store.accounts import AccountStore
 from nitroproxy.store.datakey import (

@@ -14,27 +14,19 @@ from collections.abc import AsyncIterator, Callable
 import aiosqlite
 from aiohttp import web
 
-from nitroproxy.cache import ResponseCache, default_path
+from nitroproxy.cache.store import ResponseCache, default_path
 from nitroproxy.config import Settings
 from nitroproxy.core import tokens
 from nitroproxy.core.retention import RetentionPolicy
-from nitroproxy.gateway import Gateway
-from nitroproxy.metrics import Metrics
-from nitroproxy.mock_provider import MockSettings, create_mock_app
-from nitroproxy.providers.client import UpstreamClient
+from nitroproxy.mock import MockSettings, create_mock_app
+from nitroproxy.proxy.gateway import Gateway
 from nitroproxy.store.db import open_db
 from nitroproxy.store.rights import erased_usage_step
 from nitroproxy.store.sweeper import RetentionSweeper
 from nitroproxy.store.usage import seed_spend
 from nitroproxy.store.writer import UsageWriter
-from nitroproxy.web import (
-    admin_routes,
-    anthropic_routes,
-    me_routes,
-    openai_routes,
-    ops_routes,
-    privacy_routes,
-)
+from nitroproxy.telemetry.metrics import Metrics
+from nitroproxy.upstream.client import UpstreamClient
 from nitroproxy.web.appkeys import (
     AUTH,
     CACHE,
@@ -47,6 +39,7 @@ from nitroproxy.web.appkeys import (
 )
 from nitroproxy.web.auth import Authenticator
 from nitroproxy.web.middleware import error_middleware
+from nitroproxy.web.routes import admin, anthropic, me, openai, ops, privacy
 
 
 def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) -> web.Application:
@@ -57,7 +50,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
     app[AUTH] = Authenticator(settings)
     app[METRICS] = Metrics(enabled=settings.metrics.enabled, key_labels=settings.metrics.key_labels)
     # First: it refuses to start on a wrong data key before anything else is running.
-    app.cleanup_ctx.append(admin_routes.accounts_context)
+    app.cleanup_ctx.append(admin.accounts_context)
     app.cleanup_ctx.append(_mock_provider)
     app.cleanup_ctx.append(_upstream)
     app.cleanup_ctx.append(_store)
@@ -65,12 +58,12 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
     app.cleanup_ctx.append(_writer)
     app.cleanup_ctx.append(_sweeper)
     app.cleanup_ctx.append(_gateway(clock))
-    openai_routes.add_routes(app)
-    anthropic_routes.add_routes(app)
-    ops_routes.add_routes(app)
-    admin_routes.add_routes(app)
-    me_routes.add_routes(app)
-    privacy_routes.add_routes(app)
+    openai.add_routes(app)
+    anthropic.add_routes(app)
+    ops.add_routes(app)
+    admin.add_routes(app)
+    me.add_routes(app)
+    privacy.add_routes(app)
     return app
 
 

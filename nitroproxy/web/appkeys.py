@@ -5,13 +5,13 @@ from __future__ import annotations
 import aiosqlite
 from aiohttp import web
 
-from nitroproxy.cache import ResponseCache
+from nitroproxy.cache.store import ResponseCache
 from nitroproxy.config import Settings
-from nitroproxy.gateway import Gateway
-from nitroproxy.metrics import Metrics
-from nitroproxy.providers.client import UpstreamClient
+from nitroproxy.proxy.gateway import Gateway
 from nitroproxy.store.accounts import AccountStore
 from nitroproxy.store.writer import UsageWriter
+from nitroproxy.telemetry.metrics import Metrics
+from nitroproxy.upstream.client import UpstreamClient
 from nitroproxy.web.auth import Authenticator
 
 SETTINGS = web.AppKey("settings", Settings)

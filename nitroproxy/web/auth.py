@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 from nitroproxy.config import KeySettings, LimitSettings, Settings
 from nitroproxy.core.errors import PermissionDenied, Unauthenticated
 from nitroproxy.core.limits import KeyLimits
-from nitroproxy.principal import ANONYMOUS, Principal
+from nitroproxy.core.principal import ANONYMOUS, Principal
 from nitroproxy.store.accounts import AccountStore
 from nitroproxy.store.keys import KeyEntry, key_entries
 

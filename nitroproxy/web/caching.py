@@ -13,13 +13,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from nitroproxy.cache import CachedEntry, ResponseCache
+from nitroproxy.cache.store import CachedEntry, ResponseCache
 from nitroproxy.core import cache_policy, pricing, replay, sse
 from nitroproxy.core.accounting import settle
 from nitroproxy.core.assembler import StreamAssembler
 from nitroproxy.core.cache_policy import HEADER, CacheResult, CacheScope, Mode
 from nitroproxy.core.types import Outcome
-from nitroproxy.gateway import Call
+from nitroproxy.proxy.gateway import Call
 from nitroproxy.web.appkeys import CACHE, SETTINGS
 
 SAVED_HEADER = "x-nitroproxy-cache-saved-usd"

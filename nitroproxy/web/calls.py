@@ -14,7 +14,7 @@ from nitroproxy.core import anthropic_request, openai_wire, selection
 from nitroproxy.core.accounting import Tally, client_ip
 from nitroproxy.core.errors import InvalidRequest, ModelNotFound, PermissionDenied
 from nitroproxy.core.types import ApiFormat, Endpoint
-from nitroproxy.gateway import Call
+from nitroproxy.proxy.gateway import Call
 from nitroproxy.web.appkeys import AUTH, GATEWAY, SETTINGS
 from nitroproxy.web.middleware import REQUEST_ID
 

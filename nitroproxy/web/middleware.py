@@ -14,7 +14,7 @@ from nitroproxy.core.errors import (
     PayloadTooLarge,
     ProxyError,
 )
-from nitroproxy.ids import IdSource
+from nitroproxy.security.ids import IdSource
 from nitroproxy.web.errors import error_response, family_of
 
 REQUEST_ID = web.RequestKey("request_id", str)

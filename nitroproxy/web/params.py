@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from nitroproxy.core.errors import InvalidRequest
-from nitroproxy.reports import parse_time
+from nitroproxy.reports.usage import parse_time
 from nitroproxy.web.calls import read_json
 
 MAX_LIMIT = 1000

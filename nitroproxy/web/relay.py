@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import ClientResponse, web
 
-from nitroproxy import logs
 from nitroproxy.core import anthropic_wire, openai_wire, sse, tokens
 from nitroproxy.core.accounting import Tally
 from nitroproxy.core.assembler import StreamAssembler
@@ -24,8 +23,9 @@ from nitroproxy.core.completion_counter import CompletionCounter
 from nitroproxy.core.errors import ProxyError, UpstreamError
 from nitroproxy.core.pipeline import StreamPipeline
 from nitroproxy.core.types import ApiFormat, Outcome, Usage
-from nitroproxy.gateway import Call, Exchange, status_outcome
-from nitroproxy.providers.base import Provider
+from nitroproxy.proxy.gateway import Call, Exchange, status_outcome
+from nitroproxy.telemetry import logs
+from nitroproxy.upstream.provider import Provider
 from nitroproxy.web import caching
 from nitroproxy.web.appkeys import GATEWAY, METRICS, SETTINGS
 from nitroproxy.web.caching import CachePlan

@@ -8,8 +8,9 @@ import ssl
 
 from aiohttp import web
 
-from nitroproxy import logs, tls
 from nitroproxy.config import Settings
+from nitroproxy.security import tls
+from nitroproxy.telemetry import logs
 from nitroproxy.web.app import create_app
 
 # A client that hangs up cancels its handler at once, so the upstream request is closed

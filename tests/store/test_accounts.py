@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from nitroproxy.core.errors import InvalidRequest, NotFound
-from nitroproxy.crypto import ENV_VAR, generate_key
+from nitroproxy.security.crypto import ENV_VAR, generate_key
 from nitroproxy.store import keys, users
 from nitroproxy.store.accounts import AccountStore
 from nitroproxy.store.datakey import DataKeyError

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from nitroproxy.core.errors import NotFound
-from nitroproxy.crypto import ENV_VAR, generate_key
+from nitroproxy.security.crypto import ENV_VAR, generate_key
 from nitroproxy.store import keys, users
 from nitroproxy.store.accounts import AccountStore
 from nitroproxy.store.keys import KeySpec

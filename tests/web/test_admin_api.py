@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from nitroproxy.crypto import ENV_VAR, generate_key
+from nitroproxy.security.crypto import ENV_VAR, generate_key
 from nitroproxy.web.appkeys import ACCOUNTS
 from tests.conftest import ADMIN_KEY, CLIENT_KEY, Proxy, ProxyFactory, wait_records
 from tests.store.test_rights import raw_bytes

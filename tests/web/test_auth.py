@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from nitroproxy import openapi
 from nitroproxy.config import parse
 from nitroproxy.core.errors import PermissionDenied, Unauthenticated
 from nitroproxy.core.limits import KeyLimits
+from nitroproxy.reports import openapi
 from nitroproxy.store.keys import ApiKey, KeyEntry, KeySpec
 from nitroproxy.web.auth import Authenticator
 from tests.conftest import ADMIN_KEY, CLIENT_KEY

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from nitroproxy.crypto import generate_key
+from nitroproxy.security.crypto import generate_key
 from tests.conftest import CLIENT_KEY, ProxyFactory, Upstream, wait_records
 
 OTHER_KEY = "np-other-tenant-key-0123456789abcdefghijklmnop"
@@ -152,7 +152,7 @@ async def test_erasing_a_user_and_revoking_a_key_remove_their_entries(
             return await r.json()
 
     def entries() -> int:
-        from nitroproxy.cache import default_path
+        from nitroproxy.cache.store import default_path
 
         with sqlite3.connect(default_path(proxy.settings.storage.path)) as db:
             return int(db.execute("SELECT count(*) FROM cache_entries").fetchone()[0])

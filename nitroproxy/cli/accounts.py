@@ -1,0 +1,295 @@
+"""``nitroproxy users …``, ``nitroproxy keys …`` and ``nitroproxy rotate-data-key``: the admin
+API's account actions on the same database, as actor "cli". A running server sees each change
+within a second (it polls the accounts version).
+
+Output is a table (or ``key: value`` lines) by default and JSON with ``--json``; exports are
+always JSON. Errors print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from nitroproxy.config import Settings
+from nitroproxy.core.errors import ProxyError
+from nitroproxy.reports.usage import parse_time
+from nitroproxy.store import keys, users
+from nitroproxy.store.accounts import AccountStore
+from nitroproxy.store.datakey import DataKeyError
+from nitroproxy.store.keys import IssuedKey, KeySpec
+from nitroproxy.store.rights import erase_user, export_user
+
+ACTOR = "cli"
+Loader = Callable[[str], Settings]
+Action = Callable[[AccountStore, argparse.Namespace], Awaitable[Any]]
+_USER_COLUMNS = ("id", "name", "email", "tier", "status", "created")
+_KEY_COLUMNS = ("id", "prefix", "name", "user_id", "models", "expires_at", "revoked")
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    return "\n".join(lines) if cells else lines[0] + "\n(none)"
+
+
+def _fields(item: dict[str, Any]) -> str:
+    width = max(len(k) for k in item)
+    return "\n".join(f"{k.ljust(width)}  {_cell(v)}" for k, v in item.items())
+
+
+def _print(result: Any, args: argparse.Namespace) -> None:
+    if args.json or (isinstance(result, dict) and "format" in result):
+        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    elif isinstance(result, list):
+        print(table(result, args.columns))
+    else:
+        print(_fields(result))
+    if isinstance(result, dict) and "secret" in result:
+        print("the secret is shown this once: store it now", file=sys.stderr)
+
+
+# -- actions ------------------------------------------------------------------------------
+
+
+async def _user_create(store: AccountStore, a: argparse.Namespace) -> Any:
+    user = await users.create_user(store, actor=ACTOR, name=a.name, email=a.email, tier=a.tier)
+    return user.to_json()
+
+
+async def _user_list(store: AccountStore, a: argparse.Namespace) -> Any:
+    found = await users.list_users(
+        store, status=a.status, email=a.email, after=a.after, limit=a.limit
+    )
+    return [u.to_json() for u in found]
+
+
+async def _user_show(store: AccountStore, a: argparse.Namespace) -> Any:
+    return (await users.get_user(store, a.id)).to_json()
+
+
+async def _user_update(store: AccountStore, a: argparse.Namespace) -> Any:
+    changes: dict[str, Any] = {}
+    for name in ("name", "email"):
+        if getattr(a, f"clear_{name}"):
+            changes[name] = None
+        elif getattr(a, name) is not None:
+            changes[name] = getattr(a, name)
+    if a.tier is not None:
+        changes["tier"] = a.tier
+    return (await users.update_user(store, a.id, actor=ACTOR, **changes)).to_json()
+
+
+def _set_status(status: str) -> Action:
+    async def action(store: AccountStore, a: argparse.Namespace) -> Any:
+        return (await users.update_user(store, a.id, actor=ACTOR, status=status)).to_json()
+
+    return action
+
+
+async def _user_export(store: AccountStore, a: argparse.Namespace) -> Any:
+    return await export_user(store, a.id)
+
+
+async def _user_erase(store: AccountStore, a: argparse.Namespace) -> Any:
+    if not a.yes:
+        raise ProxyError(f"erasing {a.id} cannot be undone; repeat with --yes to confirm")
+    return (await erase_user(store, a.id, actor=ACTOR)).to_json()
+
+
+def _issued(issued: IssuedKey) -> dict[str, Any]:
+    return {**issued.key.to_json(), "secret": issued.secret}
+
+
+async def _key_create(store: AccountStore, a: argparse.Namespace) -> Any:
+    spec = KeySpec(
+        name=a.name,
+        user_id=a.user,
+        models=tuple(a.model) if a.model else None,
+        rpm=a.rpm,
+        tpm=a.tpm,
+        max_concurrent=a.max_concurrent,
+        budget_day_usd=a.budget_day,
+        budget_month_usd=a.budget_month,
+        expires_at=_expiry(a.expires),
+        cache=a.cache,
+    )
+    return _issued(await keys.create_key(store, spec, actor=ACTOR))
+
+
+async def _key_list(store: AccountStore, a: argparse.Namespace) -> Any:
+    found = await keys.list_keys(
+        store, user_id=a.user, include_revoked=not a.active_only, after=a.after, limit=a.limit
+    )
+    return [k.to_json() for k in found]
+
+
+async def _key_show(store: AccountStore, a: argparse.Namespace) -> Any:
+    return (await keys.get_key(store, a.id)).to_json()
+
+
+async def _key_revoke(store: AccountStore, a: argparse.Namespace) -> Any:
+    return (await keys.revoke_key(store, a.id, actor=ACTOR)).to_json()
+
+
+async def _key_rotate(store: AccountStore, a: argparse.Namespace) -> Any:
+    return _issued(await keys.rotate_key(store, a.id, actor=ACTOR))
+
+
+async def _rotate_data_key(store: AccountStore, a: argparse.Namespace) -> Any:
+    def progress(done: int) -> None:
+        print(f"re-encrypted {done} users…", file=sys.stderr)
+
+    rows = await store.rotate_data_key(actor=ACTOR, batch_size=a.batch_size, on_batch=progress)
+    assert store.keyring is not None  # rotate_data_key refuses without one
+    return {"reencrypted_users": rows, "key_id": store.keyring.primary_id}
+
+
+def _expiry(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if value.isdigit():
+        return int(value)
+    parsed = parse_time(value)
+    return None if parsed is None else int(parsed)
+
+
+# -- running ------------------------------------------------------------------------------
+
+
+def _run(action: Action, load: Loader) -> Callable[[argparse.Namespace], int]:
+    def command(args: argparse.Namespace) -> int:
+        settings = load(args.config)
+
+        async def go() -> Any:
+            store = await AccountStore.open(
+                Path(settings.storage.path),
+                env=os.environ,
+                tiers=settings.tiers,
+                models=settings.models,
+            )
+            try:
+                return await action(store, args)
+            finally:
+                await store.close()
+
+        try:
+            result = asyncio.run(go())
+        except (ProxyError, DataKeyError, ValueError) as exc:
+            print(f"nitroproxy: {exc}", file=sys.stderr)
+            return 2
+        _print(result, args)
+        return 0
+
+    return command
+
+
+def _command(
+    sub: Any,
+    name: str,
+    help: str,
+    action: Action,
+    load: Loader,
+    default_config: str,
+    columns: Sequence[str] = (),
+) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help)
+    p.add_argument("--config", "-c", default=default_config)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_run(action, load), columns=columns)
+    return p
+
+
+def add_parsers(sub: Any, *, load: Loader, default_config: str) -> None:
+    def command(parent: Any, name: str, help: str, action: Action, **kw: Any) -> Any:
+        return _command(parent, name, help, action, load, default_config, **kw)
+
+    user_cmds = sub.add_parser("users", help="manage users").add_subparsers(
+        dest="action", required=True
+    )
+    p = command(user_cmds, "create", "create a user", _user_create)
+    p.add_argument("--name")
+    p.add_argument("--email")
+    p.add_argument("--tier", default="default")
+    p = command(user_cmds, "list", "list users", _user_list, columns=_USER_COLUMNS)
+    p.add_argument("--status", choices=["active", "suspended", "erased"])
+    p.add_argument("--email", help="find by email")
+    p.add_argument("--after", help="the last id of the previous page")
+    p.add_argument("--limit", type=int, default=100)
+    for name, help, action in (
+        ("show", "show a user", _user_show),
+        (
+            "suspend",
+            "suspend a user: their keys stop working, data is kept",
+            _set_status("suspended"),
+        ),
+        ("activate", "reactivate a suspended user", _set_status("active")),
+        ("export", "everything held about a user, as JSON", _user_export),
+    ):
+        command(user_cmds, name, help, action).add_argument("id")
+    p = command(user_cmds, "update", "rectify name or email, or change tier", _user_update)
+    p.add_argument("id")
+    p.add_argument("--name")
+    p.add_argument("--email")
+    p.add_argument("--clear-name", action="store_true")
+    p.add_argument("--clear-email", action="store_true")
+    p.add_argument("--tier")
+    p = command(user_cmds, "erase", "erase a user (irreversible)", _user_erase)
+    p.add_argument("id")
+    p.add_argument("--yes", action="store_true", help="confirm the erase")
+
+    key_cmds = sub.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="action", required=True
+    )
+    p = command(key_cmds, "create", "create a key; prints its secret once", _key_create)
+    p.add_argument("--name", required=True)
+    p.add_argument("--user", help="owner user id")
+    p.add_argument("--model", action="append", help="allowed model (repeat); default all")
+    p.add_argument("--rpm", type=int)
+    p.add_argument("--tpm", type=int)
+    p.add_argument("--max-concurrent", type=int)
+    p.add_argument("--budget-day", type=float, help="USD per UTC day")
+    p.add_argument("--budget-month", type=float, help="USD per UTC month")
+    p.add_argument("--expires", help="ISO date/datetime (UTC) or Unix seconds")
+    p.add_argument("--cache", action="store_true", help="opt in to the response cache")
+    p = command(key_cmds, "list", "list keys", _key_list, columns=_KEY_COLUMNS)
+    p.add_argument("--user", help="only this user's keys")
+    p.add_argument("--active-only", action="store_true", help="hide revoked keys")
+    p.add_argument("--after", help="the last id of the previous page")
+    p.add_argument("--limit", type=int, default=100)
+    for name, help, action in (
+        ("show", "show a key's metadata", _key_show),
+        ("revoke", "revoke a key", _key_revoke),
+        ("rotate", "new secret for the key; prints it once", _key_rotate),
+    ):
+        command(key_cmds, name, help, action).add_argument("id")
+
+    p = command(
+        sub,
+        "rotate-data-key",
+        "re-encrypt user data under the first NITROPROXY_DATA_KEY key",
+        _rotate_data_key,
+    )
+    p.add_argument("--batch-size", type=int, default=100)

@@ -1,0 +1,59 @@
+"""Configuration: ``load(path)`` / ``parse(mapping)`` into the frozen ``Settings`` tree.
+
+``schema`` holds the dataclasses, ``reader`` the path-aware reader whose errors name the YAML
+path, ``loader`` the parsing of each section.
+"""
+
+from nitroproxy.config.loader import interpolate, load, parse
+from nitroproxy.config.reader import ConfigError
+from nitroproxy.config.schema import (
+    AuthSettings,
+    CacheSettings,
+    Deployment,
+    KeySettings,
+    LimitSettings,
+    LoggingSettings,
+    MetricsSettings,
+    MockProviderSettings,
+    ModelSettings,
+    PrivacySettings,
+    ProviderSettings,
+    RetentionSettings,
+    RoutingSettings,
+    ServerSettings,
+    Settings,
+    StatsSettings,
+    StorageSettings,
+    Timeouts,
+    TLSSettings,
+    TokenSettings,
+    UpstreamSettings,
+)
+
+__all__ = [
+    "AuthSettings",
+    "CacheSettings",
+    "ConfigError",
+    "Deployment",
+    "KeySettings",
+    "LimitSettings",
+    "LoggingSettings",
+    "MetricsSettings",
+    "MockProviderSettings",
+    "ModelSettings",
+    "PrivacySettings",
+    "ProviderSettings",
+    "RetentionSettings",
+    "RoutingSettings",
+    "ServerSettings",
+    "Settings",
+    "StatsSettings",
+    "StorageSettings",
+    "TLSSettings",
+    "Timeouts",
+    "TokenSettings",
+    "UpstreamSettings",
+    "interpolate",
+    "load",
+    "parse",
+]

@@ -1,0 +1,466 @@
+"""Settings: frozen dataclasses for the YAML tree, parsed and validated once at start-up.
+
+Every error names its YAML path (``models.gpt-4o.deployments[1].provider: ...``) so a bad
+file is reported as one line, never as a ``KeyError`` inside a request later.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nitroproxy.config.reader import ConfigError, Reader
+from nitroproxy.config.schema import (
+    AuthSettings,
+    CacheSettings,
+    Deployment,
+    KeySettings,
+    LimitSettings,
+    LoggingSettings,
+    MetricsSettings,
+    MockProviderSettings,
+    ModelSettings,
+    PrivacySettings,
+    ProviderSettings,
+    RetentionSettings,
+    RoutingSettings,
+    ServerSettings,
+    Settings,
+    StatsSettings,
+    StorageSettings,
+    Timeouts,
+    TLSSettings,
+    TokenSettings,
+    UpstreamSettings,
+)
+from nitroproxy.core import pricing
+from nitroproxy.core.selection import Strategy
+from nitroproxy.core.types import ApiFormat, Price
+
+__all__ = [
+    "AuthSettings",
+    "CacheSettings",
+    "ConfigError",
+    "Deployment",
+    "KeySettings",
+    "LimitSettings",
+    "LoggingSettings",
+    "MetricsSettings",
+    "MockProviderSettings",
+    "ModelSettings",
+    "PrivacySettings",
+    "ProviderSettings",
+    "RetentionSettings",
+    "RoutingSettings",
+    "ServerSettings",
+    "Settings",
+    "StatsSettings",
+    "StorageSettings",
+    "TLSSettings",
+    "Timeouts",
+    "TokenSettings",
+    "UpstreamSettings",
+    "interpolate",
+    "load",
+    "parse",
+]
+
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}``; a missing variable with no default is an
+    error, because a silently empty API key fails much later and far less clearly."""
+
+    def expand(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        value = env.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                raise ConfigError(f"environment variable ${{{name}}} is not set")
+            return default
+        return value
+
+    return _ENV_RE.sub(expand, text)
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    lines = [
+        line if line.lstrip().startswith("#") else interpolate(line, env or os.environ)
+        for line in text.splitlines()
+    ]
+    try:
+        data = yaml.safe_load("\n".join(lines))
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    return parse(data if data is not None else {})
+
+
+def parse(data: Any) -> Settings:
+    root = Reader(data, "")
+    root.require_mapping()
+    root.only(
+        "server upstream providers models routing storage retention privacy logging "
+        "metrics tokens auth tiers keys cache stats"
+    )
+    providers = _providers(root.child("providers"))
+    tiers = {name: _limits(r) for name, r in root.child("tiers").items()}
+    return Settings(
+        server=_server(root.child("server")),
+        upstream=_upstream(root.child("upstream")),
+        providers=providers,
+        models=_models(root.child("models"), providers),
+        routing=_routing(root.child("routing")),
+        storage=_storage(root.child("storage")),
+        retention=_retention(root.child("retention")),
+        privacy=_privacy(root.child("privacy")),
+        logging=_logging(root.child("logging")),
+        metrics=_metrics(root.child("metrics")),
+        tokens=_tokens(root.child("tokens")),
+        auth=_auth(root.child("auth")),
+        tiers=tiers,
+        keys=_keys(root.child("keys"), tiers),
+        cache=_cache(root.child("cache")),
+        stats=_stats(root.child("stats")),
+    )
+
+
+def _server(r: Reader) -> ServerSettings:
+    r.only(
+        "host port max_body_bytes shutdown_grace keepalive_interval trust_forwarded_for "
+        "backlog mock_provider tls"
+    )
+    d = ServerSettings()
+    mock = r.child("mock_provider")
+    tls = r.child("tls")
+    return ServerSettings(
+        host=r.text("host", d.host),
+        port=r.port("port", d.port),
+        max_body_bytes=r.integer("max_body_bytes", d.max_body_bytes, minimum=1024),
+        shutdown_grace=r.duration("shutdown_grace", d.shutdown_grace),
+        keepalive_interval=r.duration("keepalive_interval", d.keepalive_interval),
+        trust_forwarded_for=r.flag("trust_forwarded_for", d.trust_forwarded_for),
+        backlog=r.integer("backlog", d.backlog, minimum=1, maximum=65535),
+        mock_provider=_mock(mock) if mock.present else None,
+        tls=_tls(tls) if tls.present else None,
+    )
+
+
+def _tls(r: Reader) -> TLSSettings:
+    r.only("cert key client_ca")
+    return TLSSettings(
+        cert=r.text("cert", None, required=True),
+        key=r.text("key", None, required=True),
+        client_ca=r.text("client_ca", None) or None,
+    )
+
+
+def _cache(r: Reader) -> CacheSettings:
+    r.only("enabled ttl max_entries max_bytes scope")
+    d = CacheSettings()
+    return CacheSettings(
+        enabled=r.flag("enabled", d.enabled),
+        ttl=r.duration("ttl", d.ttl),
+        max_entries=r.integer("max_entries", d.max_entries, minimum=1),
+        max_bytes=r.integer("max_bytes", d.max_bytes, minimum=1024),
+        scope=r.choice("scope", ["key", "user"], d.scope),
+    )
+
+
+def _stats(r: Reader) -> StatsSettings:
+    r.only("enabled min_bucket")
+    return StatsSettings(
+        enabled=r.flag("enabled", True),
+        min_bucket=r.integer("min_bucket", 10, minimum=1),
+    )
+
+
+def _mock(r: Reader) -> MockProviderSettings:
+    r.only("host port tokens delay_ms")
+    d = MockProviderSettings()
+    return MockProviderSettings(
+        host=r.text("host", d.host),
+        port=r.port("port", d.port),
+        tokens=r.integer("tokens", d.tokens, minimum=0),
+        delay_ms=r.number("delay_ms", d.delay_ms, minimum=0.0),
+    )
+
+
+def _upstream(r: Reader) -> UpstreamSettings:
+    r.only("max_connections max_connections_per_host keepalive_timeout")
+    d = UpstreamSettings()
+    return UpstreamSettings(
+        max_connections=r.integer("max_connections", d.max_connections, minimum=1),
+        max_connections_per_host=r.integer("max_connections_per_host", 0, minimum=0),
+        keepalive_timeout=r.duration("keepalive_timeout", d.keepalive_timeout),
+    )
+
+
+def _timeouts(r: Reader) -> Timeouts:
+    r.only("connect first_byte idle total")
+    d = Timeouts()
+    return Timeouts(
+        connect=r.duration("connect", d.connect),
+        first_byte=r.duration("first_byte", d.first_byte),
+        idle=r.duration("idle", d.idle),
+        total=r.duration("total", d.total),
+    )
+
+
+def _providers(r: Reader) -> dict[str, ProviderSettings]:
+    out: dict[str, ProviderSettings] = {}
+    for name, p in r.items():
+        p.require_mapping()
+        p.only(
+            "kind base_url api_key headers timeouts stream_usage anthropic_version "
+            "auth_header ca_bundle insecure_skip_verify"
+        )
+        kind = p.choice("kind", [f.value for f in ApiFormat], required=True)
+        url = p.text("base_url", None, required=True).rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            p.fail("base_url", f"must start with http:// or https://, got {url!r}")
+        out[name] = ProviderSettings(
+            name=name,
+            kind=ApiFormat(kind),
+            base_url=url,
+            api_key=p.text("api_key", None) or None,
+            headers={k: str(v.value) for k, v in p.child("headers").items()},
+            timeouts=_timeouts(p.child("timeouts")),
+            stream_usage=p.flag("stream_usage", True),
+            anthropic_version=p.text("anthropic_version", "2023-06-01"),
+            auth_header=p.text("auth_header", "authorization").lower(),
+            ca_bundle=p.text("ca_bundle", None) or None,
+            insecure_skip_verify=p.flag("insecure_skip_verify", False),
+        )
+    return out
+
+
+def _models(r: Reader, providers: Mapping[str, ProviderSettings]) -> dict[str, ModelSettings]:
+    out: dict[str, ModelSettings] = {}
+    # A deployment name is one upstream (provider + model): public models may share it, and
+    # then share its health and measurements; it may not mean two different upstreams.
+    everywhere: dict[str, tuple[str, str]] = {}
+    for name, m in r.items():
+        seen: set[str] = set()
+        if name.endswith((":floor", ":nitro")):
+            m.fail(
+                None,
+                "a model name may not end with :floor or :nitro (routing suffixes)",
+            )
+        m.require_mapping()
+        m.only("strategy deployments default_max_tokens")
+        deployments = []
+        dl = m.child("deployments")
+        for d in dl.seq(required=True):
+            dep = _deployment(d, name, providers)
+            if dep.name in seen:
+                d.fail("name", f"duplicate deployment name {dep.name!r} in this model")
+            target = (dep.provider, dep.upstream_model)
+            if everywhere.setdefault(dep.name, target) != target:
+                d.fail(
+                    "name",
+                    f"deployment name {dep.name!r} already names another upstream",
+                )
+            seen.add(dep.name)
+            deployments.append(dep)
+        if not deployments:
+            dl.fail(None, "at least one deployment is required")
+        out[name] = ModelSettings(
+            name=name,
+            strategy=Strategy(m.choice("strategy", [s.value for s in Strategy], "fallback")),
+            deployments=tuple(deployments),
+            default_max_tokens=m.integer("default_max_tokens", 4096, minimum=1),
+        )
+    return out
+
+
+def _deployment(d: Reader, model: str, providers: Mapping[str, ProviderSettings]) -> Deployment:
+    d.require_mapping()
+    d.only("name provider model price weight seed")
+    provider = d.text("provider", None, required=True)
+    if provider not in providers:
+        known = ", ".join(sorted(providers)) or "none configured"
+        d.fail("provider", f"unknown provider {provider!r} (known: {known})")
+    upstream = d.text("model", model)
+    price = d.child("price")
+    default_price = pricing.price_for(upstream, _default_prices()) or Price()
+    price.only("input output cached_input cache_write")
+    seed = d.child("seed")
+    seed.only("ttft tokens_per_s")
+    return Deployment(
+        name=d.text("name", f"{provider}/{upstream}"),
+        provider=provider,
+        upstream_model=upstream,
+        price=Price(
+            input=price.number("input", 0.0, minimum=0.0),
+            output=price.number("output", 0.0, minimum=0.0),
+            cached_input=price.optional_float("cached_input"),
+            cache_write=price.optional_float("cache_write"),
+        )
+        if price.present
+        else default_price,
+        weight=d.number("weight", 1.0, minimum=0.0),
+        seed_ttft=seed.optional_float("ttft"),
+        seed_tokens_per_s=seed.optional_float("tokens_per_s"),
+    )
+
+
+@functools.cache
+def _default_prices() -> dict[str, Price]:
+    return pricing.load_default_prices()
+
+
+def _routing(r: Reader) -> RoutingSettings:
+    r.only(
+        "max_attempts deadline failure_threshold base_cooldown max_cooldown ewma_alpha "
+        "min_samples seed"
+    )
+    d = RoutingSettings()
+    seed = r.integer("seed", -1, minimum=-1)
+    return RoutingSettings(
+        max_attempts=r.integer("max_attempts", d.max_attempts, minimum=1),
+        deadline=r.duration("deadline", d.deadline),
+        failure_threshold=r.integer("failure_threshold", d.failure_threshold, minimum=1),
+        base_cooldown=r.duration("base_cooldown", d.base_cooldown),
+        max_cooldown=r.duration("max_cooldown", d.max_cooldown),
+        ewma_alpha=r.number("ewma_alpha", d.ewma_alpha, minimum=0.001, maximum=1.0),
+        min_samples=r.integer("min_samples", d.min_samples, minimum=0),
+        seed=None if seed < 0 else seed,
+    )
+
+
+def _storage(r: Reader) -> StorageSettings:
+    r.only("enabled path batch_size flush_interval max_queue")
+    d = StorageSettings()
+    return StorageSettings(
+        enabled=r.flag("enabled", d.enabled),
+        path=r.text("path", d.path),
+        batch_size=r.integer("batch_size", d.batch_size, minimum=1),
+        flush_interval=r.duration("flush_interval", d.flush_interval),
+        max_queue=r.integer("max_queue", d.max_queue, minimum=1),
+    )
+
+
+def _retention(r: Reader) -> RetentionSettings:
+    r.only("requests billing interval batch_size")
+    d = RetentionSettings()
+    return RetentionSettings(
+        requests=r.duration("requests", d.requests),
+        billing=r.duration("billing", d.billing),
+        interval=r.duration("interval", d.interval),
+        batch_size=r.integer("batch_size", d.batch_size, minimum=1),
+    )
+
+
+def _privacy(r: Reader) -> PrivacySettings:
+    r.only("client_ip store_user_agent")
+    return PrivacySettings(
+        client_ip=r.choice("client_ip", ["none", "truncated", "full"], "truncated"),
+        store_user_agent=r.flag("store_user_agent", True),
+    )
+
+
+def _logging(r: Reader) -> LoggingSettings:
+    r.only("level format access_log")
+    levels = ["debug", "info", "warning", "error", "critical"]
+    return LoggingSettings(
+        level=r.choice("level", levels, os.environ.get("NITROPROXY_LOG_LEVEL", "info").lower()),
+        format=r.choice("format", ["auto", "json", "console"], "auto"),
+        access_log=r.flag("access_log", True),
+    )
+
+
+def _metrics(r: Reader) -> MetricsSettings:
+    r.only("enabled key_labels port")
+    port = r.integer("port", 0, minimum=0, maximum=65535)
+    return MetricsSettings(
+        enabled=r.flag("enabled", True),
+        key_labels=r.flag("key_labels", False),
+        port=port or None,
+    )
+
+
+def _tokens(r: Reader) -> TokenSettings:
+    r.only("count offload_chars")
+    return TokenSettings(
+        count=r.flag("count", True),
+        offload_chars=r.integer("offload_chars", 20_000, minimum=0),
+    )
+
+
+def _auth(r: Reader) -> AuthSettings:
+    r.only("required admin_key")
+    return AuthSettings(
+        required=r.flag("required", True),
+        admin_key=r.text("admin_key", None) or None,
+    )
+
+
+def _limits(r: Reader) -> LimitSettings:
+    r.require_mapping()
+    r.only("rpm tpm max_concurrent budget_day_usd budget_month_usd")
+    return LimitSettings(
+        rpm=r.optional_int("rpm"),
+        tpm=r.optional_int("tpm"),
+        max_concurrent=r.optional_int("max_concurrent"),
+        budget_day_usd=r.optional_float("budget_day_usd"),
+        budget_month_usd=r.optional_float("budget_month_usd"),
+    )
+
+
+def _keys(r: Reader, tiers: Mapping[str, LimitSettings]) -> tuple[KeySettings, ...]:
+    out = []
+    names: set[str] = set()
+    for k in r.seq():
+        k.require_mapping()
+        k.only(
+            "name key user tier models rpm tpm max_concurrent budget_day_usd budget_month_usd cache"
+        )
+        name = k.text("name", None, required=True)
+        if name in names:
+            k.fail("name", f"duplicate key name {name!r}")
+        names.add(name)
+        secret = k.text("key", None, required=True)
+        if len(secret) < 8:
+            k.fail("key", "must be at least 8 characters")
+        tier = k.text("tier", None) or None
+        if tier is not None and tier not in tiers:
+            k.fail(
+                "tier",
+                f"unknown tier {tier!r} (known: {', '.join(sorted(tiers)) or 'none'})",
+            )
+        out.append(
+            KeySettings(
+                name=name,
+                key=secret,
+                user=k.text("user", None) or None,
+                tier=tier,
+                models=tuple(k.texts("models")),
+                cache=k.flag("cache", False),
+                limits=_limits(
+                    k.subset(
+                        [
+                            "rpm",
+                            "tpm",
+                            "max_concurrent",
+                            "budget_day_usd",
+                            "budget_month_usd",
+                        ]
+                    )
+                ),
+            )
+        )
+    return tuple(out)

@@ -1,0 +1,121 @@
+"""``GET /privacy``, the live data map, and ``GET /v1/stats``, anonymous public statistics.
+
+Both are public (no key), by design: the map holds no secret, and the statistics hold no key,
+user or address and suppress small buckets. ``stats.enabled: false`` removes ``/v1/stats``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from nitroproxy.config import Settings
+from nitroproxy.reports import privacy as privacy_report
+from nitroproxy.reports.public_stats import PublicStats
+from nitroproxy.web.appkeys import GATEWAY, SETTINGS, STORE
+
+__all__ = [
+    "PUBLIC_STATS",
+    "add_routes",
+    "privacy_report_json",
+    "privacy_report_text",
+    "render_text",
+    "report_for",
+]
+
+PUBLIC_STATS = web.AppKey("public_stats", PublicStats)
+
+
+def _paths(app: web.Application) -> set[str]:
+    return {r.canonical for r in app.router.resources()}
+
+
+def report_for(settings: Settings, routes: Iterable[str] | None = None) -> dict[str, Any]:
+    """The data map; without ``routes``, those of the app ``settings`` would create (nothing
+    starts: components start with the server, not with the app object)."""
+    if routes is None:
+        from nitroproxy.web.app import create_app  # web.app imports this module
+
+        routes = _paths(create_app(settings))
+    return privacy_report.build(settings, set(routes))
+
+
+def privacy_report_text(settings: Settings) -> str:
+    return render_text(report_for(settings))
+
+
+def privacy_report_json(settings: Settings) -> str:
+    return privacy_report.render_json(report_for(settings))
+
+
+def render_text(report: Mapping[str, Any]) -> str:
+    db = report["database"]
+    lines = [
+        f"NitroProxy {report['nitroproxy_version']} data map, generated from the running "
+        f"configuration ({report['config_hash']}, schema v{report['schema_version']})",
+        "",
+        f"Database: {db['path'] or 'none'}: {db['file']}",
+    ]
+    for t in report["tables"]:
+        lines += [
+            "",
+            f"[{t['data']}] {t['file']}, table {t['table']}: kept {t['kept_for']}; "
+            f"{'encrypted columns' if t['encrypted'] else 'not encrypted'}",
+            f"  columns: {', '.join(t['columns'])}",
+            *(f"  {c}: {how}" for c, how in t["protected_columns"].items()),
+            *(f"  {k}: {t[k]}" for k in ("client_ip", "user_agent", "content") if k in t),
+            f"  readable by: {', '.join(t['readable_by'])}",
+            *([f"  note: {t['note']}"] if t["note"] else []),
+        ]
+    cache = report["response_cache"]
+    lines += ["", "Response cache: " + ("ON" if cache["enabled"] else "off")]
+    lines += [f"  {k}: {v}" for k, v in cache.items() if k != "enabled"]
+    log = report["logs"]
+    keys = report["config_file_keys"]
+    transport = report["transport"]
+    lines += [
+        "",
+        f"Logs: {log['destination']}; level {log['level']}",
+        "  access line fields: " + (", ".join(log["access_log_fields"]) or "(access log off)"),
+        f"  redaction: {log['redaction']}",
+        "",
+        f"Config-file keys: {keys['count']}, {keys['held']}",
+        f"Memory only: {report['memory_only']}",
+        "",
+        f"Transport: listener {transport['listener']}, client certificates "
+        f"{transport['client_certificates']}",
+        *(f"  upstream {n}: {how}" for n, how in transport["upstreams"].items()),
+        "",
+        "Who can read what:",
+    ]
+    for who, r in report["readers"].items():
+        via = f" via {', '.join(r['routes'])}" if r.get("routes") else ""
+        lines.append(f"  {who}{via}: {r['reads']}")
+    return "\n".join(lines)
+
+
+async def privacy(request: web.Request) -> web.Response:
+    report = report_for(request.app[SETTINGS], _paths(request.app))
+    return web.Response(text=privacy_report.render_json(report), content_type="application/json")
+
+
+async def stats(request: web.Request) -> web.Response:
+    app = request.app
+    body = await app[PUBLIC_STATS].get(
+        app.get(STORE),
+        # The clock the usage records were stamped with, so the windows line up with them.
+        now=app[GATEWAY].wall_clock(),
+        mono=asyncio.get_running_loop().time(),
+    )
+    return web.Response(body=body, content_type="application/json")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/privacy", privacy)
+    settings = app[SETTINGS]
+    if settings.stats.enabled:
+        app[PUBLIC_STATS] = PublicStats(settings)
+        app.router.add_get("/v1/stats", stats)
