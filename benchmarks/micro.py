@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_writer import _run as run_writer
-from nitroproxy import config
-from nitroproxy.core import sse, tokens
+from nitroproxy import config, data
+from nitroproxy.core import sse
 from nitroproxy.core.completion_counter import CompletionCounter
 from nitroproxy.core.pipeline import StreamPipeline
 from nitroproxy.core.types import ApiFormat
@@ -53,7 +53,7 @@ def _sse(n: int) -> None:
 
 
 def _pipeline(count: bool) -> Callable[[int], None]:
-    enc = tokens.encoding_for_model("gpt-4o")
+    enc = data.encoding_for_model("gpt-4o")
 
     def go(n: int) -> None:
         counter = CompletionCounter(enc) if count else None
@@ -66,7 +66,7 @@ def _pipeline(count: bool) -> Callable[[int], None]:
 
 
 def _tokens(n: int) -> None:
-    counter = CompletionCounter(tokens.encoding_for_model("gpt-4o"))
+    counter = CompletionCounter(data.encoding_for_model("gpt-4o"))
     words = WORDS
     for i in range(n):
         counter.feed(words[i % len(words)])

@@ -11,6 +11,7 @@ import openai
 import orjson
 import pytest
 
+from nitroproxy import data
 from nitroproxy.core import tokens
 from tests.conftest import (
     CLIENT_KEY,
@@ -90,7 +91,7 @@ async def test_no_provider_usage_is_counted_by_tiktoken_and_marked_estimated(
         )
         reply = await c.chat.completions.create(model="quiet", messages=MESSAGES)
     streamed, plain = await wait_records(proxy, 2)
-    enc = tokens.encoding_for_model("mock+nousage+tokens=30")
+    enc = data.encoding_for_model("mock+nousage+tokens=30")
     assert streamed.usage_source == plain.usage_source == "estimated"
     assert streamed.completion_tokens == tokens.count_text(enc, text) == 30
     assert plain.completion_tokens == tokens.count_text(enc, reply.choices[0].message.content or "")

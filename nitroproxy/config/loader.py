@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from nitroproxy import data
 from nitroproxy.config.reader import ConfigError, Reader
 from nitroproxy.config.schema import (
     AuthSettings,
@@ -40,6 +41,7 @@ from nitroproxy.config.schema import (
     UpstreamSettings,
 )
 from nitroproxy.core import pricing
+from nitroproxy.core.limits import INTEGER_LIMITS, LIMIT_FIELDS
 from nitroproxy.core.selection import Strategy
 from nitroproxy.core.types import ApiFormat, Price
 
@@ -320,7 +322,7 @@ def _deployment(d: Reader, model: str, providers: Mapping[str, ProviderSettings]
 
 @functools.cache
 def _default_prices() -> dict[str, Price]:
-    return pricing.load_default_prices()
+    return data.load_default_prices()
 
 
 def _routing(r: Reader) -> RoutingSettings:
@@ -411,14 +413,12 @@ def _auth(r: Reader) -> AuthSettings:
 
 def _limits(r: Reader) -> LimitSettings:
     r.require_mapping()
-    r.only("rpm tpm max_concurrent budget_day_usd budget_month_usd")
-    return LimitSettings(
-        rpm=r.optional_int("rpm"),
-        tpm=r.optional_int("tpm"),
-        max_concurrent=r.optional_int("max_concurrent"),
-        budget_day_usd=r.optional_float("budget_day_usd"),
-        budget_month_usd=r.optional_float("budget_month_usd"),
-    )
+    r.only(" ".join(LIMIT_FIELDS))
+    values: dict[str, Any] = {
+        name: r.optional_int(name) if name in INTEGER_LIMITS else r.optional_float(name)
+        for name in LIMIT_FIELDS
+    }
+    return LimitSettings(**values)
 
 
 def _keys(r: Reader, tiers: Mapping[str, LimitSettings]) -> tuple[KeySettings, ...]:
@@ -426,9 +426,7 @@ def _keys(r: Reader, tiers: Mapping[str, LimitSettings]) -> tuple[KeySettings, .
     names: set[str] = set()
     for k in r.seq():
         k.require_mapping()
-        k.only(
-            "name key user tier models rpm tpm max_concurrent budget_day_usd budget_month_usd cache"
-        )
+        k.only(" ".join(("name", "key", "user", "tier", "models", "cache", *LIMIT_FIELDS)))
         name = k.text("name", None, required=True)
         if name in names:
             k.fail("name", f"duplicate key name {name!r}")
@@ -450,17 +448,7 @@ def _keys(r: Reader, tiers: Mapping[str, LimitSettings]) -> tuple[KeySettings, .
                 tier=tier,
                 models=tuple(k.texts("models")),
                 cache=k.flag("cache", False),
-                limits=_limits(
-                    k.subset(
-                        [
-                            "rpm",
-                            "tpm",
-                            "max_concurrent",
-                            "budget_day_usd",
-                            "budget_month_usd",
-                        ]
-                    )
-                ),
+                limits=_limits(k.subset(list(LIMIT_FIELDS))),
             )
         )
     return tuple(out)

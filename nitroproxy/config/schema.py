@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from nitroproxy.core.limits import KeyLimits
 from nitroproxy.core.selection import Strategy
 from nitroproxy.core.types import ApiFormat, Price
 
@@ -150,15 +151,9 @@ class TokenSettings:
     offload_chars: int = 20_000
 
 
-@dataclass(frozen=True, slots=True)
-class LimitSettings:
-    """Per-key defaults; a tier or a key overrides each field. None means unlimited."""
-
-    rpm: int | None = None
-    tpm: int | None = None
-    max_concurrent: int | None = None
-    budget_day_usd: float | None = None
-    budget_month_usd: float | None = None
+LimitSettings = KeyLimits
+"""Per-key defaults; a tier or a key overrides each field. None means unlimited. The same
+dataclass as ``core.limits.KeyLimits``: the limit fields are defined once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +182,7 @@ class KeySettings:
     user: str | None = None
     tier: str | None = None
     models: tuple[str, ...] = ()
-    limits: LimitSettings = LimitSettings()
+    limits: LimitSettings = field(default_factory=LimitSettings)
     cache: bool = False
 
 

@@ -14,18 +14,22 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 from nitroproxy.core.errors import QuotaExceeded, RateLimited
 
 __all__ = [
+    "INTEGER_LIMITS",
+    "LIMIT_FIELDS",
     "WINDOW_S",
     "Admission",
     "KeyLimits",
     "RateLimits",
     "check_budget",
     "format_duration",
+    "layered",
+    "limits_of",
     "ratelimit_headers",
     "to_error",
 ]
@@ -40,7 +44,8 @@ Reason = Literal["requests", "tokens", "concurrency", "budget"]
 
 @dataclass(frozen=True, slots=True)
 class KeyLimits:
-    """``None`` means unlimited."""
+    """``None`` means unlimited. The one definition of the per-key limit fields: config
+    (tiers, keys), the key store, the admin API and the CLI all iterate ``LIMIT_FIELDS``."""
 
     rpm: int | None = None
     tpm: int | None = None
@@ -57,6 +62,27 @@ class KeyLimits:
             and self.budget_day_usd is None
             and self.budget_month_usd is None
         )
+
+
+LIMIT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(KeyLimits))
+INTEGER_LIMITS = frozenset({"rpm", "tpm", "max_concurrent"})
+"""The limits that are counts; the others are USD amounts."""
+
+
+def limits_of(source: object) -> KeyLimits:
+    """The ``LIMIT_FIELDS`` of any object that has them as attributes (a key's spec)."""
+    return KeyLimits(**{name: getattr(source, name) for name in LIMIT_FIELDS})
+
+
+def layered(*layers: KeyLimits) -> KeyLimits:
+    """Later layers win field by field where they set a value (default tier < tier < key)."""
+    values: dict[str, float | int | None] = {}
+    for layer in layers:
+        for name in LIMIT_FIELDS:
+            value = getattr(layer, name)
+            if value is not None:
+                values[name] = value
+    return KeyLimits(**values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)

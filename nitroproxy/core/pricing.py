@@ -13,14 +13,13 @@ import functools
 import re
 from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Decimal
-from importlib.resources import files
 
+from nitroproxy.core import models
 from nitroproxy.core.types import Price, Usage
 
 __all__ = [
     "cost_nanos",
     "estimate_cost_nanos",
-    "load_default_prices",
     "parse_prices",
     "price_for",
 ]
@@ -76,21 +75,14 @@ def estimate_cost_nanos(price: Price, prompt_tokens: int, completion_tokens: int
 _VERSION_TAIL = re.compile(r"(?:[-@](?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|latest|preview))*")
 
 
-def _bare_model(model: str) -> str:
-    """``"openai/GPT-4o:floor"`` → ``"gpt-4o"``. Fine-tunes (``"ft:..."``) keep their name:
-    OpenAI bills them above their base model, so only an exact table entry prices them."""
-    name = model.strip().lower().rsplit("/", 1)[-1]
-    for suffix in (":floor", ":nitro"):
-        name = name.removesuffix(suffix)
-    return name
-
-
 def price_for(model: str, table: Mapping[str, Price]) -> Price | None:
     """The price of ``model`` in ``table``: its exact entry, else the longest table name that
     is a prefix of the bare model name followed only by a date or release tag."""
     if (price := table.get(model)) is not None:
         return price
-    name = _bare_model(model)
+    # Fine-tunes ("ft:...") keep their name: OpenAI bills them above their base model, so
+    # only an exact table entry prices them.
+    name = models.bare_name(model)
     best: str | None = None
     for key in table:
         if (
@@ -138,8 +130,3 @@ def parse_prices(text: str, source: str = "prices.yaml") -> dict[str, Price]:
             raise ValueError(f"{source}:{number}: {name!r} listed twice")
         table[name] = price
     return table
-
-
-def load_default_prices() -> dict[str, Price]:
-    """The bundled table, ``nitroproxy/data/prices.yaml``; it reads the file on each call."""
-    return parse_prices((files("nitroproxy") / "data" / "prices.yaml").read_text(encoding="utf-8"))

@@ -20,33 +20,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, timedelta
 
-DAY_S = 86_400.0
-_EPOCH = date(1970, 1, 1)
+from nitroproxy.core.days import DAY_S, day_of, day_start
 
-
-def day_number(ts: float) -> int:
-    """Days since 1970-01-01 UTC of the day containing ``ts``."""
-    return math.floor(ts) // 86_400
-
-
-def day_start(ts: float) -> float:
-    """Start (00:00 UTC) of the day containing ``ts``."""
-    return float(day_number(ts) * 86_400)
-
-
-def day_of(ts: float) -> str:
-    """UTC date of ``ts`` as ``YYYY-MM-DD``."""
-    return (_EPOCH + timedelta(days=day_number(ts))).isoformat()
-
-
-def day_ceil(ts: float) -> str:
-    """UTC date of the first day that starts at or after ``ts``."""
-    n = day_number(ts)
-    if n * 86_400 < ts:
-        n += 1
-    return (_EPOCH + timedelta(days=n)).isoformat()
+__all__ = ["RetentionPolicy"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from nitroproxy.core import models, pricing
 from nitroproxy.core.errors import InvalidRequest, NoDeploymentAvailable
 from nitroproxy.core.types import Price
 
@@ -21,7 +22,6 @@ __all__ = [
     "ProviderPrefs",
     "Strategy",
     "choose",
-    "estimated_cost_usd",
     "parse_provider_prefs",
     "split_model_suffix",
 ]
@@ -42,10 +42,8 @@ _SORTS = {s.value: s for s in (Strategy.PRICE, Strategy.THROUGHPUT, Strategy.LAT
 def split_model_suffix(model: str) -> tuple[str, Strategy | None]:
     """``"gpt-4o:floor"`` → ``("gpt-4o", PRICE)``; ``":nitro"`` → THROUGHPUT. Only a trailing
     ``:floor``/``:nitro`` counts, so ``"ft:gpt-4o:org"`` stays whole."""
-    for suffix, strategy in _SUFFIXES.items():
-        if model.endswith(suffix) and len(model) > len(suffix):
-            return model[: -len(suffix)], strategy
-    return model, None
+    name, suffix = models.split_suffix(model)
+    return name, None if suffix is None else _SUFFIXES[suffix]
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,11 +158,6 @@ def _parse_max_price(value: Any) -> tuple[float | None, float | None]:
             )
         out[field] = float(price)
     return out["prompt"], out["completion"]
-
-
-def estimated_cost_usd(price: Price, prompt_tokens: int, output_tokens: int) -> float:
-    """Cost of ``prompt_tokens`` in and ``output_tokens`` out, ignoring prompt caching."""
-    return (prompt_tokens * price.input + output_tokens * price.output) / 1e6
 
 
 def choose(
@@ -312,7 +305,7 @@ def _order(
     if strategy is Strategy.PRICE:
         return sorted(
             by_position,
-            key=lambda c: estimated_cost_usd(c.price, prompt_tokens, max_output_tokens),
+            key=lambda c: pricing.estimate_cost_nanos(c.price, prompt_tokens, max_output_tokens),
         )
 
     def measured(c: Candidate) -> float | None:

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
-from datetime import UTC, datetime
+
+from nitroproxy.core.days import day_of, month_of
 
 _KEEP_DAYS = 40
-
-
-@functools.lru_cache(maxsize=64)
-def _day_name(day_number: int) -> str:
-    return datetime.fromtimestamp(day_number * 86400, UTC).strftime("%Y-%m-%d")
-
-
-def _day(ts: float) -> str:
-    return _day_name(int(ts // 86400))
 
 
 class SpendBook:
@@ -28,7 +19,7 @@ class SpendBook:
         if nanos <= 0:
             return
         days = self._days[key]
-        day = _day(ts)
+        day = day_of(ts)
         days[day] = days.get(day, 0) + nanos
         if len(days) > _KEEP_DAYS:
             for old in sorted(days)[: len(days) - _KEEP_DAYS]:
@@ -43,7 +34,7 @@ class SpendBook:
         days = self._days.get(key)
         if not days:
             return 0.0, 0.0
-        today = _day(now)
-        month = today[:8]
+        today = day_of(now)
+        month = month_of(now)
         month_nanos = sum(n for d, n in days.items() if d.startswith(month))
         return days.get(today, 0) / 1e9, month_nanos / 1e9

@@ -4,37 +4,39 @@ incremental completion counter for streams.
 Counts for models that are not OpenAI's (``is_estimate``) use ``o200k_base`` and are estimates;
 so are the fixed per-image figures and the tool-definition counts (see each function).
 
-The rank files ship as package data and are read once per process; nothing here touches the
-network or writes a cache, whatever ``TIKTOKEN_CACHE_DIR`` says. Always take encodings from
-:func:`get_encoding`: ``tiktoken.get_encoding`` would try to download them.
+The rank files ship as package data; ``nitroproxy.data`` reads each once per process and
+builds it here (:func:`build_encoding`), so nothing touches the network or writes a cache,
+whatever ``TIKTOKEN_CACHE_DIR`` says. Always take encodings from
+``nitroproxy.data.get_encoding``: ``tiktoken.get_encoding`` would try to download them.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from importlib.resources import files
 from typing import Any
 
 import tiktoken
 
+from nitroproxy.core import models
+
 __all__ = [
     "ANTHROPIC_IMAGE_TOKENS",
+    "ENCODINGS",
     "IMAGE_TOKENS_DEFAULT",
     "IMAGE_TOKENS_LOW",
     "OFFLOAD_CHARS",
+    "build_encoding",
+    "check_encoding_name",
     "count_anthropic_prompt",
     "count_chat_prompt",
     "count_completion_prompt",
     "count_embedding_input",
     "count_text",
-    "encoding_for_model",
     "encoding_name_for_model",
-    "get_encoding",
     "prompt_chars",
 ]
 
@@ -110,19 +112,22 @@ _SPECS = {
 }
 
 
-@functools.cache
-def get_encoding(name: str) -> tiktoken.Encoding:
-    """The bundled encoding ``name`` (``cl100k_base`` or ``o200k_base``), loaded once.
+ENCODINGS = tuple(_SPECS)
 
-    The first call reads and verifies a 2-4 MB rank file (~0.3 s); warm it up at startup.
+
+def check_encoding_name(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is a bundled encoding."""
+    if name not in _SPECS:
+        raise ValueError(f"unknown encoding {name!r}; bundled: {', '.join(_SPECS)}")
+
+
+def build_encoding(name: str, data: bytes) -> tiktoken.Encoding:
+    """The encoding ``name`` from the bytes of its rank file (``nitroproxy.data`` reads them).
+
     Raises ``ValueError`` for another name or a rank file that fails its SHA-256 check.
     """
-    spec = _SPECS.get(name)
-    if spec is None:
-        raise ValueError(f"unknown encoding {name!r}; bundled: {', '.join(_SPECS)}")
-    # Not tiktoken.load.load_tiktoken_bpe: given a path, it still copies the file into
-    # TIKTOKEN_CACHE_DIR (default: the temp dir) and fails if that dir is read-only.
-    data = (files("nitroproxy") / "data" / f"{name}.tiktoken").read_bytes()
+    check_encoding_name(name)
+    spec = _SPECS[name]
     if hashlib.sha256(data).hexdigest() != spec.sha256:
         raise ValueError(f"bundled {name}.tiktoken does not match its SHA-256")
     ranks = {}
@@ -158,10 +163,8 @@ _ESTIMATE_ENCODING = "o200k_base"
 
 def _bare_model(model: str) -> str:
     """``"openai/gpt-4o:floor"`` → ``"gpt-4o"``; ``"ft:gpt-4o-mini:org::id"`` →
-    ``"gpt-4o-mini"``."""
-    name = model.strip().lower().rsplit("/", 1)[-1]
-    for suffix in (":floor", ":nitro"):
-        name = name.removesuffix(suffix)
+    ``"gpt-4o-mini"`` (a fine-tune counts like its base model)."""
+    name = models.bare_name(model)
     if name.startswith("ft:"):
         name = name[3:].split(":", 1)[0]
     return name
@@ -184,10 +187,6 @@ def encoding_name_for_model(model: str) -> tuple[str, bool]:
         if not rest or rest[0] == "-":
             return "o200k_base", False
     return _ESTIMATE_ENCODING, True
-
-
-def encoding_for_model(model: str) -> tiktoken.Encoding:
-    return get_encoding(encoding_name_for_model(model)[0])
 
 
 def count_text(enc: tiktoken.Encoding, text: str) -> int:

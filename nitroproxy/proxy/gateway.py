@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from nitroproxy import data
 from nitroproxy.config import Deployment, ModelSettings, Settings
 from nitroproxy.core import anthropic_request, chat_request, selection, tokens
 from nitroproxy.core.accounting import RequestFacts, Tally, build_record
@@ -405,7 +406,7 @@ class Gateway:
 
 
 def count_prompt(call: Call) -> int:
-    enc = tokens.encoding_for_model(call.tally.upstream_model or call.model.name)
+    enc = data.encoding_for_model(call.tally.upstream_model or call.model.name)
     if call.endpoint is Endpoint.MESSAGES:
         return tokens.count_anthropic_prompt(enc, call.body)
     if call.endpoint is Endpoint.COMPLETIONS:

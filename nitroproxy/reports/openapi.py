@@ -12,6 +12,7 @@ from dataclasses import fields
 from typing import Any
 
 from nitroproxy import __version__
+from nitroproxy.core.limits import INTEGER_LIMITS, LIMIT_FIELDS
 from nitroproxy.core.types import UsageRecord
 from nitroproxy.reports.usage import COLUMNS as USAGE_COLUMNS
 from nitroproxy.store.usage import GROUP_BY_OPTIONS
@@ -48,17 +49,17 @@ def _page(item: str) -> dict[str, Any]:
 _INT = {"type": "integer"}
 _NUM = {"type": "number"}
 _STR = {"type": "string"}
+_LIMIT_SCHEMA = {
+    True: {"type": "integer", "minimum": 1, "maximum": _MAX_INT},
+    False: {"type": "number", "minimum": 0, "maximum": 1e12},
+}
 _KEY_PROPS: dict[str, Any] = {
     "id": _STR,
     "prefix": _STR,
     "name": _STR,
     "user_id": _null(_STR),
     "models": _null({"type": "array", "items": _STR}),
-    "rpm": _null(_INT),
-    "tpm": _null(_INT),
-    "max_concurrent": _null(_INT),
-    "budget_day_usd": _null(_NUM),
-    "budget_month_usd": _null(_NUM),
+    **{name: _null(_INT if name in INTEGER_LIMITS else _NUM) for name in LIMIT_FIELDS},
     "expires_at": _null(_INT),
     "cache": {"type": "boolean"},
     "revoked": {"type": "boolean"},
@@ -124,11 +125,7 @@ def _schemas() -> dict[str, Any]:
                 "name": _TEXT,
                 "user_id": _null({**_TEXT, "maxLength": 100}),
                 "models": _null({"type": "array", "items": _TEXT, "minItems": 1, "maxItems": 100}),
-                "rpm": _null({"type": "integer", "minimum": 1, "maximum": _MAX_INT}),
-                "tpm": _null({"type": "integer", "minimum": 1, "maximum": _MAX_INT}),
-                "max_concurrent": _null({"type": "integer", "minimum": 1, "maximum": _MAX_INT}),
-                "budget_day_usd": _null({"type": "number", "minimum": 0, "maximum": 1e12}),
-                "budget_month_usd": _null({"type": "number", "minimum": 0, "maximum": 1e12}),
+                **{name: _null(_LIMIT_SCHEMA[name in INTEGER_LIMITS]) for name in LIMIT_FIELDS},
                 "expires_at": _null({"type": "integer", "minimum": 0, "maximum": _MAX_INT}),
                 "cache": {"type": "boolean"},
             },

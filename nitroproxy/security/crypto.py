@@ -27,6 +27,12 @@ class CryptoError(Exception):
     """A missing, malformed or wrong data key, or a ciphertext that does not verify."""
 
 
+def key_digest(secret: str) -> str:
+    """The one digest of an API key's secret: what the database stores and auth looks up.
+    Plain SHA-256 suffices: secrets are 256 random bits, so there is nothing to brute-force."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
 def key_id(key: bytes) -> str:
     """A short public name for a key: not secret, it only says which key sealed a value."""
     return hashlib.sha256(b"nitroproxy-key-id:" + key).hexdigest()[:8]

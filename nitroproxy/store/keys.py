@@ -8,7 +8,6 @@ limits, spend and records carry on) and the old secret stops working at once.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import secrets
 from dataclasses import dataclass, field, replace
@@ -17,6 +16,8 @@ from typing import Any
 import orjson
 
 from nitroproxy.core.errors import InvalidRequest, NotFound
+from nitroproxy.core.limits import LIMIT_FIELDS
+from nitroproxy.security.crypto import key_digest
 from nitroproxy.store import audit
 from nitroproxy.store.accounts import AccountStore
 
@@ -34,7 +35,6 @@ __all__ = [
     "new_secret",
     "revoke_key",
     "rotate_key",
-    "secret_digest",
 ]
 
 SECRET_PREFIX = "np-"
@@ -47,10 +47,6 @@ KEY_COLUMNS = (
 
 def new_secret() -> str:
     return SECRET_PREFIX + base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
-
-
-def secret_digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +70,7 @@ class KeySpec:
         laptop"), so this is what the audit log keeps."""
         return {
             "models": list(self.models) if self.models is not None else None,
-            "rpm": self.rpm,
-            "tpm": self.tpm,
-            "max_concurrent": self.max_concurrent,
-            "budget_day_usd": self.budget_day_usd,
-            "budget_month_usd": self.budget_month_usd,
+            **{name: getattr(self, name) for name in LIMIT_FIELDS},
             "expires_at": self.expires_at,
             "cache": self.cache,
         }
@@ -167,7 +159,7 @@ async def create_key(store: AccountStore, spec: KeySpec, *, actor: str) -> Issue
             f"INSERT INTO api_keys (digest, {KEY_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
             (
-                secret_digest(secret),
+                key_digest(secret),
                 key_id,
                 secret[:DISPLAY_CHARS],
                 s.name,
@@ -254,7 +246,7 @@ async def rotate_key(store: AccountStore, key_id: str, *, actor: str) -> IssuedK
     async with store.writing() as conn:
         await conn.execute(
             "UPDATE api_keys SET digest = ?, prefix = ?, updated = ? WHERE id = ?",
-            (secret_digest(secret), secret[:DISPLAY_CHARS], store.now(), key_id),
+            (key_digest(secret), secret[:DISPLAY_CHARS], store.now(), key_id),
         )
         await audit.append(
             conn,

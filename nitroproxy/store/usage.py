@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import aiosqlite
 
-from nitroproxy.core.retention import day_ceil, day_of
+from nitroproxy.core.days import day_ceil, day_of
 from nitroproxy.core.types import Outcome, UsageRecord
 from nitroproxy.store.db import transaction
 

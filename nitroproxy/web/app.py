@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Callable
 import aiosqlite
 from aiohttp import web
 
+from nitroproxy import data
 from nitroproxy.cache.store import ResponseCache, default_path
 from nitroproxy.config import Settings
-from nitroproxy.core import tokens
 from nitroproxy.core.retention import RetentionPolicy
 from nitroproxy.mock import MockSettings, create_mock_app
 from nitroproxy.proxy.gateway import Gateway
@@ -163,7 +163,7 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
 
 def _preload_encodings(models: list[str]) -> None:
     for model in models:
-        tokens.encoding_for_model(model)
+        data.encoding_for_model(model)
 
 
 def _gateway(

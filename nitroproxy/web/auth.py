@@ -14,26 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-from nitroproxy.config import KeySettings, LimitSettings, Settings
+from nitroproxy.config import KeySettings, Settings
 from nitroproxy.core.errors import PermissionDenied, Unauthenticated
-from nitroproxy.core.limits import KeyLimits
+from nitroproxy.core.limits import KeyLimits, layered, limits_of
 from nitroproxy.core.principal import ANONYMOUS, Principal
+from nitroproxy.security.crypto import key_digest
 from nitroproxy.store.accounts import AccountStore
 from nitroproxy.store.keys import KeyEntry, key_entries
 
 ADMIN = Principal(key_id="admin", user_id=None, name="admin", admin=True)
 POLL_INTERVAL_S = 0.5
-
-
-def key_digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def extract_key(headers: Mapping[str, str]) -> str | None:
@@ -48,24 +44,11 @@ def extract_key(headers: Mapping[str, str]) -> str | None:
     return api_key.strip() if api_key and api_key.strip() else None
 
 
-def layered_limits(*layers: LimitSettings) -> KeyLimits:
-    """Each limit from the last layer that sets it (None everywhere: unlimited)."""
-    values = {}
-    for f in fields(LimitSettings):
-        chosen = None
-        for layer in layers:
-            value = getattr(layer, f.name)
-            if value is not None:
-                chosen = value
-        values[f.name] = chosen
-    return KeyLimits(**values)
-
-
-def tier_layers(tiers: Mapping[str, LimitSettings], tier: str | None) -> list[LimitSettings]:
+def tier_layers(tiers: Mapping[str, KeyLimits], tier: str | None) -> list[KeyLimits]:
     """Tier "default", then the named tier (a tier the config no longer has adds nothing)."""
-    layers = [tiers.get("default", LimitSettings())]
+    layers = [tiers.get("default", KeyLimits())]
     if tier is not None and tier != "default":
-        layers.append(tiers.get(tier, LimitSettings()))
+        layers.append(tiers.get(tier, KeyLimits()))
     return layers
 
 
@@ -77,35 +60,29 @@ class _Entry:
     suspended: bool = False
 
 
-def _config_entry(k: KeySettings, tiers: Mapping[str, LimitSettings]) -> _Entry:
+def _config_entry(k: KeySettings, tiers: Mapping[str, KeyLimits]) -> _Entry:
     return _Entry(
         Principal(
             key_id=f"cfg:{k.name}",
             user_id=k.user,
             name=k.name,
             models=frozenset(k.models) if k.models else None,
-            limits=layered_limits(*tier_layers(tiers, k.tier), k.limits),
+            limits=layered(*tier_layers(tiers, k.tier), k.limits),
             cache=k.cache,
         )
     )
 
 
-def _store_entry(e: KeyEntry, tiers: Mapping[str, LimitSettings]) -> _Entry:
+def _store_entry(e: KeyEntry, tiers: Mapping[str, KeyLimits]) -> _Entry:
     s = e.key.spec
-    own = LimitSettings(
-        rpm=s.rpm,
-        tpm=s.tpm,
-        max_concurrent=s.max_concurrent,
-        budget_day_usd=s.budget_day_usd,
-        budget_month_usd=s.budget_month_usd,
-    )
+    own = limits_of(s)
     return _Entry(
         Principal(
             key_id=e.key.id,
             user_id=s.user_id,
             name=s.name,
             models=frozenset(s.models) if s.models is not None else None,
-            limits=layered_limits(*tier_layers(tiers, e.user_tier), own),
+            limits=layered(*tier_layers(tiers, e.user_tier), own),
             cache=s.cache,
         ),
         expires_at=s.expires_at,

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import ClientResponse, web
 
+from nitroproxy import data
 from nitroproxy.core import anthropic_wire, openai_wire, sse, tokens
 from nitroproxy.core.accounting import Tally
 from nitroproxy.core.assembler import StreamAssembler
@@ -185,7 +186,7 @@ async def _count_output(
         text = "".join(anthropic_wire.message_texts(parsed))
     else:
         text = "".join(openai_wire.chunk_texts(parsed))
-    enc = tokens.encoding_for_model(call.tally.upstream_model or call.model.name)
+    enc = data.encoding_for_model(call.tally.upstream_model or call.model.name)
     if len(text) > offload_chars:
         return await asyncio.get_running_loop().run_in_executor(None, tokens.count_text, enc, text)
     return tokens.count_text(enc, text)
@@ -212,7 +213,7 @@ async def _stream(
     tally = call.tally
     counter = None
     if request.app[SETTINGS].tokens.count:
-        counter = CompletionCounter(tokens.encoding_for_model(exchange.deployment.upstream_model))
+        counter = CompletionCounter(data.encoding_for_model(exchange.deployment.upstream_model))
     pipeline = StreamPipeline(
         upstream=exchange.provider.kind,
         client=call.client_format,

@@ -8,11 +8,11 @@ import yaml
 from nitroproxy.core.pricing import (
     cost_nanos,
     estimate_cost_nanos,
-    load_default_prices,
     parse_prices,
     price_for,
 )
 from nitroproxy.core.types import Price, Usage
+from nitroproxy.data import load_default_prices
 
 GPT_4O = Price(input=2.50, output=10.00, cached_input=1.25)
 SONNET = Price(input=3.00, output=15.00, cached_input=0.30, cache_write=3.75)

@@ -1,14 +1,7 @@
 import pytest
 
-from nitroproxy.core.retention import (
-    DAY_S,
-    Cutoffs,
-    RetentionPolicy,
-    cutoffs,
-    day_ceil,
-    day_of,
-    day_start,
-)
+from nitroproxy.core.days import DAY_S, day_ceil, day_of, day_start
+from nitroproxy.core.retention import Cutoffs, RetentionPolicy, cutoffs
 
 # 2024-03-10 00:00:00 UTC
 MAR10 = 1_710_028_800.0

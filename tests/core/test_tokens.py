@@ -10,6 +10,7 @@ import pytest
 import tiktoken
 import tiktoken_ext.openai_public as openai_public  # type: ignore[import-untyped]
 
+from nitroproxy import data
 from nitroproxy.core import tokens
 from nitroproxy.core.completion_counter import CompletionCounter
 from nitroproxy.core.tokens import (
@@ -21,11 +22,10 @@ from nitroproxy.core.tokens import (
     count_completion_prompt,
     count_embedding_input,
     count_text,
-    encoding_for_model,
     encoding_name_for_model,
-    get_encoding,
     prompt_chars,
 )
+from nitroproxy.data import encoding_for_model, get_encoding
 
 ENCODINGS = ["o200k_base", "cl100k_base"]
 
@@ -64,9 +64,8 @@ def test_each_encoding_is_loaded_once():
 
 
 def test_a_corrupt_rank_file_is_rejected(monkeypatch, tmp_path):
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "o200k_base.tiktoken").write_bytes(b"aGk= 0\n")
-    monkeypatch.setattr(tokens, "files", lambda package: tmp_path)
+    (tmp_path / "o200k_base.tiktoken").write_bytes(b"aGk= 0\n")
+    monkeypatch.setattr(data, "files", lambda package: tmp_path)
     get_encoding.cache_clear()
     try:
         with pytest.raises(ValueError, match="does not match its SHA-256"):

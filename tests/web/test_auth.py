@@ -138,7 +138,7 @@ SETTINGS = parse(
 
 
 def test_limits_layer_key_over_tier_over_default() -> None:
-    from nitroproxy.web.auth import key_digest
+    from nitroproxy.security.crypto import key_digest
 
     auth = Authenticator(SETTINGS)
     auth.load([entry(key_digest("np-db-key-1"), tier="pro", tpm=5, models=("gpt",))])
@@ -155,7 +155,7 @@ def test_limits_layer_key_over_tier_over_default() -> None:
 
 
 def test_expiry_is_checked_on_the_injected_clock_at_request_time() -> None:
-    from nitroproxy.web.auth import key_digest
+    from nitroproxy.security.crypto import key_digest
 
     now = [1000.0]
     auth = Authenticator(SETTINGS, clock=lambda: now[0])
@@ -167,7 +167,7 @@ def test_expiry_is_checked_on_the_injected_clock_at_request_time() -> None:
 
 
 def test_loading_replaces_store_keys_and_keeps_config_keys() -> None:
-    from nitroproxy.web.auth import key_digest
+    from nitroproxy.security.crypto import key_digest
 
     auth = Authenticator(SETTINGS)
     auth.load([entry(key_digest("np-db-key-1"), status="suspended")])

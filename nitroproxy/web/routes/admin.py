@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from nitroproxy.core.errors import InvalidRequest
+from nitroproxy.core.limits import INTEGER_LIMITS, LIMIT_FIELDS
 from nitroproxy.reports import openapi
 from nitroproxy.reports.usage import row_dict
 from nitroproxy.store import keys, users
@@ -29,18 +30,16 @@ from nitroproxy.web.appkeys import ACCOUNTS, AUTH, CACHE, SETTINGS, STORE, WRITE
 ACTOR = "admin"
 USER_STATUSES = ("active", "suspended", "erased")
 _USER_FIELDS = ("name", "email", "tier", "status")
-_KEY_FIELDS = (
-    "name",
-    "user_id",
-    "models",
-    "rpm",
-    "tpm",
-    "max_concurrent",
-    "budget_day_usd",
-    "budget_month_usd",
-    "expires_at",
-    "cache",
-)
+_KEY_FIELDS = ("name", "user_id", "models", *LIMIT_FIELDS, "expires_at", "cache")
+
+
+def _limit_params(body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: params.integer(body, name, minimum=1)
+        if name in INTEGER_LIMITS
+        else params.number(body, name)
+        for name in LIMIT_FIELDS
+    }
 
 
 async def accounts_context(app: web.Application) -> AsyncIterator[None]:
@@ -176,11 +175,7 @@ async def create_key(request: web.Request) -> web.Response:
         name=params.text(body, "name", max_length=200, required=True) or "",
         user_id=params.text(body, "user_id", max_length=100),
         models=params.names(body, "models"),
-        rpm=params.integer(body, "rpm", minimum=1),
-        tpm=params.integer(body, "tpm", minimum=1),
-        max_concurrent=params.integer(body, "max_concurrent", minimum=1),
-        budget_day_usd=params.number(body, "budget_day_usd"),
-        budget_month_usd=params.number(body, "budget_month_usd"),
+        **_limit_params(body),
         expires_at=params.integer(body, "expires_at", minimum=0),
         cache=params.flag(body, "cache"),
     )
