@@ -22,7 +22,7 @@ from benchmarks.bench_writer import _run as run_writer
 from nitroproxy import config, data
 from nitroproxy.core import sse
 from nitroproxy.core.completion_counter import CompletionCounter
-from nitroproxy.core.pipeline import StreamPipeline
+from nitroproxy.core.pipeline import OpenAIStream
 from nitroproxy.core.types import ApiFormat
 from nitroproxy.mock.content import WORDS
 from nitroproxy.web.auth import Authenticator
@@ -57,7 +57,7 @@ def _pipeline(count: bool) -> Callable[[int], None]:
 
     def go(n: int) -> None:
         counter = CompletionCounter(enc) if count else None
-        pipe = StreamPipeline(upstream=ApiFormat.OPENAI, client=ApiFormat.OPENAI, counter=counter)
+        pipe = OpenAIStream(client=ApiFormat.OPENAI, counter=counter)
         for _ in range(n):
             pipe.feed(CHUNK)
         _ = pipe.counted_completion_tokens

@@ -13,11 +13,12 @@ _UA_MAX = 256
 
 
 @dataclass(slots=True)
-class Tally:
-    """Mutable per-request accounting state, filled in as the request goes.
+class Meter:
+    """A call's one mutable part: what it did and cost, filled in as it goes and read once,
+    when the call is settled.
 
-    Times are monotonic seconds from the event loop's clock; ``ts`` is wall-clock epoch
-    seconds for the record.
+    Times are monotonic seconds from the proxy's clock; ``ts`` is the same clock's wall
+    time (epoch seconds) at the start, for the record.
     """
 
     started: float
@@ -39,25 +40,33 @@ class Tally:
     saved_nanos: int = 0
     """On a cache hit: what the stored answer cost when it was produced."""
 
+    def attempt(self, deployment: str, provider: str, upstream_model: str, price: Price) -> None:
+        """A new attempt starts: the record names the last deployment tried."""
+        self.attempts += 1
+        self.deployment = deployment
+        self.provider = provider
+        self.upstream_model = upstream_model
+        self.price = price
+
     def fail(self, status: int, outcome: Outcome, error_class: str | None) -> None:
         self.status = status
         self.outcome = outcome
         self.error_class = error_class
 
 
-def settle(tally: Tally) -> tuple[Usage, UsageSource]:
+def settle(meter: Meter) -> tuple[Usage, UsageSource]:
     """Provider-reported usage wins when the exchange completed. A stream cut short keeps
     the provider's prompt count if it sent one (Anthropic does, up front) and takes the
     in-flight completion count: that is an estimate, and the record says so."""
-    provider = tally.provider_usage
-    if provider is not None and tally.completed:
+    provider = meter.provider_usage
+    if provider is not None and meter.completed:
         return provider, UsageSource.PROVIDER
-    if provider is None and tally.prompt_estimate is None and tally.completion_estimate == 0:
+    if provider is None and meter.prompt_estimate is None and meter.completion_estimate == 0:
         return Usage(), UsageSource.NONE
     usage = Usage(
-        prompt_tokens=provider.prompt_tokens if provider else (tally.prompt_estimate or 0),
+        prompt_tokens=provider.prompt_tokens if provider else (meter.prompt_estimate or 0),
         completion_tokens=max(
-            tally.completion_estimate, provider.completion_tokens if provider else 0
+            meter.completion_estimate, provider.completion_tokens if provider else 0
         ),
         cached_tokens=provider.cached_tokens if provider else 0,
         cache_write_tokens=provider.cache_write_tokens if provider else 0,
@@ -98,35 +107,35 @@ class RequestFacts:
     user_agent: str | None
 
 
-def build_record(facts: RequestFacts, tally: Tally) -> UsageRecord:
-    cache_hit = tally.outcome is Outcome.CACHE_HIT
+def build_record(facts: RequestFacts, meter: Meter) -> UsageRecord:
+    cache_hit = meter.outcome is Outcome.CACHE_HIT
     # A hit cost nothing upstream: no tokens, no cost (the saving is reported elsewhere).
-    usage, source = (Usage(), UsageSource.NONE) if cache_hit else settle(tally)
-    ended = tally.ended_at if tally.ended_at is not None else tally.started
+    usage, source = (Usage(), UsageSource.NONE) if cache_hit else settle(meter)
+    ended = meter.ended_at if meter.ended_at is not None else meter.started
     ttft = None
     tps = None
-    if tally.first_output_at is not None:
-        ttft = (tally.first_output_at - tally.started) * 1000.0
-        generating = ended - tally.first_output_at
+    if meter.first_output_at is not None:
+        ttft = (meter.first_output_at - meter.started) * 1000.0
+        generating = ended - meter.first_output_at
         if generating > 0 and usage.completion_tokens > 1:
             tps = usage.completion_tokens / generating
-    cost = pricing.cost_nanos(tally.price, usage) if tally.price is not None else 0
+    cost = pricing.cost_nanos(meter.price, usage) if meter.price is not None else 0
     ua = facts.user_agent[:_UA_MAX] if facts.user_agent else None
     return UsageRecord(
         id=facts.record_id,
         request_id=facts.request_id,
-        ts=tally.ts,
+        ts=meter.ts,
         key_id=facts.key_id,
         user_id=facts.user_id,
         model=facts.model,
-        provider=tally.provider,
-        deployment=tally.deployment,
-        upstream_model=tally.upstream_model,
+        provider=meter.provider,
+        deployment=meter.deployment,
+        upstream_model=meter.upstream_model,
         endpoint=facts.endpoint,
         stream=facts.stream,
-        status=tally.status,
-        outcome=tally.outcome.value,
-        error_class=tally.error_class,
+        status=meter.status,
+        outcome=meter.outcome.value,
+        error_class=meter.error_class,
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         cached_tokens=usage.cached_tokens,
@@ -134,10 +143,10 @@ def build_record(facts: RequestFacts, tally: Tally) -> UsageRecord:
         reasoning_tokens=usage.reasoning_tokens,
         usage_source=source.value,
         cost_nanos=cost,
-        latency_ms=(ended - tally.started) * 1000.0,
+        latency_ms=(ended - meter.started) * 1000.0,
         ttft_ms=ttft,
         output_tps=tps,
-        attempts=tally.attempts,
+        attempts=meter.attempts,
         client_ip=facts.client_ip,
         user_agent=ua,
         cache_hit=cache_hit,

@@ -1,22 +1,31 @@
 """One upstream stream to one client stream, sans I/O: upstream bytes in, client bytes out.
 
-While bytes pass, it meters them: completion text is counted as it arrives, the
-provider's usage is kept when it comes, and the end of the stream is recognized, so the
+There is one class per *upstream* format (``upstream/openai`` and ``upstream/anthropic``
+choose theirs); each knows how to relay its events to a client that speaks the same format
+and how to translate them for one that speaks the other.
+
+While bytes pass, the stream is metered: completion text is counted as it arrives, the
+provider's usage is kept when it comes, and the end of the stream is recognised, so the
 caller knows whether the stream completed and what it cost even if it is cut short.
 
-When client and upstream speak the same format the upstream's event bytes are forwarded
-as they are; only the proxy's own usage request is taken back out.
+When client and upstream speak the same format the upstream's event bytes are forwarded as
+they are; only the proxy's own usage request is taken back out.
+
+A read that holds good events and then a bad one yields the good events' bytes; the error
+waits in ``failure`` for the caller to raise once those bytes are delivered. Tokens counted
+are therefore always tokens the client was sent.
 """
 
 from __future__ import annotations
 
+import abc
 from typing import Any, Protocol
 
 import orjson
 
 from nitroproxy.core import anthropic_wire, openai_wire, sse
 from nitroproxy.core.anthropic_stream import ChatToMessagesStream, MessagesToChatStream
-from nitroproxy.core.errors import UpstreamError
+from nitroproxy.core.errors import ProxyError, UpstreamError
 from nitroproxy.core.types import ApiFormat, Usage
 
 
@@ -36,86 +45,98 @@ class MalformedStream(UpstreamError):
 _USAGE_NULL = b',"usage":null'
 
 
-class StreamPipeline:
+class UpstreamStream(abc.ABC):
+    """What both upstream formats share: the SSE decoder, the meter and the end marker."""
+
     __slots__ = (
-        "_anthropic_out",
-        "_client",
         "_counter",
         "_decoder",
-        "_openai_out",
-        "_strip_usage",
-        "_upstream",
         "completed",
+        "failure",
         "finish_reason",
         "output_started",
+        "same_format",
         "usage",
     )
 
-    def __init__(
-        self,
-        *,
-        upstream: ApiFormat,
-        client: ApiFormat,
-        counter: Counter | None,
-        strip_usage: bool = False,
-        model: str = "",
-        created: int = 0,
-        message_id: str = "",
-        prompt_tokens: int = 0,
-        include_usage: bool = False,
-    ) -> None:
-        self._upstream = upstream
-        self._client = client
+    def __init__(self, *, same_format: bool, counter: Counter | None) -> None:
+        self.same_format = same_format
         self._counter = counter
-        self._strip_usage = strip_usage
         self._decoder = sse.SSEDecoder()
-        self._openai_out: MessagesToChatStream | None = None
-        self._anthropic_out: ChatToMessagesStream | None = None
-        if upstream is ApiFormat.ANTHROPIC and client is ApiFormat.OPENAI:
-            self._openai_out = MessagesToChatStream(
-                model=model, created=created, include_usage=include_usage
-            )
-        elif upstream is ApiFormat.OPENAI and client is ApiFormat.ANTHROPIC:
-            self._anthropic_out = ChatToMessagesStream(
-                model=model, message_id=message_id, prompt_tokens=prompt_tokens
-            )
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
         self.completed = False
         self.output_started = False
+        self.failure: ProxyError | None = None
 
     def feed(self, data: bytes) -> bytes:
-        """Bytes for the client from one upstream read (possibly empty). Raises
-        ``MalformedStream`` when the upstream sends something that is not its format."""
-        out: list[bytes] = []
-        for event in self._decoder.feed(data):
-            self._event(event, out)
-        return b"".join(out)
+        """Bytes for the client from one upstream read (possibly empty). An event that is not
+        this format's stops the stream: ``failure`` holds the error, later reads add nothing."""
+        return self._dispatch(self._decoder.feed(data))
 
     def end(self) -> bytes:
         """The upstream closed: dispatch a final unterminated event, if any."""
-        out: list[bytes] = []
-        for event in self._decoder.flush():
-            self._event(event, out)
-        return b"".join(out)
+        return self._dispatch(self._decoder.flush())
 
     @property
     def counted_completion_tokens(self) -> int:
         return self._counter.total if self._counter is not None else 0
 
+    def _dispatch(self, events: list[sse.Event]) -> bytes:
+        if self.failure is not None:
+            return b""
+        out: list[bytes] = []
+        try:
+            for event in events:
+                self._event(event, out)
+        except ProxyError as exc:
+            self.failure = exc
+        return b"".join(out)
+
     def _event(self, event: sse.Event, out: list[bytes]) -> None:
         if event.data is None:
-            if self._upstream is self._client:
+            if self.same_format:
                 out.append(event.raw)  # comments and keep-alives pass through
             return
         if self.completed:
             return  # nothing after the end marker is meaningful
-        if self._upstream is ApiFormat.OPENAI:
-            self._openai_event(event, out)
-        else:
-            self._anthropic_event(event, out)
+        self._data(event, out)
 
-    def _openai_event(self, event: sse.Event, out: list[bytes]) -> None:
+    @abc.abstractmethod
+    def _data(self, event: sse.Event, out: list[bytes]) -> None:
+        """Relay or translate one data event, metering it."""
+
+    def _meter_text(self, text: str) -> None:
+        self.output_started = True
+        if self._counter is not None:
+            self._counter.feed(text)
+
+
+class OpenAIStream(UpstreamStream):
+    """An OpenAI chat/completions stream, relayed to an OpenAI client or translated to an
+    Anthropic Messages stream."""
+
+    __slots__ = ("_anthropic_out", "_strip_usage")
+
+    def __init__(
+        self,
+        *,
+        client: ApiFormat,
+        counter: Counter | None,
+        strip_usage: bool = False,
+        model: str = "",
+        message_id: str = "",
+        prompt_tokens: int = 0,
+    ) -> None:
+        super().__init__(same_format=client is ApiFormat.OPENAI, counter=counter)
+        self._strip_usage = strip_usage
+        self._anthropic_out: ChatToMessagesStream | None = None
+        if client is ApiFormat.ANTHROPIC:
+            self._anthropic_out = ChatToMessagesStream(
+                model=model, message_id=message_id, prompt_tokens=prompt_tokens
+            )
+
+    def _data(self, event: sse.Event, out: list[bytes]) -> None:
         data = event.data
         assert data is not None
         if data == b"[DONE]":
@@ -127,14 +148,19 @@ class StreamPipeline:
             return
         chunk = _loads(data)
         if "error" in chunk:
-            raise UpstreamError(_error_message(chunk), code="upstream_stream_error")
+            _, message, _, _ = openai_wire.parse_error(chunk)
+            raise UpstreamError(message or "upstream stream error", code="upstream_stream_error")
         usage_only = False
         raw_usage = chunk.get("usage")
         if raw_usage is not None:
             self.usage = openai_wire.usage_from(raw_usage)
-            choices = chunk.get("choices")
-            usage_only = not choices
-        self._meter_openai(chunk)
+            usage_only = not chunk.get("choices")
+        for text in openai_wire.chunk_texts(chunk):
+            if text:
+                self._meter_text(text)
+        reason = openai_wire.finish_reason(chunk)
+        if reason is not None:
+            self.finish_reason = reason
         if self._anthropic_out is not None:
             out.extend(_encode_anthropic(self._anthropic_out.feed(chunk)))
         elif self._strip_usage:
@@ -143,17 +169,30 @@ class StreamPipeline:
         else:
             out.append(event.raw)
 
-    def _meter_openai(self, chunk: dict[str, Any]) -> None:
-        for text in openai_wire.chunk_texts(chunk):
-            if text:
-                self.output_started = True
-                if self._counter is not None:
-                    self._counter.feed(text)
-        reason = openai_wire.finish_reason(chunk)
-        if reason is not None:
-            self.finish_reason = reason
 
-    def _anthropic_event(self, event: sse.Event, out: list[bytes]) -> None:
+class AnthropicStream(UpstreamStream):
+    """An Anthropic Messages stream, relayed to an Anthropic client or translated to an
+    OpenAI chat completions stream."""
+
+    __slots__ = ("_openai_out",)
+
+    def __init__(
+        self,
+        *,
+        client: ApiFormat,
+        counter: Counter | None,
+        model: str = "",
+        created: int = 0,
+        include_usage: bool = False,
+    ) -> None:
+        super().__init__(same_format=client is ApiFormat.ANTHROPIC, counter=counter)
+        self._openai_out: MessagesToChatStream | None = None
+        if client is ApiFormat.OPENAI:
+            self._openai_out = MessagesToChatStream(
+                model=model, created=created, include_usage=include_usage
+            )
+
+    def _data(self, event: sse.Event, out: list[bytes]) -> None:
         data = event.data
         assert data is not None
         payload = _loads(data)
@@ -161,7 +200,7 @@ class StreamPipeline:
         if kind == "error":
             _, message = anthropic_wire.parse_anthropic_error(payload)
             raise UpstreamError(message or "upstream stream error", code="upstream_stream_error")
-        self._meter_anthropic(kind, payload)
+        self._meter(kind, payload)
         if self._openai_out is not None:
             for chunk in self._openai_out.feed(kind, payload):
                 out.append(sse.encode(orjson.dumps(chunk)))
@@ -172,14 +211,12 @@ class StreamPipeline:
         if kind == "message_stop":
             self.completed = True
 
-    def _meter_anthropic(self, kind: str | None, payload: dict[str, Any]) -> None:
+    def _meter(self, kind: str | None, payload: dict[str, Any]) -> None:
         if kind == "content_block_delta":
             delta = payload.get("delta") or {}
             text = delta.get("text") or delta.get("partial_json") or delta.get("thinking")
             if isinstance(text, str) and text:
-                self.output_started = True
-                if self._counter is not None:
-                    self._counter.feed(text)
+                self._meter_text(text)
         elif kind == "content_block_start":
             block = payload.get("content_block") or {}
             if block.get("type") == "tool_use":
@@ -210,11 +247,6 @@ def _loads(data: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise MalformedStream("the upstream sent a stream event that is not an object")
     return value
-
-
-def _error_message(chunk: dict[str, Any]) -> str:
-    _, message, _, _ = openai_wire.parse_error(chunk)
-    return message or "upstream stream error"
 
 
 def _encode_anthropic(events: list[tuple[str, dict[str, Any]]]) -> list[bytes]:

@@ -56,6 +56,10 @@ def _noop_depth() -> float:
     return 0.0
 
 
+def _noop() -> None:
+    return None
+
+
 class Metrics:
     """The proxy's metrics. With ``enabled=False`` every method is a no-op and ``render``
     returns an empty exposition."""
@@ -73,6 +77,7 @@ class Metrics:
         self._active_streams = 0
         self._queue_depth: Callable[[], float] = _noop_depth
         self._tasks: Callable[[], float] = _noop_depth
+        self._health_source: Callable[[], None] = _noop
         self._cache_saved = CounterVec(
             "nitroproxy_cache_saved_usd",
             "What cache hits would have cost upstream, in US dollars.",
@@ -88,7 +93,8 @@ class Metrics:
         )
         self._retries = CounterVec(
             "nitroproxy_retries",
-            "Attempts retried on the same provider.",
+            "Failed upstream attempts that were followed by another attempt (on the next "
+            "deployment in the plan).",
             ("model", "provider"),
         )
         self._fallbacks = CounterVec(
@@ -236,6 +242,11 @@ class Metrics:
         if self.enabled:
             self._retention_deleted.inc((kind,), n)
 
+    def set_health_source(self, fn: Callable[[], None]) -> None:
+        """``fn`` runs at scrape time, before the cool-down gauge is read, and reports each
+        deployment through ``set_deployment_health`` (a cool-down ends by the clock alone)."""
+        self._health_source = fn
+
     def set_deployment_health(self, deployment: str, *, cooling_down: bool) -> None:
         """Record whether ``deployment`` (a config name) is in a cool-down."""
         if self.enabled:
@@ -297,6 +308,7 @@ class Metrics:
             "Tasks alive on the proxy's event loop; steady under steady load.",
             tasks,
         )
+        self._health_source()
         cooling = GaugeMetricFamily(
             "nitroproxy_deployment_cooling_down",
             "1 while a deployment is cooling down after failures, else 0.",

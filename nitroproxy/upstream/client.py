@@ -1,10 +1,18 @@
-"""The one outbound HTTP client: a shared session, per-provider timeouts, mapped errors."""
+"""The one outbound HTTP client: a transport, per-provider timeouts, mapped errors.
+
+A ``Transport`` posts a body and returns a response shaped like aiohttp's
+``ClientResponse`` (``status``, ``headers``, ``read()``, ``content.readany()``,
+``release()``, ``close()``): the real one is a shared ``aiohttp.ClientSession``, and tests
+pass a fake that answers from a handler (as httpx's ``MockTransport`` does), so the gateway's
+failover and settlement run without sockets.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -12,12 +20,42 @@ from nitroproxy.config import ProviderSettings, UpstreamSettings
 from nitroproxy.core.errors import ProxyError
 from nitroproxy.core.types import Endpoint
 from nitroproxy.security import tls
-from nitroproxy.upstream.provider import Provider, status_error, transport_error
+from nitroproxy.upstream.errors import status_error
+from nitroproxy.upstream.provider import Provider
 
-_FOREIGN = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+class Body(Protocol):
+    async def readany(self) -> bytes: ...
 
 
-class UpstreamClient:
+class Response(Protocol):
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def content(self) -> Body: ...
+
+    async def read(self) -> bytes: ...
+
+    def release(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def post(self, provider: Provider, url: str, body: bytes) -> Response:
+        """Send and wait for the status line; any status comes back, foreign errors raise."""
+        ...
+
+
+class AiohttpTransport:
     """Owns the ``ClientSession``: one connection pool with keep-alive for every provider."""
 
     def __init__(
@@ -25,9 +63,15 @@ class UpstreamClient:
     ) -> None:
         self._settings = settings
         self._providers = tuple(providers)
-        # Providers with their own trust settings (nitroproxy.tls); the others use
-        # aiohttp's default context (ssl=True), which verifies against the system store.
+        # Providers with their own trust settings (security.tls); the others use aiohttp's
+        # default context (ssl=True), which verifies against the system store.
         self._ssl: dict[str, ssl.SSLContext] = {}
+        self._timeouts = {
+            p.name: aiohttp.ClientTimeout(
+                total=p.timeouts.total, sock_connect=p.timeouts.connect, sock_read=p.timeouts.idle
+            )
+            for p in self._providers
+        }
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -51,61 +95,63 @@ class UpstreamClient:
             await self._session.close()
             self._session = None
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
+    async def post(self, provider: Provider, url: str, body: bytes) -> aiohttp.ClientResponse:
         if self._session is None:
-            raise RuntimeError("UpstreamClient is not started")
-        return self._session
+            raise RuntimeError("AiohttpTransport is not started")
+        return await self._session.post(
+            url,
+            data=body,
+            headers=provider.headers,
+            timeout=self._timeouts[provider.name],
+            ssl=self._ssl.get(provider.name, True),
+        )
 
-    async def send(
-        self, provider: Provider, endpoint: Endpoint, body: bytes
-    ) -> aiohttp.ClientResponse:
-        """POST and wait for a successful status line; any failure becomes a ProxyError.
 
-        The caller owns the returned response and must release or close it.
-        """
-        t = provider.settings.timeouts
-        timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.idle)
-        try:
-            async with asyncio.timeout(t.first_byte):
-                resp = await self.session.post(
-                    provider.url(endpoint),
-                    data=body,
-                    headers=provider.headers,
-                    timeout=timeout,
-                    ssl=self._ssl.get(provider.name, True),
-                )
-        except ProxyError:
-            raise
-        except _FOREIGN as exc:
-            raise transport_error(provider, exc) from None
+class UpstreamClient:
+    """Sends through a transport; every failure leaves as a ``ProxyError``."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    async def start(self) -> None:
+        await self.transport.start()
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    async def send(self, provider: Provider, endpoint: Endpoint, body: bytes) -> Response:
+        """POST and wait for a successful status line within the provider's first-byte
+        timeout. The caller owns the returned response and must release or close it."""
+        url = provider.url(endpoint)
+        with provider.errors:
+            async with asyncio.timeout(provider.settings.timeouts.first_byte):
+                resp = await self.transport.post(provider, url, body)
         if resp.status >= 400:
+            payload = b""
             try:
-                payload = await resp.read()
-            except _FOREIGN:
-                payload = b""
+                with provider.errors:
+                    payload = await resp.read()
+            except ProxyError:
+                pass  # the status says enough
             finally:
                 resp.release()
             raise status_error(provider, resp.status, payload, resp.headers)
         return resp
 
     @staticmethod
-    async def read(provider: Provider, resp: aiohttp.ClientResponse) -> bytes:
-        try:
+    async def read(provider: Provider, resp: Response) -> bytes:
+        with provider.errors:
             return await resp.read()
-        except _FOREIGN as exc:
-            raise transport_error(provider, exc) from None
 
     @staticmethod
-    async def next_chunk(provider: Provider, resp: aiohttp.ClientResponse) -> bytes:
+    async def next_chunk(provider: Provider, resp: Response) -> bytes:
         """The next body bytes as they arrive (b"" at the end). The idle timeout is the
-        request's ``sock_read``."""
-        try:
+        transport's (``sock_read``)."""
+        with provider.errors:
             return await resp.content.readany()
-        except _FOREIGN as exc:
-            raise transport_error(provider, exc) from None
 
-    @classmethod
-    async def first_chunk(cls, provider: Provider, resp: aiohttp.ClientResponse) -> bytes:
-        async with asyncio.timeout(provider.settings.timeouts.first_byte):
-            return await cls.next_chunk(provider, resp)
+    @staticmethod
+    async def first_chunk(provider: Provider, resp: Response) -> bytes:
+        with provider.errors:
+            async with asyncio.timeout(provider.settings.timeouts.first_byte):
+                return await resp.content.readany()

@@ -8,7 +8,6 @@ upstream session close.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 
 import aiosqlite
@@ -26,7 +25,6 @@ from nitroproxy.store.sweeper import RetentionSweeper
 from nitroproxy.store.usage import seed_spend
 from nitroproxy.store.writer import UsageWriter
 from nitroproxy.telemetry.metrics import Metrics
-from nitroproxy.upstream.client import UpstreamClient
 from nitroproxy.web.appkeys import (
     AUTH,
     CACHE,
@@ -34,7 +32,6 @@ from nitroproxy.web.appkeys import (
     METRICS,
     SETTINGS,
     STORE,
-    UPSTREAM,
     WRITER,
 )
 from nitroproxy.web.auth import Authenticator
@@ -52,7 +49,6 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
     # First: it refuses to start on a wrong data key before anything else is running.
     app.cleanup_ctx.append(admin.accounts_context)
     app.cleanup_ctx.append(_mock_provider)
-    app.cleanup_ctx.append(_upstream)
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_cache)
     app.cleanup_ctx.append(_writer)
@@ -82,14 +78,6 @@ async def _mock_provider(app: web.Application) -> AsyncIterator[None]:
     await web.TCPSite(runner, mock.host, mock.port).start()
     yield
     await runner.cleanup()
-
-
-async def _upstream(app: web.Application) -> AsyncIterator[None]:
-    client = UpstreamClient(app[SETTINGS].upstream, app[SETTINGS].providers.values())
-    await client.start()
-    app[UPSTREAM] = client
-    yield
-    await client.close()
 
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
@@ -177,18 +165,21 @@ def _gateway(
         writer = app.get(WRITER)
         gateway = Gateway(
             app[SETTINGS],
-            app[UPSTREAM],
             app[METRICS],
             sink=writer.put if writer is not None else None,
-            clock=clock or time.monotonic,
+            clock=clock,
+            cache=app.get(CACHE),
         )
-        conn = app.get(STORE)
-        if conn is not None:
-            await seed_spend(conn, gateway.spend, time.time())
-        app[GATEWAY] = gateway
-        loop = asyncio.get_running_loop()
-        app[METRICS].set_tasks_source(lambda: float(len(asyncio.all_tasks(loop))))
-        yield
-        await gateway.close()
+        await gateway.start()
+        try:
+            conn = app.get(STORE)
+            if conn is not None:
+                await seed_spend(conn, gateway.spend, gateway.clock.wall())
+            app[GATEWAY] = gateway
+            loop = asyncio.get_running_loop()
+            app[METRICS].set_tasks_source(lambda: float(len(asyncio.all_tasks(loop))))
+            yield
+        finally:
+            await gateway.close()
 
     return ctx

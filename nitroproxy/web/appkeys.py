@@ -11,12 +11,10 @@ from nitroproxy.proxy.gateway import Gateway
 from nitroproxy.store.accounts import AccountStore
 from nitroproxy.store.writer import UsageWriter
 from nitroproxy.telemetry.metrics import Metrics
-from nitroproxy.upstream.client import UpstreamClient
 from nitroproxy.web.auth import Authenticator
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
-UPSTREAM = web.AppKey("upstream", UpstreamClient)
 WRITER = web.AppKey("writer", UsageWriter)
 GATEWAY = web.AppKey("gateway", Gateway)
 AUTH = web.AppKey("auth", Authenticator)

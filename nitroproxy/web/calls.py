@@ -3,18 +3,17 @@ resolve the model. Everything that can be refused is refused here, before routin
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from nitroproxy.core import anthropic_request, openai_wire, selection
-from nitroproxy.core.accounting import Tally, client_ip
+from nitroproxy.core import anthropic_request, cache_policy, openai_wire, selection
+from nitroproxy.core.accounting import client_ip
 from nitroproxy.core.errors import InvalidRequest, ModelNotFound, PermissionDenied
 from nitroproxy.core.types import ApiFormat, Endpoint
-from nitroproxy.proxy.gateway import Call
+from nitroproxy.proxy.call import Call
 from nitroproxy.web.appkeys import AUTH, GATEWAY, SETTINGS
 from nitroproxy.web.middleware import REQUEST_ID
 
@@ -71,7 +70,6 @@ async def decode_call(request: web.Request, endpoint: Endpoint, fmt: ApiFormat) 
         wants_usage = isinstance(options, dict) and options.get("include_usage") is True
     else:
         wants_usage = True  # Anthropic streams always carry usage
-    gateway = app[GATEWAY]
     return Call(
         request_id=request[REQUEST_ID],
         endpoint=endpoint,
@@ -82,7 +80,7 @@ async def decode_call(request: web.Request, endpoint: Endpoint, fmt: ApiFormat) 
         prefs=prefs,
         stream=stream and endpoint is not Endpoint.EMBEDDINGS,
         principal=principal,
-        tally=Tally(started=gateway.clock(), ts=time.time()),
+        meter=app[GATEWAY].new_meter(),
         client_ip=client_ip(
             peer_address(request, settings.server.trust_forwarded_for),
             settings.privacy.client_ip,
@@ -91,4 +89,5 @@ async def decode_call(request: web.Request, endpoint: Endpoint, fmt: ApiFormat) 
         path=request.path,
         method=request.method,
         wants_usage=wants_usage,
+        cache_header=request.headers.get(cache_policy.HEADER),
     )

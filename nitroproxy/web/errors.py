@@ -1,36 +1,21 @@
-"""The one renderer: a ``ProxyError`` as JSON in the route family's shape, or as the
-in-band event a stream ends with once its status line is gone."""
+"""The one renderer of error responses: a ``ProxyError`` as JSON in the route family's shape
+(``core.error_shapes`` holds the shapes, and the in-band stream event ``proxy`` writes)."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from nitroproxy.core import anthropic_wire, openai_wire, sse
-from nitroproxy.core.errors import (
-    ProxyError,
-    UpstreamStatusError,
-    anthropic_type_of,
-    openai_type_of,
-    status_of,
-)
+from nitroproxy.core.error_shapes import error_payload
+from nitroproxy.core.errors import ProxyError, UpstreamStatusError, status_of
 from nitroproxy.core.types import ApiFormat
 
 
 def family_of(path: str) -> ApiFormat:
     return ApiFormat.ANTHROPIC if path.startswith("/v1/messages") else ApiFormat.OPENAI
-
-
-def error_payload(error: ProxyError, family: ApiFormat) -> dict[str, Any]:
-    if family is ApiFormat.ANTHROPIC:
-        return anthropic_wire.anthropic_error_body(anthropic_type_of(error), error.message)
-    return openai_wire.error_body(
-        error.message, openai_type_of(error), param=error.param, code=error.code
-    )
 
 
 def error_response(error: ProxyError, family: ApiFormat) -> web.Response:
@@ -48,12 +33,3 @@ def error_response(error: ProxyError, family: ApiFormat) -> web.Response:
     else:
         body = orjson.dumps(error_payload(error, family))
     return web.Response(body=body, status=status, headers=headers, content_type="application/json")
-
-
-def stream_error_event(error: ProxyError, family: ApiFormat) -> bytes:
-    """After the headers are sent the status cannot change: the error travels in the stream,
-    in the shape each official SDK raises on."""
-    payload = orjson.dumps(error_payload(error, family))
-    if family is ApiFormat.ANTHROPIC:
-        return sse.encode(payload, "error")
-    return sse.encode(payload)

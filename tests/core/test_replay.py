@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 
 from nitroproxy.core import sse
 from nitroproxy.core.anthropic_stream import ChatToMessagesStream, MessagesToChatStream
-from nitroproxy.core.pipeline import StreamPipeline
+from nitroproxy.core.pipeline import OpenAIStream
 from nitroproxy.core.replay import (
     StreamAssembler,
     is_complete,
@@ -251,9 +251,7 @@ def test_same_format_stream_with_usage_stripped_for_the_client():
     # OpenAI upstream, OpenAI client that did not ask for usage: the proxy asked for it and
     # strips it, so the client stream has none; the pipeline's usage fills the entry in.
     upstream = b"".join(replay_openai_stream(chat_response(), include_usage=True))
-    pipeline = StreamPipeline(
-        upstream=ApiFormat.OPENAI, client=ApiFormat.OPENAI, counter=None, strip_usage=True
-    )
+    pipeline = OpenAIStream(client=ApiFormat.OPENAI, counter=None, strip_usage=True)
     assembler = StreamAssembler(Endpoint.CHAT)
     assembler.feed_bytes(pipeline.feed(upstream) + pipeline.end())
     assert pipeline.completed and pipeline.usage is not None

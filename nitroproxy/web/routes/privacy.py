@@ -107,7 +107,7 @@ async def stats(request: web.Request) -> web.Response:
     body = await app[PUBLIC_STATS].get(
         app.get(STORE),
         # The clock the usage records were stamped with, so the windows line up with them.
-        now=app[GATEWAY].wall_clock(),
+        now=app[GATEWAY].clock.wall(),
         mono=asyncio.get_running_loop().time(),
     )
     return web.Response(body=body, content_type="application/json")

@@ -1,0 +1,53 @@
+"""``Call``: one client request, decoded: its frozen facts plus its one mutable meter.
+
+``web`` builds a call from an HTTP request (``web.calls.decode_call``); everything after that,
+from admission to settlement, belongs to ``proxy``. Nothing in a call is read from headers or
+settings again later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nitroproxy.config import ModelSettings
+from nitroproxy.core import selection
+from nitroproxy.core.accounting import Meter
+from nitroproxy.core.principal import Principal
+from nitroproxy.core.types import ApiFormat, Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """``body`` is the client's JSON in its own format; ``meter`` is the only part that
+    changes, and only ``proxy`` writes it."""
+
+    request_id: str
+    endpoint: Endpoint
+    client_format: ApiFormat
+    body: dict[str, Any]
+    model: ModelSettings
+    strategy: selection.Strategy
+    prefs: selection.ProviderPrefs
+    stream: bool
+    principal: Principal
+    meter: Meter
+    wants_usage: bool = False
+    cache_header: str | None = None
+    """The client's ``x-nitroproxy-cache`` header, as sent."""
+    client_ip: str | None = None
+    user_agent: str | None = None
+    path: str = ""
+    method: str = "POST"
+
+    @property
+    def default_max_tokens(self) -> int:
+        return self.model.default_max_tokens
+
+    @property
+    def max_output_tokens(self) -> int:
+        for name in ("max_completion_tokens", "max_tokens"):
+            value = self.body.get(name)
+            if isinstance(value, int):
+                return value
+        return self.model.default_max_tokens

@@ -1,0 +1,356 @@
+"""Exchanges: what the client gets for one call, in the client's own format.
+
+Invariant (kept by ``Gateway.exchange``, which is the only way to get one): a call is settled
+exactly once, after its exchange is released, with the status the client saw.
+
+An exchange is either ``UpstreamExchange`` (a provider answered) or ``CachedExchange`` (the
+opt-in cache did). Either is one JSON ``body`` (``streaming`` False) or an async iteration of
+SSE bytes. Once a stream has produced its first byte the status line is gone, so any later
+failure is written as the in-band error event the official SDKs raise, and the meter says
+``stream_error``; before that, failures are raised and become an ordinary error response.
+The exchange owns the upstream response, the stream transform, the completion counter and
+the cache assembler; ``web`` sees only bytes and headers.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+
+from nitroproxy import data
+from nitroproxy.cache.store import CachedEntry
+from nitroproxy.config import Settings
+from nitroproxy.core import replay, sse
+from nitroproxy.core.assembler import StreamAssembler
+from nitroproxy.core.cache_policy import CacheResult
+from nitroproxy.core.completion_counter import CompletionCounter
+from nitroproxy.core.error_shapes import stream_error_event
+from nitroproxy.core.errors import ProxyError, UpstreamError
+from nitroproxy.core.pipeline import UpstreamStream
+from nitroproxy.core.types import Outcome
+from nitroproxy.proxy.caching import HEADER, SAVED_HEADER, CachePlan
+from nitroproxy.proxy.call import Call
+from nitroproxy.proxy.clock import Clock
+from nitroproxy.proxy.routing import Route
+from nitroproxy.proxy.settle import CacheWrite, status_outcome
+from nitroproxy.telemetry import logs
+from nitroproxy.telemetry.metrics import Metrics
+from nitroproxy.upstream.adapter import Answer, Context
+from nitroproxy.upstream.client import Response, UpstreamClient
+
+_log = logs.get_logger("nitroproxy.exchange")
+_DRAIN_S = 1.0
+
+
+@dataclass(slots=True)
+class Opened:
+    """A successful attempt: the route that answered and its response. A stream's first
+    chunk was read inside the attempt (so an upstream that fails before sending anything is
+    still failed over); a non-streamed answer was read and parsed there, for the same reason."""
+
+    route: Route
+    response: Response
+    first_chunk: bytes = b""
+    answer: Answer | None = None
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def context_for(clock: Clock, call: Call, route: Route) -> Context:
+    """What the adapter needs to write the client's answer for ``route``."""
+    return Context(
+        provider=route.provider.name,
+        model=route.deployment.upstream_model,
+        created=int(clock.wall()),
+        message_id=f"msg_{call.request_id}",
+        prompt_tokens=call.meter.prompt_estimate or 0,
+    )
+
+
+class Exchange(abc.ABC):
+    __slots__ = ("_headers", "call", "status")
+
+    def __init__(self, call: Call, headers: dict[str, str], status: int = 200) -> None:
+        self.call = call
+        self.status = status
+        self._headers = headers
+
+    @property
+    def streaming(self) -> bool:
+        return self.call.stream
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The response headers as known now; a stream's are final once it yields."""
+        return {"x-request-id": self.call.request_id, **self._headers}
+
+    @property
+    @abc.abstractmethod
+    def body(self) -> bytes:
+        """The whole answer of a call that does not stream."""
+
+    @abc.abstractmethod
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """The SSE bytes of a call that streams."""
+
+    async def release(self) -> None:  # noqa: B027 - most exchanges hold nothing
+        """Give back everything the exchange holds; it is settled right after."""
+
+    def cache_write(self) -> CacheWrite | None:
+        """A complete answer the opt-in cache may store, if any."""
+        return None
+
+
+class CachedExchange(Exchange):
+    """An answer from the opt-in cache: nothing upstream, nothing billed, the saving noted."""
+
+    __slots__ = ("_entry",)
+
+    def __init__(self, call: Call, headers: dict[str, str], entry: CachedEntry) -> None:
+        super().__init__(call, headers)
+        self._entry = entry
+        meter = call.meter
+        meter.fail(200, Outcome.CACHE_HIT, None)
+        meter.completed = True
+        meter.saved_nanos = entry.cost_nanos
+        headers[HEADER] = CacheResult.HIT.value
+        headers[SAVED_HEADER] = f"{entry.cost_nanos / 1e9:.9f}"
+
+    @property
+    def body(self) -> bytes:
+        return orjson.dumps(self._entry.body)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        call = self.call
+        for event in replay.replay_stream(
+            call.endpoint, self._entry.body, include_usage=call.wants_usage
+        ):
+            yield event
+
+
+class Parts:
+    """What an upstream exchange borrows from its gateway."""
+
+    __slots__ = ("client", "clock", "metrics", "settings")
+
+    def __init__(
+        self, settings: Settings, clock: Clock, metrics: Metrics, client: UpstreamClient
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = metrics
+        self.client = client
+
+
+class UpstreamExchange(Exchange):
+    """A provider's answer. With ``opened`` None the call is a stream under keep-alive: the
+    attempts run (``opener``) while SSE comments keep idle intermediaries from closing it."""
+
+    __slots__ = (
+        "_cache_plan",
+        "_document",
+        "_gen",
+        "_opened",
+        "_opener",
+        "_parts",
+        "_sent",
+    )
+
+    def __init__(
+        self,
+        parts: Parts,
+        call: Call,
+        headers: dict[str, str],
+        *,
+        opened: Opened | None,
+        opener: Callable[[], Awaitable[Opened]] | None = None,
+        cache_plan: CachePlan | None = None,
+    ) -> None:
+        super().__init__(call, headers)
+        self._parts = parts
+        self._opened = opened
+        self._opener = opener
+        self._cache_plan = cache_plan
+        self._document: dict[str, object] | None = None
+        self._gen: AsyncGenerator[bytes, None] | None = None
+        self._sent = False
+        if opened is not None:
+            self._opened_by(opened)
+
+    def _opened_by(self, opened: Opened) -> None:
+        self._opened = opened
+        self.status = opened.response.status
+        d = opened.route.deployment
+        self._headers["x-nitroproxy-provider"] = opened.route.provider.name
+        self._headers["x-nitroproxy-deployment"] = d.name
+        self._headers["x-nitroproxy-upstream-model"] = d.upstream_model
+        self._headers["x-nitroproxy-attempts"] = str(self.call.meter.attempts)
+        if opened.answer is not None:
+            self._document = opened.answer.document
+
+    @property
+    def body(self) -> bytes:
+        assert self._opened is not None and self._opened.answer is not None
+        return self._opened.answer.body
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._gen is None:
+            self._gen = self._chunks()
+        return self._gen
+
+    async def release(self) -> None:
+        if self._gen is not None:
+            await self._gen.aclose()
+        if self._opened is not None:
+            self._opened.close()
+
+    def cache_write(self) -> CacheWrite | None:
+        if self._cache_plan is None or self._document is None:
+            return None
+        return CacheWrite(self._cache_plan, self._document)
+
+    # -- the stream ---------------------------------------------------------------------
+
+    async def _chunks(self) -> AsyncGenerator[bytes, None]:
+        if self._opened is None:
+            async for comment in self._open_with_keepalive():
+                yield comment
+            if self._opened is None:
+                return  # the attempts failed after comments went out: the error is sent
+        opened = self._opened
+        parts, call, meter = self._parts, self.call, self.call.meter
+        route = opened.route
+        counter = None
+        if parts.settings.tokens.count:
+            counter = CompletionCounter(data.encoding_for_model(route.deployment.upstream_model))
+        transform = route.provider.adapter.stream(
+            call, counter, context_for(parts.clock, call, route)
+        )
+        assembler = None
+        if self._cache_plan is not None:
+            assembler = StreamAssembler(
+                call.endpoint, max_bytes=self._cache_plan.cache.max_entry_bytes
+            )
+        parts.metrics.stream_started()
+        try:
+            async with contextlib.aclosing(self._relay(opened, transform)) as relay:
+                async for out in relay:
+                    if meter.first_output_at is None and transform.output_started:
+                        meter.first_output_at = parts.clock.now()
+                    self._sent = True
+                    yield out
+                    if assembler is not None:
+                        assembler.feed_bytes(out)
+        except ProxyError as exc:
+            if not self._sent:
+                raise
+            meter.fail(exc.status, Outcome.STREAM_ERROR, exc.error_class)
+            yield stream_error_event(exc, call.client_format)
+        except Exception:
+            if not self._sent:
+                raise
+            # Headers are out: whatever broke (an upstream event of a shape we did not
+            # expect) must end the stream in-band, never as a second status line.
+            _log.exception("stream failed", request_id=call.request_id)
+            error = UpstreamError("the stream failed inside the proxy", code="stream_failed")
+            meter.fail(error.status, Outcome.STREAM_ERROR, "internal_error")
+            yield stream_error_event(error, call.client_format)
+        finally:
+            meter.provider_usage = transform.usage
+            meter.completed = transform.completed
+            if transform.usage is None or not transform.completed:
+                # Only then does the in-flight count decide anything; reading it encodes
+                # the last, not yet counted stretch of text, so skip it when the
+                # provider's usage wins.
+                meter.completion_estimate = transform.counted_completion_tokens
+            parts.metrics.stream_ended()
+            if assembler is not None and transform.completed:
+                self._document = assembler.assembled(usage=transform.usage)
+
+    async def _relay(
+        self, opened: Opened, transform: UpstreamStream
+    ) -> AsyncGenerator[bytes, None]:
+        """Client bytes from the upstream's reads, with keep-alive comments in silences."""
+        client = self._parts.client
+        provider, resp = opened.route.provider, opened.response
+        interval = self._parts.settings.server.keepalive_interval
+        chunk = opened.first_chunk
+        while chunk:
+            out = transform.feed(chunk)
+            if out:
+                yield out
+            if transform.failure is not None:
+                raise transform.failure
+            if transform.completed:
+                # Nothing after [DONE] / message_stop matters. Read on only to let the
+                # upstream connection go back to the pool, briefly, and never fail a
+                # finished stream.
+                try:
+                    async with asyncio.timeout(_DRAIN_S):
+                        chunk = await client.next_chunk(provider, resp)
+                except (ProxyError, TimeoutError):
+                    chunk = b""
+                continue
+            if interval <= 0:
+                chunk = await client.next_chunk(provider, resp)
+                continue
+            while True:
+                try:
+                    async with asyncio.timeout(interval) as scope:
+                        chunk = await client.next_chunk(provider, resp)
+                    break
+                except TimeoutError:
+                    if not scope.expired():
+                        raise
+                yield sse.comment()
+        out = transform.end()
+        if out:
+            yield out
+        if transform.failure is not None:
+            raise transform.failure
+        if not transform.completed:
+            raise UpstreamError(
+                f"provider '{provider.name}' ended the stream before it was complete",
+                code="upstream_stream_truncated",
+            )
+
+    async def _open_with_keepalive(self) -> AsyncGenerator[bytes, None]:
+        """While the first token is slow, send SSE comments so idle proxies keep the
+        connection. Once they are out, failover errors go in-band."""
+        assert self._opener is not None
+        interval = self._parts.settings.server.keepalive_interval
+        task = asyncio.ensure_future(self._opener())
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=interval)
+                if done:
+                    break
+                self._sent = True
+                yield sse.comment()
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+                with contextlib.suppress(BaseException):
+                    task.result().close()  # opened just as we were cancelled
+        try:
+            opened = task.result()
+        except ProxyError as exc:
+            if not self._sent:
+                raise
+            self.call.meter.fail(*status_outcome(exc), exc.error_class)
+            yield stream_error_event(exc, self.call.client_format)
+            return
+        self._opened_by(opened)
+        if self._sent:
+            # The headers went out before anyone answered; say who did in the stream, as
+            # an SSE comment that clients ignore.
+            names = ("provider", "deployment", "upstream-model", "attempts")
+            fields = " ".join(f"{n}={self._headers[f'x-nitroproxy-{n}']}" for n in names)
+            yield sse.comment(f"nitroproxy {fields}")

@@ -1,0 +1,181 @@
+"""Settlement: the one place a finished call's consequences happen.
+
+A call is settled exactly once, when its exchange closes (``Gateway.exchange`` guarantees
+it): the record goes to the writer, spend and the rate-limit windows take the real usage,
+health learns how the deployment did, metrics and the access line count it, and a complete
+answer may be stored in the opt-in cache. Nothing here awaits on the caller's behalf: a large
+prompt that still needs counting is counted in a thread, then recorded.
+
+``note_exit`` turns how the client's request ended (an exception or none) into the record's
+status and outcome, so "what was the client told" is decided in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from nitroproxy.config import Settings
+from nitroproxy.core.accounting import Meter, RequestFacts, build_record, settle
+from nitroproxy.core.errors import ProxyError, UpstreamTimeout, status_of
+from nitroproxy.core.health import HealthBook
+from nitroproxy.core.spend import SpendBook
+from nitroproxy.core.types import Outcome, UsageRecord
+from nitroproxy.proxy import caching
+from nitroproxy.proxy.caching import CachePlan
+from nitroproxy.proxy.call import Call
+from nitroproxy.proxy.clock import Clock
+from nitroproxy.proxy.counting import count_prompt, prompt_is_large
+from nitroproxy.proxy.limiter import Limiter, Ticket
+from nitroproxy.security.ids import IdSource
+from nitroproxy.telemetry import logs
+from nitroproxy.telemetry.metrics import Metrics
+
+RecordSink = Callable[[UsageRecord], object]
+CLIENT_GONE = 499  # nginx's convention for "client closed the request"
+
+
+def status_outcome(error: ProxyError) -> tuple[int, Outcome]:
+    status = status_of(error)
+    if isinstance(error, UpstreamTimeout):
+        return status, Outcome.TIMEOUT
+    if status == 429:
+        return status, Outcome.RATE_LIMITED
+    if status < 500:
+        return status, Outcome.CLIENT_ERROR
+    return status, Outcome.UPSTREAM_ERROR
+
+
+def note_exit(meter: Meter, exc: BaseException | None) -> None:
+    """What the client saw, from how its request left the gateway."""
+    if exc is None:
+        return
+    if isinstance(exc, asyncio.CancelledError | ConnectionResetError):
+        meter.fail(CLIENT_GONE, Outcome.CLIENT_DISCONNECTED, None)
+    elif isinstance(exc, ProxyError):
+        # A failure after the attempt (a body that breaks off) must not read as a success;
+        # one already noted (a stream error) stays as it was.
+        if meter.outcome is Outcome.OK:
+            meter.fail(*status_outcome(exc), exc.error_class)
+    else:
+        meter.fail(500, Outcome.UPSTREAM_ERROR, "internal_error")
+
+
+class CacheWrite:
+    """A complete answer the opt-in cache may keep, handed to settlement by the exchange."""
+
+    __slots__ = ("document", "plan")
+
+    def __init__(self, plan: CachePlan, document: dict[str, Any]) -> None:
+        self.plan = plan
+        self.document = document
+
+
+class Settler:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock,
+        metrics: Metrics,
+        health: HealthBook,
+        limiter: Limiter,
+        spend: SpendBook,
+        sink: RecordSink | None,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._metrics = metrics
+        self._health = health
+        self._limiter = limiter
+        self._spend = spend
+        self._sink = sink
+        self._new_id = IdSource()
+        self._log = logs.get_logger("nitroproxy.access")
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def settle(self, call: Call, ticket: Ticket | None, cache: CacheWrite | None) -> None:
+        meter = call.meter
+        if meter.ended_at is None:
+            meter.ended_at = self._clock.now()
+        needs_prompt = meter.prompt_estimate is None and not (
+            meter.provider_usage is not None and meter.completed
+        )
+        if needs_prompt and meter.attempts > 0:
+            if prompt_is_large(call, self._settings.tokens.offload_chars):
+                self._spawn(self._count_then_record(call, ticket, cache))
+                return
+            meter.prompt_estimate = count_prompt(call)
+        self._record(call, ticket, cache)
+
+    async def close(self) -> None:
+        """Wait for settlements still counting a prompt or settling limits."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _count_then_record(
+        self, call: Call, ticket: Ticket | None, cache: CacheWrite | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            call.meter.prompt_estimate = await loop.run_in_executor(None, count_prompt, call)
+        finally:
+            self._record(call, ticket, cache)
+
+    async def _settle_limits(self, ticket: Ticket, actual_tokens: int) -> None:
+        await self._limiter.release(ticket)
+        await self._limiter.settle(ticket, actual_tokens=actual_tokens)
+
+    def _record(self, call: Call, ticket: Ticket | None, cache: CacheWrite | None) -> None:
+        meter = call.meter
+        record = build_record(self._facts(call), meter)
+        if self._sink is not None:
+            self._sink(record)
+        if record.key_id is not None:
+            self._spend.add(record.key_id, record.ts, record.cost_nanos)
+        if ticket is not None:
+            self._spawn(
+                self._settle_limits(ticket, record.prompt_tokens + record.completion_tokens)
+            )
+        self._metrics.observe_request(record)
+        if record.cache_hit:
+            self._metrics.cache_saved(record.model, meter.saved_nanos)
+        self._health_of(meter, record)
+        if self._settings.logging.access_log:
+            logs.access_log(self._log, record, method=call.method, path=call.path)
+        if cache is not None and meter.outcome is Outcome.OK:
+            usage, _ = settle(meter)
+            caching.store(cache.plan, call, cache.document, usage, record.cost_nanos)
+
+    def _health_of(self, meter: Meter, record: UsageRecord) -> None:
+        if meter.deployment is None:
+            return
+        if meter.outcome is not Outcome.OK:
+            self._health.end_attempt(meter.deployment)
+            return
+        self._health.record_success(
+            meter.deployment,
+            self._clock.now(),
+            ttft_s=None if record.ttft_ms is None else record.ttft_ms / 1000,
+            tokens_per_s=record.output_tps,
+            latency_s=record.latency_ms / 1000,
+        )
+
+    def _facts(self, call: Call) -> RequestFacts:
+        return RequestFacts(
+            record_id=self._new_id(),
+            request_id=call.request_id,
+            key_id=call.principal.key_id,
+            user_id=call.principal.user_id,
+            model=call.model.name,
+            endpoint=call.endpoint.value,
+            stream=call.stream,
+            client_ip=call.client_ip,
+            user_agent=call.user_agent,
+        )
