@@ -29,6 +29,7 @@ import orjson
 
 from nitroproxy.cache import db as cache_db
 from nitroproxy.config import CacheSettings
+from nitroproxy.config.errors import StartupError
 from nitroproxy.core import replay
 from nitroproxy.core.cache_policy import CacheScope, digest
 from nitroproxy.core.types import ApiFormat, Endpoint, Usage
@@ -42,7 +43,7 @@ _CHECK_CONTEXT = b"cache_meta.check"
 _BATCH = 128
 
 
-class CacheUnavailable(CryptoError):
+class CacheUnavailable(CryptoError, StartupError):
     """The cache cannot run: no data key, or a cache file sealed under a key not held."""
 
 

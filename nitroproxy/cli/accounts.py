@@ -18,12 +18,11 @@ from typing import Any
 
 import orjson
 
-from nitroproxy.config import Settings
+from nitroproxy.config import Settings, StartupError
 from nitroproxy.core.errors import ProxyError
 from nitroproxy.reports.usage import parse_time
 from nitroproxy.store import keys, users
 from nitroproxy.store.accounts import AccountStore
-from nitroproxy.store.datakey import DataKeyError
 from nitroproxy.store.keys import IssuedKey, KeySpec
 from nitroproxy.store.rights import erase_user, export_user
 
@@ -197,7 +196,7 @@ def _run(action: Action, load: Loader) -> Callable[[argparse.Namespace], int]:
 
         try:
             result = asyncio.run(go())
-        except (ProxyError, DataKeyError, ValueError) as exc:
+        except (ProxyError, StartupError, ValueError) as exc:
             print(f"nitroproxy: {exc}", file=sys.stderr)
             return 2
         _print(result, args)

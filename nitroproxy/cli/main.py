@@ -21,19 +21,21 @@ def _load(path: str) -> config.Settings:
         raise SystemExit(2) from None
 
 
+def _fail(exc: Exception) -> int:
+    print(f"nitroproxy: {exc}", file=sys.stderr)
+    return 2
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from nitroproxy.cache.store import CacheUnavailable
-    from nitroproxy.store.datakey import DataKeyError
     from nitroproxy.web.server import serve
 
     settings = _load(args.config)
     try:
         serve(settings)
-    except (DataKeyError, config.ConfigError, CacheUnavailable) as exc:
-        # Raised while the app starts (a wrong data key, an unreadable certificate): one
-        # line, no traceback.
-        print(f"nitroproxy: {exc}", file=sys.stderr)
-        return 2
+    except config.StartupError as exc:
+        # Raised while the app starts (a wrong data key, an unreadable certificate, a
+        # database from a newer NitroProxy): one line, no traceback.
+        return _fail(exc)
     except OSError as exc:  # the port is taken, the address does not exist
         print(f"nitroproxy: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -80,7 +82,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         finally:
             await sweeper.close()
 
-    result = asyncio.run(sweep())
+    try:
+        result = asyncio.run(sweep())
+    except config.StartupError as exc:
+        return _fail(exc)
     print(
         f"rolled up {result.deleted_raw} records into {result.rolled_up} daily aggregates; "
         f"deleted {result.deleted_aggregates} expired aggregates"
@@ -96,9 +101,8 @@ def cmd_usage(args: argparse.Namespace) -> int:
         report = asyncio.run(
             usage_report(settings, args.start, args.end, args.group_by, args.format)
         )
-    except ValueError as exc:
-        print(f"nitroproxy: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, config.StartupError) as exc:
+        return _fail(exc)
     print(report)
     return 0
 

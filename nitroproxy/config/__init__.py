@@ -4,8 +4,8 @@
 path, ``loader`` the parsing of each section.
 """
 
+from nitroproxy.config.errors import ConfigError, StartupError
 from nitroproxy.config.loader import interpolate, load, parse
-from nitroproxy.config.reader import ConfigError
 from nitroproxy.config.schema import (
     AuthSettings,
     CacheSettings,
@@ -47,6 +47,7 @@ __all__ = [
     "RoutingSettings",
     "ServerSettings",
     "Settings",
+    "StartupError",
     "StatsSettings",
     "StorageSettings",
     "TLSSettings",

@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 
 from nitroproxy import data
-from nitroproxy.config.reader import ConfigError, Reader
+from nitroproxy.config.errors import ConfigError
+from nitroproxy.config.reader import Reader
 from nitroproxy.config.schema import (
     AuthSettings,
     CacheSettings,

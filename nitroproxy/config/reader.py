@@ -6,6 +6,8 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
+from nitroproxy.config.errors import ConfigError
+
 _MISSING: Any = object()
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w|y)?\s*$")
 _UNIT_SECONDS = {
@@ -18,10 +20,6 @@ _UNIT_SECONDS = {
     "w": 7 * 86400.0,
     "y": 365 * 86400.0,
 }
-
-
-class ConfigError(Exception):
-    """A bad config file: the message is one line, starting with the YAML path."""
 
 
 def _type_name(value: Any) -> str:

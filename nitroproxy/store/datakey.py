@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import aiosqlite
 
+from nitroproxy.config.errors import StartupError
 from nitroproxy.security.crypto import ENV_VAR, CryptoError, Keyring
 from nitroproxy.store.db import transaction
 
@@ -35,7 +36,7 @@ def normalize_email(email: str) -> str:
     return email.strip().casefold()
 
 
-class DataKeyError(RuntimeError):
+class DataKeyError(StartupError):
     """The data key is missing, malformed or wrong for this database. The message is one line
     meant for the operator."""
 

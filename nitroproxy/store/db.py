@@ -18,6 +18,8 @@ from pathlib import Path
 
 import aiosqlite
 
+from nitroproxy.config.errors import StartupError
+
 # Append-only: migration N (1-based) brings user_version from N-1 to N. Never edit a shipped
 # script; add a new one. Each runs in one transaction with the user_version bump.
 MIGRATIONS: tuple[str, ...] = (
@@ -138,7 +140,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-class SchemaTooNewError(RuntimeError):
+class SchemaTooNewError(StartupError):
     """The database was migrated by a newer NitroProxy than this one."""
 
     def __init__(self, found: int, supported: int) -> None:

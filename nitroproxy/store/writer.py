@@ -60,6 +60,9 @@ class UsageWriter:
         self._dropped = 0
         self._unreported = 0
         self._last_report = -float("inf")
+        self._accepted = 0  # records put, ever
+        self._finished = 0  # of those, written or given up on
+        self._flushes: list[tuple[int, asyncio.Future[None]]] = []
 
     @property
     def queue_depth(self) -> int:
@@ -88,6 +91,7 @@ class UsageWriter:
             self._count_dropped(1, "queue full" if not self._closing else "writer closing")
             return False
         queue.append(record)
+        self._accepted += 1
         depth = len(queue)
         if depth == 1:
             self._first_at = time.monotonic()
@@ -95,6 +99,32 @@ class UsageWriter:
         elif depth == self._batch_size:
             self._wake.set()
         return True
+
+    async def flush(self, timeout: float = 5.0) -> bool:  # noqa: ASYNC109
+        """Wait until every record put before this call is committed (or given up on);
+        False if that took longer than ``timeout``. An erase waits here so no record of
+        the erased user is still on its way to the database."""
+        target = self._accepted
+        if self._finished >= target:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self._flushes.append((target, waiter))
+        self._wake.set()  # write what waits now, not after flush_interval
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            return False
+        return True
+
+    def _finish(self, n: int) -> None:
+        self._finished += n
+        if self._flushes:
+            done = [f for t, f in self._flushes if t <= self._finished]
+            self._flushes = [(t, f) for t, f in self._flushes if t > self._finished]
+            for waiter in done:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def close(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Write what is queued within ``timeout`` seconds, then close the connection.
@@ -136,7 +166,7 @@ class UsageWriter:
                 continue
             if self._abandon:
                 return
-            if len(queue) < self._batch_size and not self._closing:
+            if len(queue) < self._batch_size and not self._closing and not self._flushes:
                 delay = self._first_at + self._flush_interval - time.monotonic()
                 if delay > 0:
                     self._wake.clear()
@@ -154,13 +184,16 @@ class UsageWriter:
             await insert_many(conn, batch)
         except asyncio.CancelledError:
             self._count_dropped(len(batch), "cancelled while writing")
+            self._finish(len(batch))
             raise
         except Exception as exc:
             # One bad batch (disk error, lock held past busy_timeout, a bad value) must not
             # stop usage accounting for the rest of the process lifetime.
             self._count_dropped(len(batch), f"write failed: {type(exc).__name__}: {exc}")
+            self._finish(len(batch))
             return
         self._written += len(batch)
+        self._finish(len(batch))
         if self._on_written is not None:
             self._on_written(len(batch))
 

@@ -1,5 +1,5 @@
 """Reading admin request bodies and query strings: typed values or ``InvalidRequest`` naming
-the offending parameter. The rules match ``nitroproxy/openapi.py`` (a test fuzzes the two
+the offending parameter. The rules match ``nitroproxy/reports/openapi.py`` (a test fuzzes the two
 against each other)."""
 
 from __future__ import annotations

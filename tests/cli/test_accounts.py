@@ -136,3 +136,26 @@ def test_serve_refuses_a_wrong_data_key_with_one_clean_line(cfg: str, capsys) ->
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("nitroproxy: ") and ENV_VAR in proc.stderr
+
+
+def test_serve_refuses_a_database_from_a_newer_nitroproxy_with_one_clean_line(
+    cfg: str, tmp_path
+) -> None:
+    import sqlite3
+
+    from nitroproxy import config
+    from nitroproxy.store.db import MIGRATIONS
+
+    db = config.load(cfg).storage.path
+    os.makedirs(os.path.dirname(db), exist_ok=True)
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "nitroproxy", "serve", "-c", cfg],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "newer than this NitroProxy supports" in proc.stderr

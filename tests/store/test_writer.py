@@ -178,3 +178,18 @@ async def test_records_put_before_start_are_written(db_path):
     await writer.close()
     await writer.close()  # idempotent
     assert await stored_ids(db_path) == ["rec-1"]
+
+
+async def test_flush_returns_once_every_record_put_before_it_is_committed(tmp_path) -> None:
+    path = tmp_path / "u.db"
+    # A long flush interval: without flush() these records would wait a minute.
+    writer = UsageWriter(path, batch_size=500, flush_interval=60.0)
+    await writer.start()
+    try:
+        for i in range(3):
+            assert writer.put(make_record(i))
+        assert await writer.flush(timeout=5.0)
+        assert len(await stored_ids(path)) == 3
+        assert await writer.flush(timeout=0.01)  # nothing pending: at once
+    finally:
+        await writer.close()

@@ -1,4 +1,4 @@
-"""The admin API under ``/admin/`` (admin key only), described by ``nitroproxy/openapi.py``:
+"""The admin API under ``/admin/`` (admin key only), described by ``nitroproxy/reports/openapi.py``:
 users, keys, usage, the audit log, exports and erasure; plus the accounts component.
 
 Every write goes through ``AccountStore`` (one transaction with its audit entry) and is then
@@ -7,7 +7,6 @@ applied to this process's key table at once.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
@@ -154,11 +153,7 @@ async def _drain_writer(app: web.Application, within: float = 2.0) -> None:
     writer = app.get(WRITER)
     if writer is None:
         return
-    for _ in range(int(within / 0.02)):
-        if not writer.queue_depth:
-            break
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(0.05)  # a batch just taken from the queue commits meanwhile
+    await writer.flush(timeout=within)
 
 
 # -- keys ---------------------------------------------------------------------------------
