@@ -42,6 +42,7 @@ from nitroproxy.config.schema import (
     UpstreamSettings,
 )
 from nitroproxy.core import pricing
+from nitroproxy.core.end_users import EndUserMode
 from nitroproxy.core.limits import INTEGER_LIMITS, LIMIT_FIELDS
 from nitroproxy.core.selection import Strategy
 from nitroproxy.core.types import ApiFormat, Price
@@ -117,7 +118,7 @@ def parse(data: Any) -> Settings:
     root.require_mapping()
     root.only(
         "server upstream providers models routing storage retention privacy logging "
-        "metrics tokens auth tiers keys cache stats"
+        "metrics tokens auth tiers keys cache stats end_users"
     )
     providers = _providers(root.child("providers"))
     tiers = {name: _limits(r) for name, r in root.child("tiers").items()}
@@ -138,6 +139,7 @@ def parse(data: Any) -> Settings:
         keys=_keys(root.child("keys"), tiers),
         cache=_cache(root.child("cache")),
         stats=_stats(root.child("stats")),
+        end_users=_limits(root.child("end_users")),
     )
 
 
@@ -300,7 +302,7 @@ def _deployment(d: Reader, model: str, providers: Mapping[str, ProviderSettings]
     upstream = d.text("model", model)
     price = d.child("price")
     default_price = pricing.price_for(upstream, _default_prices()) or Price()
-    price.only("input output cached_input cache_write")
+    price.only("input output cached_input cache_write cache_write_1h")
     seed = d.child("seed")
     seed.only("ttft tokens_per_s")
     return Deployment(
@@ -312,6 +314,7 @@ def _deployment(d: Reader, model: str, providers: Mapping[str, ProviderSettings]
             output=price.number("output", 0.0, minimum=0.0),
             cached_input=price.optional_float("cached_input"),
             cache_write=price.optional_float("cache_write"),
+            cache_write_1h=price.optional_float("cache_write_1h"),
         )
         if price.present
         else default_price,
@@ -369,10 +372,13 @@ def _retention(r: Reader) -> RetentionSettings:
 
 
 def _privacy(r: Reader) -> PrivacySettings:
-    r.only("client_ip store_user_agent")
+    r.only("client_ip store_user_agent end_user")
     return PrivacySettings(
         client_ip=r.choice("client_ip", ["none", "truncated", "full"], "truncated"),
         store_user_agent=r.flag("store_user_agent", True),
+        end_user=EndUserMode(
+            r.choice("end_user", [m.value for m in EndUserMode], EndUserMode.PSEUDONYMOUS.value)
+        ),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from nitroproxy.core.end_users import EndUserMode
 from nitroproxy.core.limits import KeyLimits
 from nitroproxy.core.selection import Strategy
 from nitroproxy.core.types import ApiFormat, Price
@@ -129,6 +130,9 @@ class RetentionSettings:
 class PrivacySettings:
     client_ip: str = "truncated"
     store_user_agent: bool = True
+    end_user: EndUserMode = EndUserMode.PSEUDONYMOUS
+    """What a record keeps of the client's end user (OpenAI ``user``, Anthropic
+    ``metadata.user_id``): nothing, a keyed pseudonym, or the value as sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +214,9 @@ class Settings:
     keys: tuple[KeySettings, ...] = ()
     cache: CacheSettings = CacheSettings()
     stats: StatsSettings = StatsSettings()
+    end_users: KeyLimits = field(default_factory=KeyLimits)
+    """Limits for each end user of each key (requests/min, tokens/min, concurrency and
+    budgets), on top of the key's own; unlimited by default."""
 
     def deployment(self, name: str) -> Deployment:
         for model in self.models.values():

@@ -39,6 +39,11 @@ class Meter:
     prompt_estimate: int | None = None
     saved_nanos: int = 0
     """On a cache hit: what the stored answer cost when it was produced."""
+    produced: bool = False
+    """A provider answered this call (a 2xx). Until one does, nothing is billed: failed
+    attempts (refused, reset, timed out, 5xx, 429) cost nothing."""
+    counted: bool = False
+    """``completion_estimate`` is the proxy's count of what reached the client."""
 
     def attempt(self, deployment: str, provider: str, upstream_model: str, price: Price) -> None:
         """A new attempt starts: the record names the last deployment tried."""
@@ -55,21 +60,30 @@ class Meter:
 
 
 def settle(meter: Meter) -> tuple[Usage, UsageSource]:
-    """Provider-reported usage wins when the exchange completed. A stream cut short keeps
-    the provider's prompt count if it sent one (Anthropic does, up front) and takes the
-    in-flight completion count: that is an estimate, and the record says so."""
+    """What the call is billed for.
+
+    Nothing when no provider answered. Provider-reported usage when the exchange completed.
+    A stream cut short (a disconnect, a broken upstream) keeps the provider's prompt count if
+    it sent one (Anthropic does, up front) and takes the proxy's count of the completion
+    tokens that reached the client, never more: that is an estimate, and the record says so.
+    """
+    if not meter.produced:
+        return Usage(), UsageSource.NONE
     provider = meter.provider_usage
     if provider is not None and meter.completed:
         return provider, UsageSource.PROVIDER
-    if provider is None and meter.prompt_estimate is None and meter.completion_estimate == 0:
+    if provider is None and meter.prompt_estimate is None and not meter.counted:
         return Usage(), UsageSource.NONE
+    if meter.counted or provider is None:
+        completion = meter.completion_estimate
+    else:
+        completion = provider.completion_tokens
     usage = Usage(
         prompt_tokens=provider.prompt_tokens if provider else (meter.prompt_estimate or 0),
-        completion_tokens=max(
-            meter.completion_estimate, provider.completion_tokens if provider else 0
-        ),
+        completion_tokens=completion,
         cached_tokens=provider.cached_tokens if provider else 0,
         cache_write_tokens=provider.cache_write_tokens if provider else 0,
+        cache_write_1h_tokens=provider.cache_write_1h_tokens if provider else 0,
     )
     return usage, UsageSource.ESTIMATED
 
@@ -105,6 +119,7 @@ class RequestFacts:
     stream: bool
     client_ip: str | None
     user_agent: str | None
+    end_user: str | None = None
 
 
 def build_record(facts: RequestFacts, meter: Meter) -> UsageRecord:
@@ -141,6 +156,7 @@ def build_record(facts: RequestFacts, meter: Meter) -> UsageRecord:
         cached_tokens=usage.cached_tokens,
         cache_write_tokens=usage.cache_write_tokens,
         reasoning_tokens=usage.reasoning_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
         usage_source=source.value,
         cost_nanos=cost,
         latency_ms=(ended - meter.started) * 1000.0,
@@ -150,4 +166,5 @@ def build_record(facts: RequestFacts, meter: Meter) -> UsageRecord:
         client_ip=facts.client_ip,
         user_agent=ua,
         cache_hit=cache_hit,
+        end_user=facts.end_user,
     )

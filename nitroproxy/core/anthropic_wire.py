@@ -42,6 +42,9 @@ def usage_from_anthropic(usage: Mapping[str, Any] | None) -> Usage:
     usage = usage or {}
     cache_read = count(usage.get("cache_read_input_tokens"))
     cache_write = count(usage.get("cache_creation_input_tokens"))
+    tiers = usage.get("cache_creation")
+    # The 1-hour writes are billed at 2x input, the 5-minute ones at 1.25x: keep them apart.
+    write_1h = count(tiers.get("ephemeral_1h_input_tokens")) if isinstance(tiers, Mapping) else 0
     details = usage.get("output_tokens_details")
     return Usage(
         # Anthropic's input_tokens exclude cache reads and writes; ours include both.
@@ -49,6 +52,7 @@ def usage_from_anthropic(usage: Mapping[str, Any] | None) -> Usage:
         completion_tokens=count(usage.get("output_tokens")),
         cached_tokens=cache_read,
         cache_write_tokens=cache_write,
+        cache_write_1h_tokens=min(write_1h, cache_write),
         reasoning_tokens=count(details.get("thinking_tokens"))
         if isinstance(details, Mapping)
         else 0,
@@ -73,6 +77,11 @@ def usage_to_anthropic(usage: Usage) -> dict[str, Any]:
         "cache_creation_input_tokens": usage.cache_write_tokens,
         "cache_read_input_tokens": usage.cached_tokens,
     }
+    if usage.cache_write_tokens:
+        out["cache_creation"] = {
+            "ephemeral_5m_input_tokens": usage.cache_write_tokens - usage.cache_write_1h_tokens,
+            "ephemeral_1h_input_tokens": usage.cache_write_1h_tokens,
+        }
     if usage.reasoning_tokens:
         out["output_tokens_details"] = {"thinking_tokens": usage.reasoning_tokens}
     return out

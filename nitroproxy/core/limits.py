@@ -28,6 +28,7 @@ __all__ = [
     "RateLimits",
     "check_budget",
     "format_duration",
+    "format_usd",
     "layered",
     "limits_of",
     "ratelimit_headers",
@@ -200,26 +201,66 @@ class RateLimits:
         concurrent: bool = True,
         spent_day_usd: float = 0.0,
         spent_month_usd: float = 0.0,
+        cost_usd: float = 0.0,
     ) -> Admission:
         """Check budget, concurrency, requests/min and tokens/min together; if all pass,
         record one request, ``tokens`` estimated tokens and (when ``concurrent``) one slot,
         which the caller returns with :meth:`release`."""
+        admission = self.check(
+            key,
+            limits,
+            tokens=tokens,
+            now=now,
+            concurrent=concurrent,
+            spent_day_usd=spent_day_usd,
+            spent_month_usd=spent_month_usd,
+            cost_usd=cost_usd,
+        )
+        if admission.allowed:
+            self.apply(key, limits, tokens=tokens, now=now, concurrent=concurrent)
+        return admission
+
+    def check(
+        self,
+        key: str,
+        limits: KeyLimits,
+        *,
+        tokens: int,
+        now: float,
+        concurrent: bool = True,
+        spent_day_usd: float = 0.0,
+        spent_month_usd: float = 0.0,
+        cost_usd: float = 0.0,
+    ) -> Admission:
+        """The verdict of :meth:`admit` without counting anything: a caller admitting one
+        request against several scopes (a key and one of its end users) checks them all,
+        then applies to all, in one step."""
         self._maybe_sweep(now)
         state = self._keys.get(key)
         if state is None:
             state = _KeyState()
-        state.prune(now)
-        denial = _deny(state, limits, tokens, now, concurrent, spent_day_usd, spent_month_usd)
-        if denial is None:
-            if limits.rpm is not None:
-                state.requests.add(now, 1)
-            if limits.tpm is not None:
-                state.tokens.add(now, tokens)
-            if concurrent:
-                state.active += 1
+        else:
+            state.prune(now)
+        denial = _deny(
+            state, limits, tokens, now, concurrent, spent_day_usd, spent_month_usd, cost_usd
+        )
+        return _admission(state, limits, tokens, now, denial, counted=denial is None)
+
+    def apply(
+        self, key: str, limits: KeyLimits, *, tokens: int, now: float, concurrent: bool = True
+    ) -> None:
+        """Count one admitted request (after :meth:`check` said yes, with no await between)."""
+        state = self._keys.get(key)
+        if state is None:
+            state = _KeyState()
+        if limits.rpm is not None:
+            state.requests.add(now, 1)
+        if limits.tpm is not None:
+            state.tokens.add(now, tokens)
+        if concurrent:
+            state.active += 1
         if not state.idle():
             self._keys[key] = state
-        return _admission(state, limits, tokens, now, denial)
 
     def settle(
         self,
@@ -279,8 +320,9 @@ def _deny(
     concurrent: bool,
     spent_day: float,
     spent_month: float,
+    cost: float,
 ) -> tuple[Reason, float | None, str] | None:
-    quota = check_budget(limits, spent_day, spent_month)
+    quota = check_budget(limits, spent_day, spent_month, cost)
     if quota is not None:
         return "budget", None, quota.message
     reasons: list[tuple[Reason, float | None, str]] = []
@@ -321,36 +363,70 @@ def _admission(
     tokens: int,
     now: float,
     denial: tuple[Reason, float | None, str] | None,
+    *,
+    counted: bool = False,
 ) -> Admission:
+    """The verdict and its headers; ``counted`` when the request is about to be counted, so
+    the remaining figures already leave it out."""
     rpm, tpm = limits.rpm, limits.tpm
+    used_requests = state.requests.total + (1 if counted else 0)
+    used_tokens = state.tokens.total + (tokens if counted else 0)
     return Admission(
         allowed=denial is None,
         reason=None if denial is None else denial[0],
         retry_after=None if denial is None else denial[1],
         message=None if denial is None else denial[2],
         limit_requests=rpm,
-        remaining_requests=None if rpm is None else max(0, rpm - state.requests.total),
-        reset_requests=None if rpm is None else state.requests.reset_in(now),
+        remaining_requests=None if rpm is None else max(0, rpm - used_requests),
+        # A request just counted is the newest entry: its window ends a full WINDOW_S away.
+        reset_requests=None
+        if rpm is None
+        else WINDOW_S
+        if counted
+        else state.requests.reset_in(now),
         limit_tokens=tpm,
-        remaining_tokens=None if tpm is None else max(0, tpm - state.tokens.total),
-        reset_tokens=None if tpm is None else state.tokens.reset_in(now),
+        remaining_tokens=None if tpm is None else max(0, tpm - used_tokens),
+        reset_tokens=None if tpm is None else WINDOW_S if counted else state.tokens.reset_in(now),
         tokens_requested=tokens,
     )
 
 
 def check_budget(
-    limits: KeyLimits, spent_day_usd: float, spent_month_usd: float
+    limits: KeyLimits, spent_day_usd: float, spent_month_usd: float, cost_usd: float = 0.0
 ) -> QuotaExceeded | None:
-    """A key whose recorded spend has reached its daily or monthly budget is cut off."""
+    """Refuse when a budget is used up, or when this request's worst case (``cost_usd``, what
+    it reserves) would take what is spent and reserved past the budget: a budget is never
+    passed by the requests it admits, only by what they were not made to reserve.
+
+    Compared in whole nano-dollars, so a float's last bit never admits or refuses."""
+    cost = round(cost_usd * 1e9)
     for period, budget, spent in (
         ("daily", limits.budget_day_usd, spent_day_usd),
         ("monthly", limits.budget_month_usd, spent_month_usd),
     ):
-        if budget is not None and spent >= budget:
+        if budget is None:
+            continue
+        cap, used = round(budget * 1e9), round(spent * 1e9)
+        if used >= cap:
             return QuotaExceeded(
-                f"You exceeded your {period} budget of ${budget:.2f} (spent ${spent:.2f})"
+                f"You exceeded your {period} budget of {format_usd(budget)} "
+                f"(spent {format_usd(spent)})"
+            )
+        if used + cost > cap:
+            return QuotaExceeded(
+                f"This request may cost up to {format_usd(cost_usd)} (its prompt and "
+                f"max_tokens at the dearest deployment's prices), more than the "
+                f"{format_usd(budget - spent)} left of your {period} budget of "
+                f"{format_usd(budget)}; send a lower max_tokens or wait for the budget to reset"
             )
     return None
+
+
+def format_usd(amount: float) -> str:
+    """Dollars with enough digits to be non-zero: ``$5.00``, ``$0.0003``, ``$0.000125``."""
+    if amount == 0 or abs(amount) >= 0.01:
+        return f"${amount:,.2f}"
+    return "$" + f"{amount:.9f}".rstrip("0")
 
 
 def to_error(adm: Admission) -> RateLimited:

@@ -12,8 +12,15 @@ When client and upstream speak the same format the upstream's event bytes are fo
 they are; only the proxy's own usage request is taken back out.
 
 A read that holds good events and then a bad one yields the good events' bytes; the error
-waits in ``failure`` for the caller to raise once those bytes are delivered. Tokens counted
-are therefore always tokens the client was sent.
+waits in ``failure`` for the caller to raise once those bytes are delivered.
+
+Counting follows delivery: the text of what ``feed`` returned is counted only when the
+caller ``commit()``s it, after writing it to the client, so a write that fails (the client
+left) is not counted. Recorded completion tokens are the tokens the client was sent.
+
+When the client asked for usage and the upstream sent none, the end of the stream is held
+back (``awaiting_usage``); the caller then passes the proxy's own counts to ``usage_tail``,
+which writes the usage the client asked for and the end marker.
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ class UpstreamStream(abc.ABC):
     __slots__ = (
         "_counter",
         "_decoder",
+        "_pending",
+        "awaiting_usage",
         "completed",
         "failure",
         "finish_reason",
@@ -68,6 +77,8 @@ class UpstreamStream(abc.ABC):
         self.completed = False
         self.output_started = False
         self.failure: ProxyError | None = None
+        self.awaiting_usage = False
+        self._pending: list[str] = []
 
     def feed(self, data: bytes) -> bytes:
         """Bytes for the client from one upstream read (possibly empty). An event that is not
@@ -80,7 +91,28 @@ class UpstreamStream(abc.ABC):
 
     @property
     def counted_completion_tokens(self) -> int:
+        """Tokens of the text committed so far (the text the client was sent)."""
         return self._counter.total if self._counter is not None else 0
+
+    @property
+    def counting(self) -> bool:
+        return self._counter is not None
+
+    def commit(self) -> None:
+        """The bytes of the last ``feed`` reached the client: count their text."""
+        counter = self._counter
+        if counter is not None and self._pending:
+            for text in self._pending:
+                counter.feed(text)
+        self._pending.clear()
+
+    def usage_tail(self, usage: Usage) -> bytes:
+        """With ``awaiting_usage``: the usage the client asked for, then the end marker."""
+        self.awaiting_usage = False
+        return self._usage_tail(usage)
+
+    def _usage_tail(self, usage: Usage) -> bytes:
+        return b""
 
     def _dispatch(self, events: list[sse.Event]) -> bytes:
         if self.failure is not None:
@@ -109,14 +141,14 @@ class UpstreamStream(abc.ABC):
     def _meter_text(self, text: str) -> None:
         self.output_started = True
         if self._counter is not None:
-            self._counter.feed(text)
+            self._pending.append(text)
 
 
 class OpenAIStream(UpstreamStream):
     """An OpenAI chat/completions stream, relayed to an OpenAI client or translated to an
     Anthropic Messages stream."""
 
-    __slots__ = ("_anthropic_out", "_strip_usage")
+    __slots__ = ("_anthropic_out", "_envelope", "_strip_usage", "_wants_usage")
 
     def __init__(
         self,
@@ -127,9 +159,13 @@ class OpenAIStream(UpstreamStream):
         model: str = "",
         message_id: str = "",
         prompt_tokens: int = 0,
+        wants_usage: bool = False,
     ) -> None:
         super().__init__(same_format=client is ApiFormat.OPENAI, counter=counter)
         self._strip_usage = strip_usage
+        # An Anthropic client always gets usage (message_delta carries the output count).
+        self._wants_usage = (wants_usage or client is ApiFormat.ANTHROPIC) and counter is not None
+        self._envelope: dict[str, Any] = {}
         self._anthropic_out: ChatToMessagesStream | None = None
         if client is ApiFormat.ANTHROPIC:
             self._anthropic_out = ChatToMessagesStream(
@@ -141,12 +177,18 @@ class OpenAIStream(UpstreamStream):
         assert data is not None
         if data == b"[DONE]":
             self.completed = True
-            if self._anthropic_out is not None:
+            if self.usage is None and self._wants_usage:
+                self.awaiting_usage = True  # the caller counts, then asks for usage_tail()
+            elif self._anthropic_out is not None:
                 out.extend(_encode_anthropic(self._anthropic_out.finish()))
             else:
                 out.append(event.raw)
             return
         chunk = _loads(data)
+        if not self._envelope:
+            self._envelope = {
+                k: chunk[k] for k in ("id", "object", "created", "model") if k in chunk
+            }
         if "error" in chunk:
             _, message, _, _ = openai_wire.parse_error(chunk)
             raise UpstreamError(message or "upstream stream error", code="upstream_stream_error")
@@ -168,6 +210,13 @@ class OpenAIStream(UpstreamStream):
                 out.append(event.raw.replace(_USAGE_NULL, b"", 1))
         else:
             out.append(event.raw)
+
+    def _usage_tail(self, usage: Usage) -> bytes:
+        if self._anthropic_out is not None:
+            return b"".join(_encode_anthropic(self._anthropic_out.finish(usage=usage)))
+        # OpenAI's own usage chunk: no choices, the totals, after the finish_reason chunk.
+        chunk = {**self._envelope, "choices": [], "usage": anthropic_wire.usage_to_openai(usage)}
+        return sse.encode(orjson.dumps(chunk)) + sse.DONE
 
 
 class AnthropicStream(UpstreamStream):

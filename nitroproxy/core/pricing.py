@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from nitroproxy.core import models
 from nitroproxy.core.types import Price, Usage
 
 __all__ = [
+    "ceiling_price",
     "cost_nanos",
     "estimate_cost_nanos",
     "parse_prices",
@@ -48,25 +49,48 @@ def cost_nanos(price: Price, usage: Usage) -> int:
     ``usage.prompt_tokens`` includes ``cached_tokens`` and ``cache_write_tokens`` (OpenAI
     reports it so; Anthropic usage is normalized to it), so the uncached remainder, never below
     zero, is billed at ``input``; cache reads at ``cached_input`` and cache writes at
-    ``cache_write``, each ``input`` when unset. ``completion_tokens`` include reasoning
-    tokens and are billed at ``output``. Negative counts are treated as zero.
+    ``cache_write`` (``cache_write_1h`` for the 1-hour part), each ``input`` when unset.
+    ``completion_tokens`` include reasoning tokens and are billed at ``output``. Negative
+    counts are treated as zero.
     """
     cached = max(usage.cached_tokens, 0)
     written = max(usage.cache_write_tokens, 0)
+    written_1h = min(max(usage.cache_write_1h_tokens, 0), written)
     uncached = usage.prompt_tokens - cached - written
+    write_5m = price.input if price.cache_write is None else price.cache_write
+    write_1h = write_5m if price.cache_write_1h is None else price.cache_write_1h
     return _nanos(
         [
             (uncached, price.input),
             (cached, price.input if price.cached_input is None else price.cached_input),
-            (written, price.input if price.cache_write is None else price.cache_write),
+            (written - written_1h, write_5m),
+            (written_1h, write_1h),
             (usage.completion_tokens, price.output),
         ]
     )
 
 
+def prompt_ceiling(price: Price) -> float:
+    """The dearest price a prompt token can be billed at (cache writes cost more than input),
+    for reservations that must not be passed."""
+    return max(p for p in (price.input, price.cache_write, price.cache_write_1h) if p is not None)
+
+
 def estimate_cost_nanos(price: Price, prompt_tokens: int, completion_tokens: int) -> int:
     """The cost of a request before it runs (no cache assumed), for routing by price."""
     return _nanos([(prompt_tokens, price.input), (completion_tokens, price.output)])
+
+
+def ceiling_price(prices: Iterable[Price]) -> Price:
+    """A price no less than any of ``prices`` for any token: each prompt token at the
+    dearest rate it can be billed at anywhere (cache writes included), each output token at
+    the dearest output rate. Reservations use it, so a settled cost never exceeds what was
+    reserved for the same counts."""
+    listed = list(prices)
+    return Price(
+        input=max((prompt_ceiling(p) for p in listed), default=0.0),
+        output=max((p.output for p in listed), default=0.0),
+    )
 
 
 # What may follow a table name for a model to share its price: dates and release tags only
@@ -98,7 +122,7 @@ def price_for(model: str, table: Mapping[str, Price]) -> Price | None:
 # against a real YAML parser): `name: {field: decimal, ...}` per line, plus comment lines.
 _LINE = re.compile(r"(?P<name>[A-Za-z0-9][\w.\-/:@]*):\s+\{(?P<fields>[^{}#]*)\}(?:\s+#.*)?")
 _FIELD = re.compile(r"\s*(?P<key>\w+):\s+(?P<value>\d+(?:\.\d+)?)\s*")
-_FIELDS = frozenset({"input", "output", "cached_input", "cache_write"})
+_FIELDS = frozenset({"input", "output", "cached_input", "cache_write", "cache_write_1h"})
 
 
 def _parse_line(line: str) -> tuple[str, Price]:

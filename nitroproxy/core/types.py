@@ -41,14 +41,19 @@ class Outcome(StrEnum):
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts for one request. ``cached_tokens`` are prompt tokens read from a cache
-    (billed at the cached price); they are included in ``prompt_tokens`` as OpenAI reports."""
+    """Token counts for one request, in OpenAI's convention: ``prompt_tokens`` include the
+    prompt tokens read from a cache (``cached_tokens``) and written to one
+    (``cache_write_tokens``, of which ``cache_write_1h_tokens`` went to Anthropic's 1-hour
+    cache and the rest to its 5-minute one); ``completion_tokens`` include
+    ``reasoning_tokens``. Anthropic's usage, which reports cache reads and writes outside
+    ``input_tokens``, is normalised to this on the way in."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -63,6 +68,9 @@ class Price:
     output: float = 0.0
     cached_input: float | None = None
     cache_write: float | None = None
+    """Prompt tokens written to a cache (Anthropic: its 5-minute cache, 1.25x input)."""
+    cache_write_1h: float | None = None
+    """Prompt tokens written to Anthropic's 1-hour cache (2x input); unset: ``cache_write``."""
 
 
 @dataclass(slots=True)
@@ -102,6 +110,10 @@ class UsageRecord:
     client_ip: str | None
     user_agent: str | None
     cache_hit: bool = False
+    end_user: str | None = None
+    """The client's end user (OpenAI ``user``, Anthropic ``metadata.user_id``) as
+    ``privacy.end_user`` says: a keyed pseudonym by default, never free text otherwise."""
+    cache_write_1h_tokens: int = 0
 
     @property
     def cost_usd(self) -> float:

@@ -35,6 +35,9 @@ class Call:
     wants_usage: bool = False
     cache_header: str | None = None
     """The client's ``x-nitroproxy-cache`` header, as sent."""
+    end_user: str | None = None
+    """The end user the client names (OpenAI ``user``, Anthropic ``metadata.user_id``), as
+    sent; what a record keeps of it is ``privacy.end_user``'s to say."""
     client_ip: str | None = None
     user_agent: str | None = None
     path: str = ""
@@ -46,8 +49,10 @@ class Call:
 
     @property
     def max_output_tokens(self) -> int:
-        for name in ("max_completion_tokens", "max_tokens"):
+        """What the call may generate at most: its own limit, else the model's default
+        (which is also what it reserves against budgets and tokens/min)."""
+        for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
             value = self.body.get(name)
-            if isinstance(value, int):
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return value
         return self.model.default_max_tokens

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -32,7 +33,8 @@ from nitroproxy.core.completion_counter import CompletionCounter
 from nitroproxy.core.error_shapes import stream_error_event
 from nitroproxy.core.errors import ProxyError, UpstreamError
 from nitroproxy.core.pipeline import UpstreamStream
-from nitroproxy.core.types import Outcome
+from nitroproxy.core.types import Outcome, Usage
+from nitroproxy.proxy import counting
 from nitroproxy.proxy.caching import HEADER, SAVED_HEADER, CachePlan
 from nitroproxy.proxy.call import Call
 from nitroproxy.proxy.clock import Clock
@@ -177,7 +179,7 @@ class UpstreamExchange(Exchange):
         self._opened = opened
         self._opener = opener
         self._cache_plan = cache_plan
-        self._document: dict[str, object] | None = None
+        self._document: dict[str, Any] | None = None
         self._gen: AsyncGenerator[bytes, None] | None = None
         self._sent = False
         if opened is not None:
@@ -198,6 +200,13 @@ class UpstreamExchange(Exchange):
     def body(self) -> bytes:
         assert self._opened is not None and self._opened.answer is not None
         return self._opened.answer.body
+
+    def answer_with(self, document: dict[str, Any]) -> None:
+        """Replace the non-streamed answer (the proxy completed it, e.g. with usage)."""
+        assert self._opened is not None and self._opened.answer is not None
+        answer = self._opened.answer
+        self._opened.answer = Answer(orjson.dumps(document), document, answer.usage)
+        self._document = document
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         if self._gen is None:
@@ -237,6 +246,7 @@ class UpstreamExchange(Exchange):
             assembler = StreamAssembler(
                 call.endpoint, max_bytes=self._cache_plan.cache.max_entry_bytes
             )
+        meter.counted = transform.counting
         parts.metrics.stream_started()
         try:
             async with contextlib.aclosing(self._relay(opened, transform)) as relay:
@@ -245,6 +255,7 @@ class UpstreamExchange(Exchange):
                         meter.first_output_at = parts.clock.now()
                     self._sent = True
                     yield out
+                    transform.commit()  # written: its tokens reached the client
                     if assembler is not None:
                         assembler.feed_bytes(out)
         except ProxyError as exc:
@@ -319,6 +330,20 @@ class UpstreamExchange(Exchange):
                 f"provider '{provider.name}' ended the stream before it was complete",
                 code="upstream_stream_truncated",
             )
+        if transform.awaiting_usage:
+            # The client asked for usage and the upstream sent none: the proxy's counts,
+            # the same numbers the record will carry (usage_source "estimated").
+            yield transform.usage_tail(await self._own_usage(transform))
+
+    async def _own_usage(self, transform: UpstreamStream) -> Usage:
+        meter = self.call.meter
+        if meter.prompt_estimate is None:
+            offload = self._parts.settings.tokens.offload_chars
+            meter.prompt_estimate = await counting.count_prompt_async(self.call, offload)
+        return Usage(
+            prompt_tokens=meter.prompt_estimate,
+            completion_tokens=transform.counted_completion_tokens,
+        )
 
     async def _open_with_keepalive(self) -> AsyncGenerator[bytes, None]:
         """While the first token is slow, send SSE comments so idle proxies keep the

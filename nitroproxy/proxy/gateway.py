@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 
 from nitroproxy.cache.store import ResponseCache
 from nitroproxy.config import Settings
+from nitroproxy.core import pricing, usage_wire
 from nitroproxy.core.accounting import Meter
+from nitroproxy.core.end_users import EndUsers
 from nitroproxy.core.errors import NoDeploymentAvailable, ProxyError, UpstreamError, UpstreamTimeout
 from nitroproxy.core.health import HealthBook
-from nitroproxy.core.limits import ratelimit_headers, to_error
-from nitroproxy.core.spend import SpendBook
+from nitroproxy.core.limits import KeyLimits, ratelimit_headers, to_error
+from nitroproxy.core.types import Usage
 from nitroproxy.proxy import caching, counting
 from nitroproxy.proxy.caching import CachePlan
 from nitroproxy.proxy.call import Call
@@ -32,7 +35,15 @@ from nitroproxy.proxy.exchange import (
     UpstreamExchange,
     context_for,
 )
-from nitroproxy.proxy.limiter import InMemoryLimiter, Limiter, Ticket
+from nitroproxy.proxy.limiter import (
+    InMemoryLimiter,
+    Limiter,
+    Reservation,
+    Scope,
+    Ticket,
+    end_user_scope,
+    key_scope,
+)
 from nitroproxy.proxy.routing import Route, Router
 from nitroproxy.proxy.settle import RecordSink, Settler, note_exit
 from nitroproxy.telemetry.metrics import Metrics
@@ -52,13 +63,19 @@ class Gateway:
         limiter: Limiter | None = None,
         transport: Transport | None = None,
         cache: ResponseCache | None = None,
+        end_users: EndUsers | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.clock = clock if isinstance(clock, Clock) else Clock(clock or time.monotonic)
         self.limiter: Limiter = limiter if limiter is not None else InMemoryLimiter(self.clock)
-        self.spend = SpendBook()
         self.cache = cache
+        self.end_users = end_users or EndUsers(settings.privacy.end_user, os.urandom(32))
+        # Per model, the dearest rate any deployment bills a prompt and an output token at.
+        self._ceilings = {
+            m.name: pricing.ceiling_price(d.price for d in m.deployments)
+            for m in settings.models.values()
+        }
         r = settings.routing
         self.health = HealthBook(
             alpha=r.ewma_alpha,
@@ -78,7 +95,7 @@ class Gateway:
             metrics=metrics,
             health=self.health,
             limiter=self.limiter,
-            spend=self.spend,
+            end_users=self.end_users,
             sink=sink,
         )
         self._parts = Parts(settings, self.clock, metrics, self.client)
@@ -119,30 +136,47 @@ class Gateway:
                 self.settler.settle(call, ticket, ex.cache_write() if ex is not None else None)
 
     async def admit(self, call: Call, headers: dict[str, str]) -> Ticket | None:
-        """Rate limits, concurrency and budget for the caller's key, checked atomically;
-        refused calls raise 429 with OpenAI's x-ratelimit headers."""
-        principal = call.principal
-        limits = principal.limits
-        if principal.key_id is None or limits.unlimited:
+        """Reserve the call's worst case against its key's (and end user's) limits and
+        budgets, atomically; refused calls raise 429 with OpenAI's x-ratelimit headers.
+
+        The reservation is the prompt estimate plus the call's max_tokens (the model's
+        default_max_tokens when it sends none), as tokens for tokens/min and as their cost at
+        the dearest price among the model's deployments for the budgets."""
+        scopes = self._scopes(call)
+        if not scopes:
             return None
         meter = call.meter
-        if limits.tpm is not None and meter.prompt_estimate is None:
-            offload = self.settings.tokens.offload_chars
-            meter.prompt_estimate = await counting.count_prompt_async(call, offload)
-        day, month = self.spend.totals(principal.key_id, self.clock.wall())
-        ticket = await self.limiter.admit(
-            principal.key_id,
-            limits,
-            tokens=meter.prompt_estimate or 0,
-            concurrent=call.stream,
-            spent_day_usd=day,
-            spent_month_usd=month,
+        tokens = cost = 0
+        if any(_needs_estimate(s.limits) for s in scopes):
+            if meter.prompt_estimate is None:
+                offload = self.settings.tokens.offload_chars
+                meter.prompt_estimate = await counting.count_prompt_async(call, offload)
+            output = call.max_output_tokens
+            tokens = meter.prompt_estimate + output
+            cost = pricing.estimate_cost_nanos(
+                self._ceilings[call.model.name], meter.prompt_estimate, output
+            )
+        ticket = await self.limiter.reserve(
+            Reservation(scopes, tokens=tokens, cost_nanos=cost, wall=meter.ts)
         )
         headers.update(ratelimit_headers(ticket.admission))
         if not ticket.allowed:
             self.metrics.rate_limited(ticket.admission.reason or "requests")
             raise to_error(ticket.admission)
         return ticket
+
+    def _scopes(self, call: Call) -> tuple[Scope, ...]:
+        principal = call.principal
+        key_id = principal.key_id
+        if key_id is None:
+            return ()
+        scopes = []
+        if not principal.limits.unlimited:
+            scopes.append(Scope(key_scope(key_id), principal.limits))
+        if call.end_user is not None and not self.settings.end_users.unlimited:
+            tag = self.end_users.pseudonym(call.end_user)
+            scopes.append(Scope(end_user_scope(key_id, tag), self.settings.end_users))
+        return tuple(scopes)
 
     async def _open(self, call: Call, headers: dict[str, str], plan: CachePlan | None) -> Exchange:
         if plan is not None:
@@ -171,12 +205,21 @@ class Gateway:
         meter = call.meter
         meter.provider_usage = answer.usage
         meter.completed = True
-        if answer.usage is None and self.settings.tokens.count:
-            meter.completion_estimate = await counting.count_output(
-                opened.route.deployment.upstream_model,
-                answer.output_text,
-                self.settings.tokens.offload_chars,
-            )
+        if answer.usage is not None or not self.settings.tokens.count:
+            return
+        # No usage from the provider: count, and give the client the same numbers the record
+        # will carry, in its own format (usage_source "estimated").
+        offload = self.settings.tokens.offload_chars
+        meter.counted = True
+        meter.completion_estimate = await counting.count_output(
+            opened.route.deployment.upstream_model, answer.output_text, offload
+        )
+        if meter.prompt_estimate is None:
+            meter.prompt_estimate = await counting.count_prompt_async(call, offload)
+        usage = Usage(
+            prompt_tokens=meter.prompt_estimate, completion_tokens=meter.completion_estimate
+        )
+        ex.answer_with(usage_wire.attach(answer.document, call.client_format, call.endpoint, usage))
 
     # -- attempting -----------------------------------------------------------------------
 
@@ -232,6 +275,7 @@ class Gateway:
         body = provider.adapter.make_body(call, deployment.upstream_model, provider.settings)
         resp = await self.client.send(provider, call.endpoint, body)
         opened = Opened(route, resp)
+        call.meter.produced = True  # a provider answered: from here on, the call is billed
         try:
             if call.stream:
                 opened.first_chunk = await self.client.first_chunk(provider, resp)
@@ -253,3 +297,11 @@ class Gateway:
             self.metrics.set_deployment_health(
                 name, cooling_down=self.health.state(name, now) == "cooling_down"
             )
+
+
+def _needs_estimate(limits: KeyLimits) -> bool:
+    return (
+        limits.tpm is not None
+        or limits.budget_day_usd is not None
+        or limits.budget_month_usd is not None
+    )

@@ -1,17 +1,29 @@
-"""The async seam for per-key limits: callers admit, settle and release through
-:class:`Limiter`, so a shared backend (Redis, for several replicas) can replace
-:class:`InMemoryLimiter` without touching them.
+"""The async seam for limits and budgets: one ``reserve`` when a call is admitted and one
+``settle`` when it ends, so a shared backend (Redis, for several processes) can replace
+:class:`InMemoryLimiter` with one round trip each.
 
-Usage, one request::
+A call counts against one or more *scopes*: its key and, when it names one, the key's end
+user. ``reserve`` checks every scope's requests/min, tokens/min, concurrency and budgets and,
+only if all pass, counts the request in all of them at once: a slot, the reserved tokens in
+the tokens/min window and the reserved cost against the budgets. ``settle`` replaces the
+reservation by what the call really used (zero for a call no provider answered) and frees
+the slot.
 
-    ticket = await limiter.admit(key_id, limits, tokens=estimate, concurrent=stream)
+The bound this gives (README, "Budgets"): a budget is never passed by more than what the
+admitted requests were not made to reserve. Every request reserves its prompt estimate plus
+``max_tokens`` (or the model's ``default_max_tokens`` when it sends none) at the dearest
+price any of the model's deployments charges for them, so with ``max_tokens`` sent and a
+prompt count that is the provider's (OpenAI models), the overshoot is zero.
+
+Usage, one call::
+
+    ticket = await limiter.reserve(Reservation(scopes, tokens=t, cost_nanos=c, wall=now))
     if not ticket.allowed:
         raise to_error(ticket.admission)
     try:
         ...  # serve; respond with ratelimit_headers(ticket.admission)
     finally:
-        await limiter.release(ticket)
-        await limiter.settle(ticket, actual_tokens=usage.total_tokens)
+        await limiter.settle(ticket, tokens=used_tokens, cost_nanos=used_cost)
 """
 
 from __future__ import annotations
@@ -19,47 +31,66 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from nitroproxy.core.limits import Admission, KeyLimits, RateLimits
+from nitroproxy.core.spend import SpendBook
 
-__all__ = ["InMemoryLimiter", "Limiter", "Ticket"]
+__all__ = [
+    "InMemoryLimiter",
+    "Limiter",
+    "Reservation",
+    "Scope",
+    "Ticket",
+    "end_user_scope",
+    "key_scope",
+]
+
+
+def key_scope(key_id: str) -> str:
+    return f"key:{key_id}"
+
+
+def end_user_scope(key_id: str, pseudonym: str) -> str:
+    """An end user's limits are per key: two applications' "alice" are different people."""
+    return f"end_user:{key_id}:{pseudonym}"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """One party a call counts against: ``key:<id>`` or ``end_user:<key id>:<tag>``."""
+
+    id: str
+    limits: KeyLimits
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    scopes: tuple[Scope, ...]
+    tokens: int = 0
+    """Held in the tokens/min windows until settled."""
+    cost_nanos: int = 0
+    """Held against the budgets until settled."""
+    wall: float = 0.0
+    """The moment of admission in epoch seconds: the UTC day the budgets count."""
 
 
 class Ticket:
-    """One admission decision, handed back to :meth:`Limiter.settle` and
-    :meth:`Limiter.release`. It carries everything a backend needs to undo or correct the
-    admission, and remembers what was done so settling or releasing twice is harmless."""
+    """One admission decision. ``admission`` is the key scope's verdict (its figures are the
+    ``x-ratelimit-*`` headers), or the verdict of the scope that refused. Settling twice is
+    harmless."""
 
-    __slots__ = (
-        "_released",
-        "_settled",
-        "admission",
-        "at",
-        "holds_slot",
-        "id",
-        "key_id",
-        "tokens",
-    )
+    __slots__ = ("_settled", "admission", "at", "id", "reservation")
 
     def __init__(
-        self,
-        *,
-        id: str,
-        key_id: str,
-        admission: Admission,
-        tokens: int,
-        at: float,
-        holds_slot: bool,
+        self, *, id: str, reservation: Reservation, admission: Admission, at: float
     ) -> None:
         self.id = id
-        self.key_id = key_id
+        self.reservation = reservation
         self.admission = admission
-        self.tokens = tokens
         self.at = at
-        self.holds_slot = holds_slot
         self._settled = not admission.allowed
-        self._released = not (admission.allowed and holds_slot)
 
     @property
     def allowed(self) -> bool:
@@ -70,93 +101,98 @@ class Ticket:
         first, self._settled = not self._settled, True
         return first
 
-    def claim_release(self) -> bool:
-        """True exactly once for a ticket holding a slot: the caller then frees it."""
-        first, self._released = not self._released, True
-        return first
-
     def __repr__(self) -> str:
-        return f"Ticket(id={self.id!r}, key_id={self.key_id!r}, allowed={self.allowed})"
+        return f"Ticket(id={self.id!r}, allowed={self.allowed})"
 
 
 class Limiter(Protocol):
-    async def admit(
-        self,
-        key_id: str,
-        limits: KeyLimits,
-        *,
-        tokens: int,
-        concurrent: bool = True,
-        spent_day_usd: float = 0.0,
-        spent_month_usd: float = 0.0,
-    ) -> Ticket:
-        """Check budget, concurrency, requests/min and tokens/min atomically and, when all
-        pass, count the request, its estimated ``tokens`` and (if ``concurrent``) a slot."""
+    async def reserve(self, reservation: Reservation) -> Ticket:
+        """Check every scope atomically and, when all pass, count the request in each."""
         ...
 
-    async def settle(self, ticket: Ticket, *, actual_tokens: int) -> None:
-        """Replace the admitted estimate by the real usage. Idempotent."""
+    async def settle(self, ticket: Ticket, *, tokens: int, cost_nanos: int) -> None:
+        """Replace the reservation by the real usage and free the slot. Idempotent."""
         ...
 
-    async def release(self, ticket: Ticket) -> None:
-        """Return the ticket's concurrency slot. Idempotent."""
+    def seed_spend(self, scope_id: str, day: str, nanos: int) -> None:
+        """Load a day's recorded spend at start-up (budgets survive restarts)."""
+        ...
+
+    def spent(self, scope_id: str, wall: float) -> tuple[float, float]:
+        """Spent today and this month, in USD."""
         ...
 
 
 class InMemoryLimiter:
-    """:class:`Limiter` for one process, over :class:`~nitroproxy.core.limits.RateLimits`.
-    No method awaits, so each one is atomic on the event loop."""
+    """:class:`Limiter` for one process. No method awaits, so each one is atomic on the
+    event loop."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._limits = RateLimits()
+        self._spend = SpendBook()
         self._ids = itertools.count(1)
 
     @property
     def tracked_keys(self) -> int:
         return len(self._limits)
 
-    async def admit(
-        self,
-        key_id: str,
-        limits: KeyLimits,
-        *,
-        tokens: int,
-        concurrent: bool = True,
-        spent_day_usd: float = 0.0,
-        spent_month_usd: float = 0.0,
-    ) -> Ticket:
-        now = self._clock()
-        admission = self._limits.admit(
-            key_id,
-            limits,
-            tokens=tokens,
-            now=now,
-            concurrent=concurrent,
-            spent_day_usd=spent_day_usd,
-            spent_month_usd=spent_month_usd,
-        )
-        return Ticket(
-            id=str(next(self._ids)),
-            key_id=key_id,
-            admission=admission,
-            tokens=tokens,
-            at=now,
-            holds_slot=concurrent,
-        )
+    def active(self, scope_id: str) -> int:
+        return self._limits.active(scope_id)
 
-    async def settle(self, ticket: Ticket, *, actual_tokens: int) -> None:
+    def reserved_nanos(self, scope_id: str) -> int:
+        return self._spend.reserved_nanos(scope_id)
+
+    async def reserve(self, reservation: Reservation) -> Ticket:
+        now = self._clock()
+        r = reservation
+        cost_usd = r.cost_nanos / 1e9
+        verdicts = []
+        for scope in r.scopes:
+            day, month = self._spend.committed(scope.id, r.wall)
+            admission = self._limits.check(
+                scope.id,
+                scope.limits,
+                tokens=r.tokens,
+                now=now,
+                spent_day_usd=day,
+                spent_month_usd=month,
+                cost_usd=cost_usd if _has_budget(scope.limits) else 0.0,
+            )
+            if not admission.allowed:
+                return Ticket(id=self._next_id(), reservation=r, admission=admission, at=now)
+            verdicts.append(admission)
+        for scope in r.scopes:
+            self._limits.apply(scope.id, scope.limits, tokens=r.tokens, now=now)
+            if _has_budget(scope.limits):
+                self._spend.reserve(scope.id, r.wall, r.cost_nanos)
+        return Ticket(id=self._next_id(), reservation=r, admission=verdicts[0], at=now)
+
+    async def settle(self, ticket: Ticket, *, tokens: int, cost_nanos: int) -> None:
         if not ticket.claim_settle():
             return
-        self._limits.settle(
-            ticket.key_id,
-            admitted_tokens=ticket.tokens,
-            actual_tokens=actual_tokens,
-            at=ticket.at,
-            now=self._clock(),
-        )
+        now = self._clock()
+        r = ticket.reservation
+        for scope in r.scopes:
+            self._limits.release(scope.id, now)
+            self._limits.settle(
+                scope.id, admitted_tokens=r.tokens, actual_tokens=tokens, at=ticket.at, now=now
+            )
+            if _has_budget(scope.limits):
+                self._spend.release(scope.id, r.wall, r.cost_nanos)
+            # Spend is kept for every scope, budgeted or not, so a budget added by a
+            # reload (or seen in reports) starts from the truth.
+            self._spend.add(scope.id, r.wall, cost_nanos)
 
-    async def release(self, ticket: Ticket) -> None:
-        if not ticket.claim_release():
-            return
-        self._limits.release(ticket.key_id, self._clock())
+    def seed_spend(self, scope_id: str, day: str, nanos: int) -> None:
+        self._spend.seed(scope_id, day, nanos)
+
+    def spent(self, scope_id: str, wall: float) -> tuple[float, float]:
+        return self._spend.totals(scope_id, wall)
+
+    def _next_id(self) -> str:
+        return str(next(self._ids))
+
+
+def _has_budget(limits: KeyLimits) -> bool:
+    return limits.budget_day_usd is not None or limits.budget_month_usd is not None

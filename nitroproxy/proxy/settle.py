@@ -18,9 +18,9 @@ from typing import Any
 
 from nitroproxy.config import Settings
 from nitroproxy.core.accounting import Meter, RequestFacts, build_record, settle
+from nitroproxy.core.end_users import EndUsers
 from nitroproxy.core.errors import ProxyError, UpstreamTimeout, status_of
 from nitroproxy.core.health import HealthBook
-from nitroproxy.core.spend import SpendBook
 from nitroproxy.core.types import Outcome, UsageRecord
 from nitroproxy.proxy import caching
 from nitroproxy.proxy.caching import CachePlan
@@ -81,7 +81,7 @@ class Settler:
         metrics: Metrics,
         health: HealthBook,
         limiter: Limiter,
-        spend: SpendBook,
+        end_users: EndUsers,
         sink: RecordSink | None,
     ) -> None:
         self._settings = settings
@@ -89,7 +89,7 @@ class Settler:
         self._metrics = metrics
         self._health = health
         self._limiter = limiter
-        self._spend = spend
+        self._end_users = end_users
         self._sink = sink
         self._new_id = IdSource()
         self._log = logs.get_logger("nitroproxy.access")
@@ -102,7 +102,7 @@ class Settler:
         needs_prompt = meter.prompt_estimate is None and not (
             meter.provider_usage is not None and meter.completed
         )
-        if needs_prompt and meter.attempts > 0:
+        if needs_prompt and meter.produced:
             if prompt_is_large(call, self._settings.tokens.offload_chars):
                 self._spawn(self._count_then_record(call, ticket, cache))
                 return
@@ -128,20 +128,21 @@ class Settler:
         finally:
             self._record(call, ticket, cache)
 
-    async def _settle_limits(self, ticket: Ticket, actual_tokens: int) -> None:
-        await self._limiter.release(ticket)
-        await self._limiter.settle(ticket, actual_tokens=actual_tokens)
-
     def _record(self, call: Call, ticket: Ticket | None, cache: CacheWrite | None) -> None:
         meter = call.meter
         record = build_record(self._facts(call), meter)
         if self._sink is not None:
             self._sink(record)
-        if record.key_id is not None:
-            self._spend.add(record.key_id, record.ts, record.cost_nanos)
         if ticket is not None:
+            # The reservation gives way to what was used: zero for a call no provider
+            # answered, the record's own numbers otherwise (the sum of record costs is the
+            # spend the budgets see).
             self._spawn(
-                self._settle_limits(ticket, record.prompt_tokens + record.completion_tokens)
+                self._limiter.settle(
+                    ticket,
+                    tokens=record.prompt_tokens + record.completion_tokens,
+                    cost_nanos=record.cost_nanos,
+                )
             )
         self._metrics.observe_request(record)
         if record.cache_hit:
@@ -178,4 +179,5 @@ class Settler:
             stream=call.stream,
             client_ip=call.client_ip,
             user_agent=call.user_agent,
+            end_user=self._end_users.recorded(call.end_user),
         )

@@ -137,6 +137,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE api_keys ADD COLUMN cache INTEGER NOT NULL DEFAULT 0;
     """,
+    # v4: the client's end user (privacy.end_user: a keyed pseudonym by default, or the value
+    # as sent, or nothing), and the part of the cache writes that went to Anthropic's
+    # 1-hour cache (billed at 2x input, the 5-minute writes at 1.25x).
+    """
+    ALTER TABLE usage ADD COLUMN end_user TEXT;
+    ALTER TABLE usage ADD COLUMN cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX usage_end_user_ts ON usage (end_user, ts) WHERE end_user IS NOT NULL;
+    """,
 )
 
 

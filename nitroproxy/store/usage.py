@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import aiosqlite
 
-from nitroproxy.core.days import day_ceil, day_of
+from nitroproxy.core.days import day_ceil, day_of, day_start
 from nitroproxy.core.types import Outcome, UsageRecord
 from nitroproxy.store.db import transaction
 
@@ -245,3 +245,18 @@ async def seed_spend(conn: aiosqlite.Connection, book: SpendSink, now: float) ->
             book.seed(str(key_id), str(day), int(cost))
             loaded += 1
     return loaded
+
+
+async def end_user_month_spend(
+    conn: aiosqlite.Connection, now: float
+) -> list[tuple[str, str, str, int]]:
+    """This UTC month's spend per (key, recorded end user, day), from the raw records
+    (end users are kept only there), for end-user budgets that survive restarts."""
+    month_ts = day_start(now) - (int(day_of(now)[8:]) - 1) * 86400
+    sql = f"""
+        SELECT key_id, end_user, {DAY_SQL} AS day, SUM(cost_nanos) FROM usage
+        WHERE ts >= ? AND key_id IS NOT NULL AND end_user IS NOT NULL
+        GROUP BY 1, 2, 3
+    """
+    rows = await conn.execute_fetchall(sql, (month_ts,))
+    return [(str(k), str(e), str(d), int(c)) for k, e, d, c in rows]

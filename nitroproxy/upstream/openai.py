@@ -81,6 +81,7 @@ class OpenAIAdapter:
             model=ctx.model,
             message_id=ctx.message_id,
             prompt_tokens=ctx.prompt_tokens,
+            wants_usage=call.wants_usage,
         )
 
 

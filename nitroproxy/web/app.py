@@ -8,6 +8,7 @@ upstream session close.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 
 import aiosqlite
@@ -16,13 +17,16 @@ from aiohttp import web
 from nitroproxy import data
 from nitroproxy.cache.store import ResponseCache, default_path
 from nitroproxy.config import Settings
+from nitroproxy.core.end_users import EndUsers
 from nitroproxy.core.retention import RetentionPolicy
 from nitroproxy.mock import MockSettings, create_mock_app
 from nitroproxy.proxy.gateway import Gateway
+from nitroproxy.proxy.limiter import Limiter, end_user_scope, key_scope
 from nitroproxy.store.db import open_db
+from nitroproxy.store.meta import installation_secret
 from nitroproxy.store.rights import erased_usage_step
 from nitroproxy.store.sweeper import RetentionSweeper
-from nitroproxy.store.usage import seed_spend
+from nitroproxy.store.usage import end_user_month_spend, seed_spend
 from nitroproxy.store.writer import UsageWriter
 from nitroproxy.telemetry.metrics import Metrics
 from nitroproxy.web.appkeys import (
@@ -154,6 +158,25 @@ def _preload_encodings(models: list[str]) -> None:
         data.encoding_for_model(model)
 
 
+class _KeySpend:
+    """``seed_spend``'s sink for the key scopes of a limiter."""
+
+    def __init__(self, limiter: Limiter) -> None:
+        self._limiter = limiter
+
+    def seed(self, key: str, day: str, nanos: int) -> None:
+        self._limiter.seed_spend(key_scope(key), day, nanos)
+
+
+async def _seed_spend(conn: aiosqlite.Connection, gateway: Gateway, end_users: EndUsers) -> None:
+    """Budgets survive restarts: this month's recorded spend, per key and per end user."""
+    now = gateway.clock.wall()
+    await seed_spend(conn, _KeySpend(gateway.limiter), now)
+    for key_id, recorded, day, nanos in await end_user_month_spend(conn, now):
+        scope = end_user_scope(key_id, end_users.from_record(recorded))
+        gateway.limiter.seed_spend(scope, day, nanos)
+
+
 def _gateway(
     clock: Callable[[], float] | None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -162,19 +185,24 @@ def _gateway(
         # inside the first request that needs it.
         models = [d.upstream_model for m in app[SETTINGS].models.values() for d in m.deployments]
         await asyncio.get_running_loop().run_in_executor(None, _preload_encodings, models)
+        settings = app[SETTINGS]
         writer = app.get(WRITER)
+        conn = app.get(STORE)
+        # Without a database nothing is recorded, so a per-process key serves the limits.
+        secret = os.urandom(32) if conn is None else await installation_secret(conn, "end_user")
+        end_users = EndUsers(settings.privacy.end_user, secret)
         gateway = Gateway(
-            app[SETTINGS],
+            settings,
             app[METRICS],
             sink=writer.put if writer is not None else None,
             clock=clock,
             cache=app.get(CACHE),
+            end_users=end_users,
         )
         await gateway.start()
         try:
-            conn = app.get(STORE)
             if conn is not None:
-                await seed_spend(conn, gateway.spend, gateway.clock.wall())
+                await _seed_spend(conn, gateway, end_users)
             app[GATEWAY] = gateway
             loop = asyncio.get_running_loop()
             app[METRICS].set_tasks_source(lambda: float(len(asyncio.all_tasks(loop))))

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from nitroproxy.core import anthropic_request, cache_policy, openai_wire, selection
+from nitroproxy.core import anthropic_request, cache_policy, end_users, openai_wire, selection
 from nitroproxy.core.accounting import client_ip
 from nitroproxy.core.errors import InvalidRequest, ModelNotFound, PermissionDenied
 from nitroproxy.core.types import ApiFormat, Endpoint
@@ -90,4 +90,5 @@ async def decode_call(request: web.Request, endpoint: Endpoint, fmt: ApiFormat) 
         method=request.method,
         wants_usage=wants_usage,
         cache_header=request.headers.get(cache_policy.HEADER),
+        end_user=end_users.from_body(body, fmt),
     )

@@ -1137,6 +1137,25 @@ def test_usage_from_openai_tolerates_missing_parts(raw: Any, usage: Usage) -> No
     assert (usage_from(raw) or Usage()) == usage
 
 
+def test_anthropic_cache_write_tiers_survive_both_ways() -> None:
+    raw = {
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "cache_read_input_tokens": 100,
+        "cache_creation_input_tokens": 3000,
+        "cache_creation": {"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 2000},
+    }
+    usage = usage_from_anthropic(raw)
+    assert usage == Usage(
+        prompt_tokens=3110,
+        completion_tokens=5,
+        cached_tokens=100,
+        cache_write_tokens=3000,
+        cache_write_1h_tokens=2000,
+    )
+    assert usage_to_anthropic(usage) == raw
+
+
 def test_usage_to_wire_formats() -> None:
     usage = Usage(
         prompt_tokens=160,
@@ -1150,6 +1169,7 @@ def test_usage_to_wire_formats() -> None:
         "output_tokens": 5,
         "cache_creation_input_tokens": 50,
         "cache_read_input_tokens": 100,
+        "cache_creation": {"ephemeral_5m_input_tokens": 50, "ephemeral_1h_input_tokens": 0},
         "output_tokens_details": {"thinking_tokens": 2},
     }
     assert usage_from_anthropic(usage_to_anthropic(usage)) == usage

@@ -15,7 +15,9 @@ from nitroproxy.core.types import Price, Usage
 from nitroproxy.data import load_default_prices
 
 GPT_4O = Price(input=2.50, output=10.00, cached_input=1.25)
-SONNET = Price(input=3.00, output=15.00, cached_input=0.30, cache_write=3.75)
+# Anthropic's published Sonnet 4.5 / 3.5 prices: input $3, output $15, cache reads 0.1x input
+# ($0.30), 5-minute cache writes 1.25x ($3.75), 1-hour cache writes 2x ($6.00) per MTok.
+SONNET = Price(input=3.00, output=15.00, cached_input=0.30, cache_write=3.75, cache_write_1h=6.00)
 
 
 @pytest.mark.parametrize(
@@ -47,6 +49,26 @@ SONNET = Price(input=3.00, output=15.00, cached_input=0.30, cache_write=3.75)
                 completion_tokens=100,
             ),
             6_000_000 + 1_800_000 + 7_500_000 + 1_500_000,
+        ),
+        # both write tiers, priced to the nano-dollar: 1000 uncached, 500 read, 1000 written
+        # to the 5-minute cache, 2000 to the 1-hour cache, 300 output
+        (
+            SONNET,
+            Usage(
+                prompt_tokens=4500,
+                cached_tokens=500,
+                cache_write_tokens=3000,
+                cache_write_1h_tokens=2000,
+                completion_tokens=300,
+            ),
+            # 1000 x 3000 + 500 x 300 + 1000 x 3750 + 2000 x 6000 + 300 x 15000 nano-USD
+            3_000_000 + 150_000 + 3_750_000 + 12_000_000 + 4_500_000,
+        ),
+        # no 1-hour price: 1-hour writes cost the 5-minute write price
+        (
+            Price(input=3.0, output=15.0, cache_write=3.75),
+            Usage(prompt_tokens=100, cache_write_tokens=100, cache_write_1h_tokens=100),
+            375_000,
         ),
         # no cache-write price: writes cost the input price
         (

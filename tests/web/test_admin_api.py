@@ -14,7 +14,9 @@ from nitroproxy.web.appkeys import ACCOUNTS
 from tests.conftest import ADMIN_KEY, CLIENT_KEY, Proxy, ProxyFactory, wait_records
 from tests.store.test_rights import raw_bytes
 
-CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
+# max_tokens: a call reserves its prompt and max_tokens against budgets (the mock answers
+# with 12 tokens).
+CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 12}
 
 
 class Admin:
@@ -133,8 +135,10 @@ async def test_key_limits_and_models_are_enforced(admin: Admin) -> None:
     other = {"model": "claude-test", "messages": CHAT["messages"]}
     refused = await admin("POST", "/v1/chat/completions", other, key=key["secret"], expect=403)
     assert_openai_error(refused, param="model")
-    # One call costs ~$0.00014: a $0.0002 daily budget allows exactly two.
-    budgeted = await admin.key(name="budget", user_id=ann["id"], budget_day_usd=0.0002)
+    # One call reserves $0.00014 (8 prompt tokens by our count, 12 max_tokens) and costs
+    # $0.0001375 (the mock's 7 + 12): a $0.0003 daily budget admits exactly two, since a
+    # third could pass it.
+    budgeted = await admin.key(name="budget", user_id=ann["id"], budget_day_usd=0.0003)
     for status in (200, 200):
         await admin.chat(budgeted["secret"], expect=status)
     over = await admin.chat(budgeted["secret"], expect=429)

@@ -7,7 +7,9 @@ from typing import Any
 from tests.conftest import CLIENT_KEY, ProxyFactory, wait_records
 
 MESSAGES = [{"role": "user", "content": "hi"}]
-BODY = {"model": "gpt-test", "messages": MESSAGES}
+# max_tokens: a call reserves its prompt estimate and max_tokens against tokens/min and
+# budgets (the mock answers with 12 tokens).
+BODY = {"model": "gpt-test", "messages": MESSAGES, "max_tokens": 12}
 
 
 def limited(cfg: dict[str, Any], **limits: Any) -> dict[str, Any]:
@@ -79,8 +81,9 @@ async def test_concurrent_streams_are_capped(
 async def test_budget_cut_off_is_insufficient_quota(
     make_proxy: ProxyFactory, proxy_config: dict[str, Any]
 ) -> None:
-    # $2.5/M in, $10/M out: one call costs ~$0.00014; a $0.0002 budget allows exactly two.
-    proxy = await make_proxy(limited(proxy_config, budget_day_usd=0.0002))
+    # $2.5/M in, $10/M out: one call reserves $0.00014 and costs $0.0001375; a $0.0003
+    # budget admits exactly two (a third could pass it).
+    proxy = await make_proxy(limited(proxy_config, budget_day_usd=0.0003))
     statuses = []
     for _ in range(3):
         async with await proxy.post("/v1/chat/completions", BODY) as r:
