@@ -19,11 +19,13 @@ from typing import Any
 import orjson
 
 from nitroproxy.config import Settings, StartupError
+from nitroproxy.core.end_users import EndUsers
 from nitroproxy.core.errors import ProxyError
 from nitroproxy.reports.usage import parse_time
-from nitroproxy.store import keys, users
+from nitroproxy.store import end_users, keys, users
 from nitroproxy.store.accounts import AccountStore
 from nitroproxy.store.keys import IssuedKey, KeySpec
+from nitroproxy.store.meta import installation_secret
 from nitroproxy.store.rights import erase_user, export_user
 
 ACTOR = "cli"
@@ -175,12 +177,34 @@ def _expiry(value: str | None) -> int | None:
     return None if parsed is None else int(parsed)
 
 
+async def _end_user_recorded(store: AccountStore, a: argparse.Namespace) -> str | None:
+    secret = await installation_secret(store.conn, "end_user")
+    return EndUsers(a.end_user_mode, secret).recorded(a.end_user)
+
+
+async def _end_user_export(store: AccountStore, a: argparse.Namespace) -> Any:
+    recorded = await _end_user_recorded(store, a)
+    if recorded is None:  # privacy.end_user: off keeps none
+        return {"format": end_users.EXPORT_FORMAT, "end_user": None, "usage_records": []}
+    return await end_users.export_end_user(store, recorded)
+
+
+async def _end_user_erase(store: AccountStore, a: argparse.Namespace) -> Any:
+    if not a.yes:
+        raise ValueError("erasing an end user cannot be undone; pass --yes to confirm")
+    recorded = await _end_user_recorded(store, a)
+    if recorded is None:
+        return {"usage_records_cleared": 0, "wal_truncated": True}
+    return await end_users.erase_end_user(store, recorded, actor=ACTOR)
+
+
 # -- running ------------------------------------------------------------------------------
 
 
 def _run(action: Action, load: Loader) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
         settings = load(args.config)
+        args.end_user_mode = settings.privacy.end_user
 
         async def go() -> Any:
             store = await AccountStore.open(
@@ -284,6 +308,18 @@ def add_parsers(sub: Any, *, load: Loader, default_config: str) -> None:
         ("rotate", "new secret for the key; prints it once", _key_rotate),
     ):
         command(key_cmds, name, help, action).add_argument("id")
+
+    eu_cmds = sub.add_parser(
+        "end-users",
+        help="data rights of your clients' end users (OpenAI user, Anthropic metadata.user_id)",
+    ).add_subparsers(dest="action", required=True)
+    p = command(eu_cmds, "export", "an end user's usage records, as JSON", _end_user_export)
+    p.add_argument("end_user", help="the end user as your client sends it")
+    p = command(
+        eu_cmds, "erase", "remove an end user from every record (totals stay)", _end_user_erase
+    )
+    p.add_argument("end_user", help="the end user as your client sends it")
+    p.add_argument("--yes", action="store_true", help="confirm the erase")
 
     p = command(
         sub,

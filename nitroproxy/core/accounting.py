@@ -40,8 +40,9 @@ class Meter:
     saved_nanos: int = 0
     """On a cache hit: what the stored answer cost when it was produced."""
     produced: bool = False
-    """A provider answered this call (a 2xx). Until one does, nothing is billed: failed
-    attempts (refused, reset, timed out, 5xx, 429) cost nothing."""
+    """A provider's output reached the client (a usable answer, or stream bytes written).
+    Until then nothing is billed: failed attempts (refused, reset, timed out, 5xx, 429, a
+    body that is not the API's) cost nothing."""
     counted: bool = False
     """``completion_estimate`` is the proxy's count of what reached the client."""
 

@@ -76,12 +76,19 @@ async def messages(call: Call) -> web.StreamResponse:
             "input": arguments.input,
         }
     # Anthropic's input_tokens excludes the tokens read from the cache.
-    usage = {
+    # Cache writes are reported outside input_tokens too, with their split by cache lifetime.
+    writes = script.write_5m + script.write_1h
+    usage: dict[str, Any] = {
         "input_tokens": prompt - cached,
         "output_tokens": output,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": writes,
         "cache_read_input_tokens": cached,
     }
+    if writes:
+        usage["cache_creation"] = {
+            "ephemeral_5m_input_tokens": script.write_5m,
+            "ephemeral_1h_input_tokens": script.write_1h,
+        }
     message: dict[str, Any] = {
         "id": f"msg_mock_{ident}",
         "type": "message",

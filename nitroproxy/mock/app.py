@@ -61,20 +61,36 @@ def _endpoint(family: Family, required: tuple[str, ...], route: _Route) -> _Hand
         refusal = _admit(request, state, family, body)
         if refusal is not None:
             return refusal
+        state.in_flight += 1
+        state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
         try:
-            call = _accept(request, state, family, body, required)
-            script = call.script
-            if "reset" in script.flags:
-                return abort(request)
-            if "hang" in script.flags:
-                await hang(state)
-            if script.fail_status is not None:
-                return fault_response(family, script.fail_status, script.retry_after)
-            return await route(call)
-        except InvalidRequest as exc:
-            return error_response(family, 400, exc.message, param=exc.param)
+            return await _answer(request, state, family, body, required, route)
+        finally:
+            state.in_flight -= 1
 
     return handle
+
+
+async def _answer(
+    request: web.Request,
+    state: MockState,
+    family: Family,
+    body: Any,
+    required: tuple[str, ...],
+    route: _Route,
+) -> web.StreamResponse:
+    try:
+        call = _accept(request, state, family, body, required)
+        script = call.script
+        if "reset" in script.flags:
+            return abort(request)
+        if "hang" in script.flags:
+            await hang(state)
+        if script.fail_status is not None:
+            return fault_response(family, script.fail_status, script.retry_after)
+        return await route(call)
+    except InvalidRequest as exc:
+        return error_response(family, 400, exc.message, param=exc.param)
 
 
 async def _models(request: web.Request) -> web.StreamResponse:

@@ -7,6 +7,9 @@ Grammar: ``<name>[+<directive>]...``; the name is free text and is echoed back a
 ``delay=MS``    MS milliseconds before each streamed token after the first
 ``cached=N``    report N cached prompt tokens
 ``reasoning=N`` report N reasoning tokens (OpenAI chat; included in completion_tokens)
+``write5m=N``   Anthropic: report N prompt tokens written to the 5-minute cache
+``write1h=N``   Anthropic: report N prompt tokens written to the 1-hour cache (both are
+                outside ``input_tokens``, as Anthropic reports them)
 ``retry=S``     send ``retry-after: S`` with a ``failNNN`` answer (429 defaults to 1)
 ``failNNN``     answer status NNN (400..599) with an error body in the route's shape
 ``hang``        never answer; wait until the client goes away
@@ -41,7 +44,13 @@ from nitroproxy.mock.settings import MockSettings
 _FLAGS = frozenset({"hang", "reset", "drop", "slowfirst", "nousage", "garbage", "echo"})
 # Flags that shape the answer rather than fault it: a queued entry does not replace them.
 _CONTENT_FLAGS = frozenset({"echo"})
-_COUNTS = {"tokens": "tokens", "cached": "cached", "reasoning": "reasoning"}
+_COUNTS = {
+    "tokens": "tokens",
+    "cached": "cached",
+    "reasoning": "reasoning",
+    "write5m": "write_5m",
+    "write1h": "write_1h",
+}
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,8 @@ class Script:
     first_token_delay_ms: float
     cached: int = 0
     reasoning: int = 0
+    write_5m: int = 0
+    write_1h: int = 0
     fail_status: int | None = None
     retry_after: str | None = None
     flags: frozenset[str] = frozenset()

@@ -52,6 +52,10 @@ class MockState:
         self.requests: list[ReceivedRequest] = []
         self.streams: list[StreamLog] = []
         self.total_requests = 0
+        self.in_flight = 0
+        """Requests being answered now (any route, streamed or not)."""
+        self.peak_in_flight = 0
+        """The most requests answered at once since start (or ``reset``)."""
         self.active_streams = 0
         self.disconnects = 0
         """Client disconnects seen while a response was still being produced (streaming,
@@ -119,6 +123,7 @@ class MockState:
         self.requests.clear()
         self.streams.clear()
         self.total_requests = 0
+        self.peak_in_flight = self.in_flight
         self.disconnects = 0
         self._faults.clear()
         self._ids = itertools.count(1)

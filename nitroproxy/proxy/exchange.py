@@ -255,6 +255,7 @@ class UpstreamExchange(Exchange):
                         meter.first_output_at = parts.clock.now()
                     self._sent = True
                     yield out
+                    meter.produced = True  # output reached the client: the call is billed
                     transform.commit()  # written: its tokens reached the client
                     if assembler is not None:
                         assembler.feed_bytes(out)

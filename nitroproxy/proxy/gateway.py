@@ -275,7 +275,6 @@ class Gateway:
         body = provider.adapter.make_body(call, deployment.upstream_model, provider.settings)
         resp = await self.client.send(provider, call.endpoint, body)
         opened = Opened(route, resp)
-        call.meter.produced = True  # a provider answered: from here on, the call is billed
         try:
             if call.stream:
                 opened.first_chunk = await self.client.first_chunk(provider, resp)
@@ -285,6 +284,7 @@ class Gateway:
                 raw = await self.client.read(provider, resp)
                 ctx = context_for(self.clock, call, route)
                 opened.answer = provider.adapter.parse_answer(raw, call, ctx)
+                call.meter.produced = True  # a usable answer: from here on, it is billed
         except BaseException:
             opened.close()
             raise

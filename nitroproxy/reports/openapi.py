@@ -170,6 +170,21 @@ def _schemas() -> dict[str, Any]:
                 "audit": {"type": "array", "items": _ref("AuditEntry")},
             }
         ),
+        "EndUserRef": _obj(
+            {"end_user": {"type": "string", "minLength": 1, "maxLength": 256}},
+            required=["end_user"],
+        ),
+        "EndUserExport": _obj(
+            {
+                "format": {"const": "nitroproxy.end_user_export.v1"},
+                "exported_at": _NUM,
+                "end_user": _null(_STR),
+                "usage_records": {"type": "array", "items": _ref("UsageRecord")},
+            }
+        ),
+        "EndUserEraseResult": _obj(
+            {"usage_records_cleared": _INT, "wal_truncated": {"type": "boolean"}}
+        ),
         "EraseResult": _obj(
             {
                 "user_id": _STR,
@@ -345,6 +360,24 @@ def _paths() -> dict[str, Any]:
                 "Raw usage records, oldest first",
                 _responses("200", "UsageRecordPage", "400"),
                 parameters=[*_RANGE, *_WHO, _LIMIT],
+            )
+        },
+        "/admin/end-users/export": {
+            "post": _op(
+                "exportEndUser",
+                "The usage records of one end user of your clients (OpenAI `user`, "
+                "Anthropic `metadata.user_id`), as the client sent it",
+                _responses("200", "EndUserExport", "400"),
+                requestBody=_body("EndUserRef"),
+            )
+        },
+        "/admin/end-users/erase": {
+            "post": _op(
+                "eraseEndUser",
+                "Remove one end user from every record; the records stay, so billing "
+                "totals do not change",
+                _responses("200", "EndUserEraseResult", "400"),
+                requestBody=_body("EndUserRef"),
             )
         },
         "/admin/audit": {

@@ -36,6 +36,10 @@ _SEALED = "AES-256-GCM, sealed under NITROPROXY_DATA_KEY (key id inside each val
 _HMAC = "HMAC keyed from NITROPROXY_DATA_KEY: matches equal values, reveals nothing else"
 _DIGEST = "one-way SHA-256 digest; the secret itself is not stored"
 _OS_ACCOUNT = "host operating-system account"
+_END_USER_HMAC = (
+    "HMAC keyed by the installation's end-user secret (in this file): the same end user gets "
+    "the same value, which reveals nothing else"
+)
 _IP_POLICY = {
     "none": "not stored",
     "truncated": "stored truncated to its network: /24 for IPv4, /48 for IPv6",
@@ -96,6 +100,17 @@ def schema(migrations: tuple[str, ...] = MIGRATIONS) -> Mapping[str, Table]:
         }
     finally:
         conn.close()
+
+
+# privacy.end_user: what a record keeps of the end user a client names (OpenAI `user`,
+# Anthropic `metadata.user_id`); kept as long as the record, erasable on its own.
+_END_USER_POLICY = {
+    "off": "not stored",
+    "pseudonymous": "a keyed HMAC of the end user the client names (a pseudonym; the key is "
+    "the installation's, in this file), kept with the record, erasable per end user",
+    "plain": "stored as the client sent it (personal data when it names a person), kept with "
+    "the record, erasable per end user",
+}
 
 
 def _duration(seconds: float) -> str:
@@ -257,6 +272,10 @@ def _table_entry(
     if notes:
         entry["column_notes"] = dict(notes)
     if table.name == "usage":
+        mode = settings.privacy.end_user.value
+        entry["end_user"] = _END_USER_POLICY[mode]
+        if mode == "pseudonymous":
+            entry["protected_columns"]["end_user"] = _END_USER_HMAC
         entry["client_ip"] = _IP_POLICY.get(settings.privacy.client_ip, settings.privacy.client_ip)
         entry["user_agent"] = "stored" if settings.privacy.store_user_agent else "not stored"
         entry["content"] = "never: no column can hold prompt, completion or credential text"

@@ -225,11 +225,11 @@ async def erase_user(
         delete = f"DELETE FROM usage WHERE {_OWNED}"
         async with store.lock, store.conn.execute(delete, params) as cursor:
             records += cursor.rowcount
-    truncated = await _truncate_wal(store)
+    truncated = await truncate_wal(store)
     return EraseResult(user_id, keys, records, aggregates, truncated)
 
 
-async def _truncate_wal(store: AccountStore, attempts: int = 20) -> bool:
+async def truncate_wal(store: AccountStore, attempts: int = 20) -> bool:
     """Checkpoint every frame into the database and empty the ``-wal`` file. A reader in
     another connection can block it for a moment: retry briefly."""
     for _ in range(attempts):

@@ -20,7 +20,7 @@ from nitroproxy.core.days import day_ceil, day_of, day_start
 from nitroproxy.core.types import Outcome, UsageRecord
 from nitroproxy.store.db import transaction
 
-GROUP_BY_OPTIONS: tuple[str, ...] = ("day", "model", "provider", "key", "user")
+GROUP_BY_OPTIONS: tuple[str, ...] = ("day", "model", "provider", "key", "user", "end_user")
 
 _COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(UsageRecord))
 _COLUMN_LIST = ", ".join(_COLUMNS)
@@ -54,6 +54,8 @@ _GROUP_SQL: Mapping[str, tuple[str, str]] = MappingProxyType(
         "provider": ("COALESCE(provider, '')", "provider"),
         "key": ("COALESCE(key_id, '')", "key_id"),
         "user": ("COALESCE(user_id, '')", "user_id"),
+        # End users are kept on raw records only: rolled-up days group under ''.
+        "end_user": ("COALESCE(end_user, '')", "''"),
     }
 )
 
@@ -129,6 +131,7 @@ async def query_usage(
     group_by: str,
     key_id: str | None = None,
     user_id: str | None = None,
+    end_user: str | None = None,
 ) -> list[UsageRow]:
     """Totals per group over ``[start, end)``, raw rows and daily aggregates combined.
 
@@ -138,7 +141,7 @@ async def query_usage(
     if group_by not in _GROUP_SQL:
         raise ValueError(f"group_by must be one of {', '.join(GROUP_BY_OPTIONS)}")
     raw_group, daily_group = _GROUP_SQL[group_by]
-    raw_where, raw_params = _filters("ts", start, end, key_id, user_id)
+    raw_where, raw_params = _filters("ts", start, end, key_id, user_id, end_user)
     daily_where, daily_params = _filters(
         "day",
         None if start is None else day_ceil(start),
@@ -146,6 +149,8 @@ async def query_usage(
         key_id,
         user_id,
     )
+    if end_user is not None:
+        daily_where = "0"  # aggregates keep no end user
     sums = ", ".join(f"SUM({c})" for c in TOKEN_COLUMNS)
     sql = f"""
     SELECT grp, SUM(requests), SUM(errors), {sums} FROM (
@@ -169,11 +174,12 @@ async def list_records(
     start: float | None = None,
     end: float | None = None,
     limit: int = 1000,
+    end_user: str | None = None,
 ) -> list[UsageRecord]:
     """Raw records in ``[start, end)``, oldest first (rolled-up records are gone)."""
     if limit < 0:
         raise ValueError("limit must be >= 0")
-    where, params = _filters("ts", start, end, key_id, user_id)
+    where, params = _filters("ts", start, end, key_id, user_id, end_user)
     sql = f"SELECT {_COLUMN_LIST} FROM usage WHERE {where} ORDER BY ts, rowid LIMIT ?"
     rows = await conn.execute_fetchall(sql, [*params, limit])
     return [row_to_record(r) for r in rows]
@@ -206,6 +212,7 @@ def _filters(
     end: float | str | None,
     key_id: str | None,
     user_id: str | None,
+    end_user: str | None = None,
 ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
@@ -214,6 +221,7 @@ def _filters(
         (f"{column} < ?", end),
         ("key_id = ?", key_id),
         ("user_id = ?", user_id),
+        ("end_user = ?", end_user),
     ):
         if value is not None:
             clauses.append(clause)

@@ -18,13 +18,13 @@ from nitroproxy.core.errors import InvalidRequest
 from nitroproxy.core.limits import INTEGER_LIMITS, LIMIT_FIELDS
 from nitroproxy.reports import openapi
 from nitroproxy.reports.usage import row_dict
-from nitroproxy.store import keys, users
+from nitroproxy.store import end_users, keys, users
 from nitroproxy.store.accounts import AccountStore
 from nitroproxy.store.keys import IssuedKey, KeySpec
 from nitroproxy.store.rights import erase_user, export_user
 from nitroproxy.store.usage import GROUP_BY_OPTIONS, list_records, query_usage
 from nitroproxy.web import params
-from nitroproxy.web.appkeys import ACCOUNTS, AUTH, CACHE, SETTINGS, STORE, WRITER
+from nitroproxy.web.appkeys import ACCOUNTS, AUTH, CACHE, GATEWAY, SETTINGS, STORE, WRITER
 
 ACTOR = "admin"
 USER_STATUSES = ("active", "suspended", "erased")
@@ -255,6 +255,32 @@ async def usage_records(request: web.Request) -> web.Response:
     )
 
 
+async def _end_user(request: web.Request) -> tuple[AccountStore, str | None]:
+    """The store and the end user a request names, as records keep it (None: the mode
+    keeps no end users, so there is nothing to find)."""
+    store = admin_store(request)
+    body = await params.body_object(request, ("end_user",))
+    value = params.text(body, "end_user", max_length=256, required=True) or ""
+    return store, request.app[GATEWAY].end_users.recorded(value)
+
+
+async def export_end_user(request: web.Request) -> web.Response:
+    store, recorded = await _end_user(request)
+    if recorded is None:
+        doc = {"format": end_users.EXPORT_FORMAT, "exported_at": store.clock(), "end_user": None}
+        return web.json_response({**doc, "usage_records": []})
+    await _drain_writer(request.app)
+    return web.json_response(await end_users.export_end_user(store, recorded))
+
+
+async def erase_end_user(request: web.Request) -> web.Response:
+    store, recorded = await _end_user(request)
+    if recorded is None:
+        return web.json_response({"usage_records_cleared": 0, "wal_truncated": True})
+    await _drain_writer(request.app)  # records on their way in are cleared too
+    return web.json_response(await end_users.erase_end_user(store, recorded, actor=ACTOR))
+
+
 async def audit_log(request: web.Request) -> web.Response:
     store = admin_store(request)
     limit = params.query_limit(request)
@@ -296,3 +322,5 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/admin/usage", usage)
     r.add_get("/admin/usage/records", usage_records)
     r.add_get("/admin/audit", audit_log)
+    r.add_post("/admin/end-users/export", export_end_user)
+    r.add_post("/admin/end-users/erase", erase_end_user)
