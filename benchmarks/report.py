@@ -149,6 +149,9 @@ def feature_costs(agg: Any) -> dict[str, float | None]:
         "metrics + access logs (nitroproxy vs nitroproxy-nometrics)": _cost(
             rps.get("nitroproxy"), rps.get("nitroproxy-nometrics")
         ),
+        "reservations and settlement (nitroproxy-budgets vs nitroproxy)": _cost(
+            rps.get("nitroproxy-budgets"), rps.get("nitroproxy")
+        ),
         "all features (nitroproxy vs nitroproxy-bare)": _cost(
             rps.get("nitroproxy"), rps.get("nitroproxy-bare")
         ),

@@ -48,6 +48,9 @@ class Variant:
     metrics: bool = True
     access_log: bool = True
     count_tokens: bool = True
+    budgets: bool = False
+    """The key has requests/min, tokens/min, concurrency and daily/monthly budgets (far
+    from reached), so every call reserves and settles."""
 
 
 VARIANTS: dict[str, Variant] = {
@@ -55,6 +58,14 @@ VARIANTS: dict[str, Variant] = {
     "nitroproxy-bare": Variant(storage=False, metrics=False, access_log=False),
     "nitroproxy-nometrics": Variant(metrics=False, access_log=False),
     "nitroproxy-notokens": Variant(count_tokens=False),
+    "nitroproxy-budgets": Variant(budgets=True),
+}
+_LIMITS = {
+    "rpm": 10_000_000,
+    "tpm": 10_000_000_000,
+    "max_concurrent": 100_000,
+    "budget_day_usd": 1_000_000.0,
+    "budget_month_usd": 10_000_000.0,
 }
 
 
@@ -206,7 +217,14 @@ def nitroproxy_config(
         "metrics": {"enabled": variant.metrics},
         "tokens": {"count": variant.count_tokens},
         "auth": {"required": True},
-        "keys": [{"name": "bench", "key": API_KEY, "user": "bench-user"}],
+        "keys": [
+            {
+                "name": "bench",
+                "key": API_KEY,
+                "user": "bench-user",
+                **(_LIMITS if variant.budgets else {}),
+            }
+        ],
     }
 
 

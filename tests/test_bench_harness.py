@@ -21,7 +21,13 @@ from benchmarks.run import PHASE_TARGETS
 from benchmarks.targets import Target
 
 ROOT = Path(__file__).resolve().parent.parent
-NITRO_TARGETS = {"nitroproxy", "nitroproxy-bare", "nitroproxy-nometrics", "nitroproxy-notokens"}
+NITRO_TARGETS = {
+    "nitroproxy",
+    "nitroproxy-bare",
+    "nitroproxy-nometrics",
+    "nitroproxy-notokens",
+    "nitroproxy-budgets",
+}
 HEADLINE = {
     "chat_c50": "rps",
     "chat_c1": "p50_ms",
