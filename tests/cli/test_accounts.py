@@ -159,3 +159,46 @@ def test_serve_refuses_a_database_from_a_newer_nitroproxy_with_one_clean_line(
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "newer than this NitroProxy supports" in proc.stderr
+
+
+def test_end_users_are_exported_and_erased_from_the_cli(cfg: str, capsys) -> None:
+    import asyncio
+
+    from nitroproxy import config
+    from nitroproxy.core.end_users import EndUserMode, EndUsers
+    from nitroproxy.store.db import open_db
+    from nitroproxy.store.meta import installation_secret
+    from nitroproxy.store.usage import insert_many, list_records
+    from tests.records import make_record
+
+    db = config.load(cfg).storage.path
+
+    async def seed() -> str:
+        conn = await open_db(db)
+        try:
+            tags = EndUsers(EndUserMode.PSEUDONYMOUS, await installation_secret(conn, "end_user"))
+            tag = tags.pseudonym("cli-end-user")
+            await insert_many(
+                conn, [make_record(1, end_user=tag), make_record(2, end_user="eu_other")]
+            )
+            return tag
+        finally:
+            await conn.close()
+
+    tag = asyncio.run(seed())
+    exported = run_json(capsys, "end-users", "export", "-c", cfg, "cli-end-user")
+    assert exported["end_user"] == tag
+    assert [r["id"] for r in exported["usage_records"]] == ["rec-1"]
+    refused = run(capsys, "end-users", "erase", "-c", cfg, "cli-end-user", code=2)
+    assert "--yes" in refused
+    erased = run_json(capsys, "end-users", "erase", "-c", cfg, "cli-end-user", "--yes")
+    assert erased["usage_records_cleared"] == 1
+
+    async def left() -> list[str | None]:
+        conn = await open_db(db)
+        try:
+            return [r.end_user for r in await list_records(conn)]
+        finally:
+            await conn.close()
+
+    assert asyncio.run(left()) == [None, "eu_other"]
