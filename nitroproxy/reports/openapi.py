@@ -13,8 +13,10 @@ from typing import Any
 
 from nitroproxy import __version__
 from nitroproxy.core.limits import INTEGER_LIMITS, LIMIT_FIELDS
+from nitroproxy.core.statements import COUNT_FIELDS
 from nitroproxy.core.types import UsageRecord
 from nitroproxy.reports.usage import COLUMNS as USAGE_COLUMNS
+from nitroproxy.store.rights import EXPORT_FORMAT
 from nitroproxy.store.usage import GROUP_BY_OPTIONS
 
 __all__ = ["document"]
@@ -49,6 +51,12 @@ def _page(item: str) -> dict[str, Any]:
 _INT = {"type": "integer"}
 _NUM = {"type": "number"}
 _STR = {"type": "string"}
+_BOOL = {"type": "boolean"}
+_PERIOD = r"^\d{4}-(0[1-9]|1[0-2])$"
+_STATEMENT_COUNTS: dict[str, Any] = {
+    **{name: _INT for name in COUNT_FIELDS},
+    "cost_usd": {"type": "string", "pattern": r"^-?\d+\.\d{9}$"},
+}
 _LIMIT_SCHEMA = {
     True: {"type": "integer", "minimum": 1, "maximum": _MAX_INT},
     False: {"type": "number", "minimum": 0, "maximum": 1e12},
@@ -104,6 +112,9 @@ def _schemas() -> dict[str, Any]:
                 "status": {"enum": ["active", "suspended", "erased"]},
                 "created": _INT,
                 "updated": _INT,
+                "closed_at": _null(_INT),
+                "analytics": _BOOL,
+                "cache": _BOOL,
             }
         ),
         "UserCreate": _obj(
@@ -115,6 +126,8 @@ def _schemas() -> dict[str, Any]:
                 "email": _null(_EMAIL),
                 "tier": _TIER,
                 "status": {"enum": ["active", "suspended"]},
+                "analytics": _null(_BOOL),
+                "cache": _null(_BOOL),
             },
             required=[],
         ),
@@ -159,14 +172,28 @@ def _schemas() -> dict[str, Any]:
                 "detail": {"type": "object"},
             }
         ),
+        "BillingLine": _obj(
+            {
+                "day": _STR,
+                "user_id": _STR,
+                "key_id": _STR,
+                "model": _STR,
+                **{c: _INT for c in ("requests", *_TOKENS, "cost_nanos")},
+            }
+        ),
+        "Preferences": _obj(
+            {"analytics": _BOOL, "cache": _BOOL},
+        ),
         "UserExport": _obj(
             {
-                "format": {"const": "nitroproxy.export.v1"},
+                "format": {"const": EXPORT_FORMAT},
                 "exported_at": _NUM,
                 "user": _ref("User"),
+                "preferences": _ref("Preferences"),
                 "keys": {"type": "array", "items": _ref("Key")},
                 "usage_records": {"type": "array", "items": _ref("UsageRecord")},
                 "daily_aggregates": {"type": "array", "items": _ref("DailyAggregate")},
+                "billing_lines": {"type": "array", "items": _ref("BillingLine")},
                 "audit": {"type": "array", "items": _ref("AuditEntry")},
             }
         ),
@@ -185,13 +212,49 @@ def _schemas() -> dict[str, Any]:
         "EndUserEraseResult": _obj(
             {"usage_records_cleared": _INT, "wal_truncated": {"type": "boolean"}}
         ),
+        "KeyExport": _obj(
+            {
+                "format": {"const": EXPORT_FORMAT},
+                "exported_at": _NUM,
+                "key": {"type": "object", "required": ["id"], "properties": {"id": _STR}},
+                "preferences": _ref("Preferences"),
+                "usage_records": {"type": "array", "items": _ref("UsageRecord")},
+                "daily_aggregates": {"type": "array", "items": _ref("DailyAggregate")},
+                "billing_lines": {"type": "array", "items": _ref("BillingLine")},
+                "audit": {"type": "array", "items": _ref("AuditEntry")},
+            }
+        ),
+        "StatementTotals": _obj(_STATEMENT_COUNTS),
+        "StatementLine": _obj({"model": _STR, **_STATEMENT_COUNTS}),
+        "Statement": _obj(
+            {
+                "object": {"const": "statement"},
+                "subject": _STR,
+                "period": {"type": "string", "pattern": _PERIOD},
+                "start": _STR,
+                "end": _STR,
+                "currency": {"const": "USD"},
+                "lines": {"type": "array", "items": _ref("StatementLine")},
+                "total": _ref("StatementTotals"),
+            }
+        ),
+        "StatementList": _obj(
+            {
+                "object": {"const": "list"},
+                "subject": _STR,
+                "currency": {"const": "USD"},
+                "data": {"type": "array", "items": _ref("Statement")},
+            }
+        ),
         "EraseResult": _obj(
             {
                 "user_id": _STR,
                 "keys_deleted": _INT,
                 "usage_records_deleted": _INT,
                 "daily_aggregates_pseudonymized": _INT,
-                "wal_truncated": {"type": "boolean"},
+                "wal_truncated": _BOOL,
+                "billing_pseudonym": _STR,
+                "billing_lines_pseudonymized": _INT,
             }
         ),
     }
@@ -212,13 +275,11 @@ _ERRORS = {
 }
 
 
-def _responses(ok: str, schema: str | None, *errors: str) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        ok: {
-            "description": "success",
-            "content": {"application/json": {"schema": _ref(schema) if schema else {}}},
-        }
-    }
+def _responses(ok: str, schema: str | None, *errors: str, csv: bool = False) -> dict[str, Any]:
+    content: dict[str, Any] = {"application/json": {"schema": _ref(schema) if schema else {}}}
+    if csv:
+        content["text/csv"] = {"schema": {"type": "string"}}
+    out: dict[str, Any] = {ok: {"description": "success", "content": content}}
     for status in ("401", "403", *errors):
         out[status] = {
             "description": _ERRORS[status],
@@ -300,8 +361,40 @@ def _paths() -> dict[str, Any]:
         "/admin/users/{user_id}/export": {
             "get": _op(
                 "exportUser",
-                "Everything held about the user, as one JSON document",
-                _responses("200", "UserExport", "404"),
+                "Everything held about the user, as one JSON document (schema: "
+                "/privacy/export.schema.json), or one of its usage tables as CSV",
+                _responses("200", "UserExport", "400", "404", csv=True),
+                parameters=[
+                    *user,
+                    _query("format", {"enum": ["json", "csv"]}, "default json"),
+                    _query(
+                        "part",
+                        {"enum": ["usage_records", "daily_aggregates", "billing_lines"]},
+                        "the table a CSV export holds (default usage_records)",
+                    ),
+                ],
+            )
+        },
+        "/admin/users/{user_id}/statements": {
+            "get": _op(
+                "userStatements",
+                "Monthly statements (a line per model, the total) from the billing lines; "
+                "an erased user's are found under its billing pseudonyms, and a pseudonym "
+                "may be given as the id",
+                _responses("200", "StatementList", "400", "404", csv=True),
+                parameters=[
+                    *user,
+                    _query("period", {"type": "string", "pattern": _PERIOD}, "one month"),
+                    _query("format", {"enum": ["json", "csv"]}, "default json"),
+                ],
+            )
+        },
+        "/admin/users/{user_id}/close": {
+            "post": _op(
+                "closeUser",
+                "Close the account: its keys stop at once; it is erased after "
+                "retention.closed_accounts unless reactivated (PATCH status active)",
+                _responses("200", "User", "400", "404"),
                 parameters=user,
             )
         },
@@ -388,7 +481,7 @@ def _paths() -> dict[str, Any]:
                 parameters=[
                     _query("target", _ID, "a user or key id"),
                     _query("user_id", _ID, "entries about this user"),
-                    _query("actor", _ID, "admin or cli"),
+                    _query("actor", _ID, "admin:<name>, cli:<account>, key:<id>, retention"),
                     _query("action", _ID, "e.g. user.erase"),
                     _query(
                         "before",
@@ -410,9 +503,11 @@ def _cached() -> dict[str, Any]:
         "info": {
             "title": "NitroProxy admin API",
             "version": __version__,
-            "description": "Users, keys, usage, the audit log and users' data rights. "
-            "Every route takes the admin key (NITROPROXY_ADMIN_KEY) as "
-            "'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
+            "description": "Users, keys, usage, statements, the audit log and users' data "
+            "rights. Every route takes an admin key (NITROPROXY_ADMIN_KEY, one named in "
+            "auth.admin_keys, or one made by `nitroproxy admins create NAME`) as "
+            "'Authorization: Bearer <key>' or 'x-api-key: <key>'; the key's name is the actor "
+            "of every audit entry the call causes.",
         },
         "components": {
             "schemas": _schemas(),
