@@ -72,7 +72,7 @@ async def _close(store: AccountStore, a: argparse.Namespace) -> Any:
 
 
 async def _admin_create(store: AccountStore, a: argparse.Namespace) -> Any:
-    if a.name in a.settings.auth.admin_keys or (a.name == "admin"):
+    if a.name in a.settings.auth.admin_keys:
         raise InvalidRequest(f"the configuration already names an admin {a.name!r}", param="name")
     issued = await admins.create_admin(store, a.name, actor=cli_actor())
     return {**issued.key.to_json(), "secret": issued.secret}

@@ -45,7 +45,12 @@ def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, 
 
 
 def _page(item: str) -> dict[str, Any]:
-    return _obj({"data": {"type": "array", "items": _ref(item)}, "has_more": {"type": "boolean"}})
+    return _obj(
+        {
+            "data": {"type": "array", "items": _ref(item)},
+            "has_more": {"type": "boolean"},
+        }
+    )
 
 
 _INT = {"type": "integer"}
@@ -89,7 +94,13 @@ def _record_schema() -> dict[str, Any]:
 
 def _schemas() -> dict[str, Any]:
     counts = {c: _INT for c in USAGE_COLUMNS if c not in ("group", "cost_usd")}
-    daily = {"day": _STR, "user_id": _STR, "key_id": _STR, "model": _STR, "provider": _STR}
+    daily = {
+        "day": _STR,
+        "user_id": _STR,
+        "key_id": _STR,
+        "model": _STR,
+        "provider": _STR,
+    }
     return {
         "Error": _obj(
             {
@@ -159,7 +170,10 @@ def _schemas() -> dict[str, Any]:
             }
         ),
         "DailyAggregate": _obj(
-            {**daily, **{c: _INT for c in ("requests", "errors", *_TOKENS, "cost_nanos")}}
+            {
+                **daily,
+                **{c: _INT for c in ("requests", "errors", *_TOKENS, "cost_nanos")},
+            }
         ),
         "AuditEntry": _obj(
             {
@@ -216,7 +230,11 @@ def _schemas() -> dict[str, Any]:
             {
                 "format": {"const": EXPORT_FORMAT},
                 "exported_at": _NUM,
-                "key": {"type": "object", "required": ["id"], "properties": {"id": _STR}},
+                "key": {
+                    "type": "object",
+                    "required": ["id"],
+                    "properties": {"id": _STR},
+                },
                 "preferences": _ref("Preferences"),
                 "usage_records": {"type": "array", "items": _ref("UsageRecord")},
                 "daily_aggregates": {"type": "array", "items": _ref("DailyAggregate")},
@@ -313,7 +331,10 @@ _RANGE = [
     _query("from", _TIME, "ISO date or datetime (UTC), inclusive"),
     _query("to", _TIME, "ISO date or datetime (UTC), exclusive"),
 ]
-_WHO = [_query("user_id", _ID, "only this user"), _query("key_id", _ID, "only this key")]
+_WHO = [
+    _query("user_id", _ID, "only this user"),
+    _query("key_id", _ID, "only this key"),
+]
 
 
 def _op(op_id: str, summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -336,14 +357,23 @@ def _paths() -> dict[str, Any]:
                 _responses("200", "UserPage", "400"),
                 parameters=[
                     _query("status", {"enum": ["active", "suspended", "erased"]}, "filter"),
-                    _query("email", {"type": "string", "minLength": 1, "maxLength": 254}, "exact"),
+                    _query(
+                        "email",
+                        {"type": "string", "minLength": 1, "maxLength": 254},
+                        "exact",
+                    ),
                     _AFTER,
                     _LIMIT,
                 ],
             ),
         },
         "/admin/users/{user_id}": {
-            "get": _op("getUser", "Read a user", _responses("200", "User", "404"), parameters=user),
+            "get": _op(
+                "getUser",
+                "Read a user",
+                _responses("200", "User", "404"),
+                parameters=user,
+            ),
             "patch": _op(
                 "updateUser",
                 "Rectify name or email (null clears), change tier, suspend or reactivate",
@@ -369,7 +399,13 @@ def _paths() -> dict[str, Any]:
                     _query("format", {"enum": ["json", "csv"]}, "default json"),
                     _query(
                         "part",
-                        {"enum": ["usage_records", "daily_aggregates", "billing_lines"]},
+                        {
+                            "enum": [
+                                "usage_records",
+                                "daily_aggregates",
+                                "billing_lines",
+                            ]
+                        },
                         "the table a CSV export holds (default usage_records)",
                     ),
                 ],
@@ -419,12 +455,18 @@ def _paths() -> dict[str, Any]:
         },
         "/admin/keys/{key_id}": {
             "get": _op(
-                "getKey", "Read a key's metadata", _responses("200", "Key", "404"), parameters=key
+                "getKey",
+                "Read a key's metadata",
+                _responses("200", "Key", "404"),
+                parameters=key,
             )
         },
         "/admin/keys/{key_id}/revoke": {
             "post": _op(
-                "revokeKey", "Revoke a key", _responses("200", "Key", "404"), parameters=key
+                "revokeKey",
+                "Revoke a key",
+                _responses("200", "Key", "404"),
+                parameters=key,
             )
         },
         "/admin/keys/{key_id}/rotate": {

@@ -29,6 +29,7 @@ from nitroproxy.cache.db import CACHE_MIGRATIONS
 from nitroproxy.cache.store import default_path as cache_path
 from nitroproxy.config import Settings
 from nitroproxy.core.types import UsageRecord
+from nitroproxy.reports.windows import duration, kept_for, windows
 from nitroproxy.security import tls
 from nitroproxy.store.db import MIGRATIONS
 from nitroproxy.telemetry import logs
@@ -119,14 +120,6 @@ _END_USER_POLICY = {
     "plain": "stored as the client sent it (personal data when it names a person), kept with "
     "the record, erasable per end user",
 }
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
-            n = int(seconds // size)
-            return f"{n} {unit}{'s' if n > 1 else ''}"
-    return f"{seconds:g} seconds"
 
 
 def _protection(column: str, declared: str, note: str) -> str | None:
@@ -259,55 +252,13 @@ def _readers(settings: Settings, routes: Collection[str]) -> dict[str, Any]:
     }
 
 
-def windows(settings: Settings) -> dict[str, str]:
-    """Every retention window, in words: what ``/privacy`` promises and the sweeper keeps."""
-    r = settings.retention
-    grace = _duration(r.closed_accounts)
-    out = {
-        "request records": f"{_duration(r.requests)}, then rolled up into usage analytics "
-        "and billing lines",
-        "usage analytics": f"{_duration(r.analytics)} (per user and day; none for people who "
-        "object to analytics)",
-        "billing lines": f"{_duration(r.billing)}, for tax; under a pseudonym once the user "
-        "is erased",
-        "accounts": f"while active; a closed account is erased {grace} after closure",
-        "API keys": f"while usable; deleted {grace} after revocation or expiry",
-        "audit log": _duration(r.audit),
-        "privacy choices": "while the account or key exists",
-    }
-    if settings.cache.enabled:
-        out["response cache"] = _duration(settings.cache.ttl)
-    out["enforced by"] = f"the retention sweeper, every {_duration(r.interval)}"
-    return out
-
-
-def _kept_for(settings: Settings, table: Table, category: str) -> str:
-    r = settings.retention
-    grace = _duration(r.closed_accounts)
-    kept = {
-        "usage": f"{_duration(r.requests)}, then rolled up into usage_daily (unless the "
-        "person objects to analytics) and billing_lines",
-        "usage_daily": _duration(r.analytics),
-        "billing_lines": f"{_duration(r.billing)} (tax); pseudonymous after erasure",
-        "users": f"while active; erased {grace} after closure (the erased id stays, with "
-        "no personal data, so it is never reused)",
-        "api_keys": f"while usable; deleted {grace} after revocation or expiry, and with "
-        "their user's erasure",
-        "preferences": "while the person's account or key exists",
-        "audit": _duration(r.audit),
-        "admin_keys": "until revoked; a revoked key's name and digest stay, so a name is "
-        "never reused",
-        "meta": "while the database exists (internal state)",
-    }
-    if table.name in kept and category != "response cache":
-        return kept[table.name]
-    if category == "response cache" and any(c == "expires" for c, _ in table.columns):
-        return f"{_duration(settings.cache.ttl)}, less when evicted (max_entries, max_bytes)"
-    return "until deleted (no retention window applies)"
-
-
 def _table_entry(
-    settings: Settings, table: Table, routes: Collection[str], *, file: str, category: str
+    settings: Settings,
+    table: Table,
+    routes: Collection[str],
+    *,
+    file: str,
+    category: str,
 ) -> dict[str, Any]:
     # /admin/status shows live health only; any other admin route serves stored data. The
     # cache is read only by the lookup of a request in the same scope.
@@ -329,7 +280,7 @@ def _table_entry(
         "table": table.name,
         "data": category,
         "columns": [c for c, _ in table.columns],
-        "kept_for": _kept_for(settings, table, category),
+        "kept_for": kept_for(settings, table.name, category, [c for c, _ in table.columns]),
         "encrypted": any(p == _SEALED for p in protected.values()),
         "protected_columns": protected,
         "readable_by": [*readers, _OS_ACCOUNT],
@@ -359,7 +310,7 @@ def _cache(settings: Settings, tables: Collection[str], *, public: bool) -> dict
         "file": CACHE_FILE if public else str(cache_path(settings.storage.path)),
         "opt_out": "a person's `cache: false` keeps every request of theirs out of it",
         "tables": sorted(tables),
-        "kept_for": _duration(c.ttl),
+        "kept_for": duration(c.ttl),
         "shared_between": f"requests in the same scope: {c.scope}",
         "limits": {"max_entries": c.max_entries, "max_bytes": c.max_bytes},
     }
@@ -398,7 +349,10 @@ def build(
         else "none: storage is disabled, no request records are written",
     }
     if not public:
-        versions = {"nitroproxy_version": __version__, "schema_version": len(migrations)}
+        versions = {
+            "nitroproxy_version": __version__,
+            "schema_version": len(migrations),
+        }
         database["path"] = s.storage.path if s.storage.enabled else None
     return {
         "generated_from": "running configuration",

@@ -16,7 +16,14 @@ from nitroproxy.core.statements import COUNT_FIELDS, Statement, Totals, usd
 __all__ = ["CSV_COLUMNS", "statement_json", "statements_csv", "statements_json"]
 
 CURRENCY = "USD"
-CSV_COLUMNS: tuple[str, ...] = ("subject", "period", "line", "model", *COUNT_FIELDS, "cost_usd")
+CSV_COLUMNS: tuple[str, ...] = (
+    "subject",
+    "period",
+    "line",
+    "model",
+    *COUNT_FIELDS,
+    "cost_usd",
+)
 
 
 def _totals(totals: Totals) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 
 import aiosqlite
-from aiohttp import web
+from aiohttp import web, web_response
 
 from nitroproxy import data
 from nitroproxy.cache.store import ResponseCache, default_path
@@ -50,6 +50,9 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
     app[AUTH] = Authenticator(settings)
     app[METRICS] = Metrics(enabled=settings.metrics.enabled, key_labels=settings.metrics.key_labels)
     app.on_response_prepare.append(_server_header)
+    # The answers aiohttp writes itself to unparseable requests never reach that signal;
+    # the default they fall back on goes too (tests/web/test_public_leaks.py checks both).
+    web_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
     # First: it refuses to start on a wrong data key before anything else is running.
     app.cleanup_ctx.append(admin.accounts_context)
     app.cleanup_ctx.append(_mock_provider)
@@ -67,10 +70,13 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
     return app
 
 
+SERVER_NAME = "nitroproxy"
+
+
 async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:
     """aiohttp's default ``Server`` header names Python's and aiohttp's versions; a client
     needs neither, and they help only someone looking for a known flaw."""
-    response.headers["Server"] = "nitroproxy"
+    response.headers["Server"] = SERVER_NAME
 
 
 async def _mock_provider(app: web.Application) -> AsyncIterator[None]:
