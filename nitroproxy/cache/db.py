@@ -174,3 +174,12 @@ async def read_meta(conn: aiosqlite.Connection, name: str) -> bytes | None:
 
 async def write_meta(conn: aiosqlite.Connection, name: str, value: bytes) -> None:
     await conn.execute("INSERT OR REPLACE INTO cache_meta VALUES (?, ?)", (name, value))
+
+
+async def delete_sealed_except(conn: aiosqlite.Connection, key_ids: Sequence[str]) -> int:
+    """Delete the entries sealed under a data key not in ``key_ids`` (the key id is bytes
+    3-10 of a sealed blob); one statement."""
+    marks = ",".join("?" * len(key_ids))
+    sql = f"DELETE FROM cache_entries WHERE CAST(substr(blob, 3, 8) AS TEXT) NOT IN ({marks})"
+    async with conn.execute(sql, list(key_ids)) as cursor:
+        return max(cursor.rowcount, 0)

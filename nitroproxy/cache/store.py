@@ -152,6 +152,9 @@ class ResponseCache:
         writer = await cache_db.open_cache_db(self.path, writer=True)
         try:
             await self._check_key(writer)
+            gone = await cache_db.delete_sealed_except(writer, self._keys.key_ids)
+            if gone:  # sealed under a key no longer held: unreadable, so only taking room
+                self._log.warning("cache: removed %d entries under a retired data key", gone)
             self._reader = await cache_db.open_cache_db(self.path, writer=False)
         except BaseException:
             await writer.close()
@@ -309,7 +312,7 @@ class ResponseCache:
         ):
             return None
         lookup = self._keys.blind_index(op.digest, purpose=_LOOKUP)
-        blob = self._keys.seal(_encode(op.entry), context=_context(lookup))
+        blob = self._keys.seal(_encode(op.entry, op), context=_context(lookup))
         if len(blob) > self.max_entry_bytes:
             self.stats.rejected += 1
             return None
@@ -352,10 +355,15 @@ def _context(lookup: str) -> bytes:
     return b"cache_entries.blob:" + lookup.encode()
 
 
-def _encode(entry: CachedEntry) -> bytes:
+def _encode(entry: CachedEntry, op: _Put) -> bytes:
+    # v2 seals what its row's HMACs were computed from (the request digest and the owners),
+    # so ``cache.rotation`` can recompute them under a new data key.
     return orjson.dumps(
         {
-            "v": 1,
+            "v": 2,
+            "digest": op.digest,
+            "key_id": op.scope.key_id,
+            "user_id": op.scope.user_id,
             "endpoint": entry.endpoint.value,
             "body": entry.body,
             "usage": dataclasses.asdict(entry.usage),

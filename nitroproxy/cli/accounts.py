@@ -1,6 +1,7 @@
-"""``nitroproxy users …``, ``nitroproxy keys …`` and ``nitroproxy rotate-data-key``: the admin
-API's account actions on the same database, as actor "cli". A running server sees each change
-within a second (it polls the accounts version).
+"""``nitroproxy users …`` and ``nitroproxy keys …``: the admin API's account actions on the
+same database, as actor ``cli:<account>`` (the operating-system account running the command,
+:func:`cli_actor`). A running server sees each change within a second (it polls the
+accounts version).
 
 Output is a table (or ``key: value`` lines) by default and JSON with ``--json``; exports are
 always JSON. Errors print one line and exit 2.
@@ -18,17 +19,19 @@ from typing import Any
 
 import orjson
 
+from nitroproxy.cli import privacy as cli_privacy
+from nitroproxy.cli.privacy import audit_end_user_export, cli_actor
 from nitroproxy.config import Settings, StartupError
 from nitroproxy.core.end_users import EndUsers
 from nitroproxy.core.errors import ProxyError
+from nitroproxy.reports.export import CSV_PARTS, export_csv
 from nitroproxy.reports.usage import parse_time
-from nitroproxy.store import end_users, keys, users
+from nitroproxy.store import end_users, keys, preferences, users
 from nitroproxy.store.accounts import AccountStore
 from nitroproxy.store.keys import IssuedKey, KeySpec
 from nitroproxy.store.meta import installation_secret
 from nitroproxy.store.rights import erase_user, export_user
 
-ACTOR = "cli"
 Loader = Callable[[str], Settings]
 Action = Callable[[AccountStore, argparse.Namespace], Awaitable[Any]]
 _USER_COLUMNS = ("id", "name", "email", "tier", "status", "created")
@@ -62,7 +65,11 @@ def _fields(item: dict[str, Any]) -> str:
 
 
 def _print(result: Any, args: argparse.Namespace) -> None:
-    if args.json or (isinstance(result, dict) and "format" in result):
+    if isinstance(result, str):  # a document already rendered (CSV)
+        print(result, end="")
+        return
+    documents = isinstance(result, dict) and ("format" in result or "object" in result)
+    if args.json or documents:  # exports and statements are always JSON
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     elif isinstance(result, list):
         print(table(result, args.columns))
@@ -76,7 +83,9 @@ def _print(result: Any, args: argparse.Namespace) -> None:
 
 
 async def _user_create(store: AccountStore, a: argparse.Namespace) -> Any:
-    user = await users.create_user(store, actor=ACTOR, name=a.name, email=a.email, tier=a.tier)
+    user = await users.create_user(
+        store, actor=cli_actor(), name=a.name, email=a.email, tier=a.tier
+    )
     return user.to_json()
 
 
@@ -100,24 +109,32 @@ async def _user_update(store: AccountStore, a: argparse.Namespace) -> Any:
             changes[name] = getattr(a, name)
     if a.tier is not None:
         changes["tier"] = a.tier
-    return (await users.update_user(store, a.id, actor=ACTOR, **changes)).to_json()
+    chosen = {n: getattr(a, n) == "on" for n in ("analytics", "cache") if getattr(a, n)}
+    if changes or not chosen:
+        await users.update_user(store, a.id, actor=cli_actor(), **changes)
+    if chosen:  # objection to analytics, opt-out of the cache
+        await preferences.set_preferences(
+            store, a.id, actor=cli_actor(), require_user=True, **chosen
+        )
+    return (await users.get_user(store, a.id)).to_json()
 
 
 def _set_status(status: str) -> Action:
     async def action(store: AccountStore, a: argparse.Namespace) -> Any:
-        return (await users.update_user(store, a.id, actor=ACTOR, status=status)).to_json()
+        return (await users.update_user(store, a.id, actor=cli_actor(), status=status)).to_json()
 
     return action
 
 
 async def _user_export(store: AccountStore, a: argparse.Namespace) -> Any:
-    return await export_user(store, a.id)
+    document = await export_user(store, a.id, actor=cli_actor())
+    return document if a.format == "json" else export_csv(document, a.part)
 
 
 async def _user_erase(store: AccountStore, a: argparse.Namespace) -> Any:
     if not a.yes:
         raise ProxyError(f"erasing {a.id} cannot be undone; repeat with --yes to confirm")
-    return (await erase_user(store, a.id, actor=ACTOR)).to_json()
+    return (await erase_user(store, a.id, actor=cli_actor())).to_json()
 
 
 def _issued(issued: IssuedKey) -> dict[str, Any]:
@@ -137,7 +154,7 @@ async def _key_create(store: AccountStore, a: argparse.Namespace) -> Any:
         expires_at=_expiry(a.expires),
         cache=a.cache,
     )
-    return _issued(await keys.create_key(store, spec, actor=ACTOR))
+    return _issued(await keys.create_key(store, spec, actor=cli_actor()))
 
 
 async def _key_list(store: AccountStore, a: argparse.Namespace) -> Any:
@@ -152,20 +169,11 @@ async def _key_show(store: AccountStore, a: argparse.Namespace) -> Any:
 
 
 async def _key_revoke(store: AccountStore, a: argparse.Namespace) -> Any:
-    return (await keys.revoke_key(store, a.id, actor=ACTOR)).to_json()
+    return (await keys.revoke_key(store, a.id, actor=cli_actor())).to_json()
 
 
 async def _key_rotate(store: AccountStore, a: argparse.Namespace) -> Any:
-    return _issued(await keys.rotate_key(store, a.id, actor=ACTOR))
-
-
-async def _rotate_data_key(store: AccountStore, a: argparse.Namespace) -> Any:
-    def progress(done: int) -> None:
-        print(f"re-encrypted {done} users…", file=sys.stderr)
-
-    rows = await store.rotate_data_key(actor=ACTOR, batch_size=a.batch_size, on_batch=progress)
-    assert store.keyring is not None  # rotate_data_key refuses without one
-    return {"reencrypted_users": rows, "key_id": store.keyring.primary_id}
+    return _issued(await keys.rotate_key(store, a.id, actor=cli_actor()))
 
 
 def _expiry(value: str | None) -> int | None:
@@ -186,7 +194,9 @@ async def _end_user_export(store: AccountStore, a: argparse.Namespace) -> Any:
     recorded = await _end_user_recorded(store, a)
     if recorded is None:  # privacy.end_user: off keeps none
         return {"format": end_users.EXPORT_FORMAT, "end_user": None, "usage_records": []}
-    return await end_users.export_end_user(store, recorded)
+    document = await end_users.export_end_user(store, recorded)
+    await audit_end_user_export(store, cli_actor(), document)
+    return document
 
 
 async def _end_user_erase(store: AccountStore, a: argparse.Namespace) -> Any:
@@ -195,7 +205,7 @@ async def _end_user_erase(store: AccountStore, a: argparse.Namespace) -> Any:
     recorded = await _end_user_recorded(store, a)
     if recorded is None:
         return {"usage_records_cleared": 0, "wal_truncated": True}
-    return await end_users.erase_end_user(store, recorded, actor=ACTOR)
+    return await end_users.erase_end_user(store, recorded, actor=cli_actor())
 
 
 # -- running ------------------------------------------------------------------------------
@@ -205,6 +215,7 @@ def _run(action: Action, load: Loader) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
         settings = load(args.config)
         args.end_user_mode = settings.privacy.end_user
+        args.settings = settings  # for actions that need more than the accounts store
 
         async def go() -> Any:
             store = await AccountStore.open(
@@ -269,9 +280,12 @@ def add_parsers(sub: Any, *, load: Loader, default_config: str) -> None:
             _set_status("suspended"),
         ),
         ("activate", "reactivate a suspended user", _set_status("active")),
-        ("export", "everything held about a user, as JSON", _user_export),
     ):
         command(user_cmds, name, help, action).add_argument("id")
+    p = command(user_cmds, "export", "everything held about a user (JSON, or CSV)", _user_export)
+    p.add_argument("id")
+    p.add_argument("--format", default="json", choices=["json", "csv"])
+    p.add_argument("--part", default="usage_records", choices=list(CSV_PARTS), help="for CSV")
     p = command(user_cmds, "update", "rectify name or email, or change tier", _user_update)
     p.add_argument("id")
     p.add_argument("--name")
@@ -279,6 +293,8 @@ def add_parsers(sub: Any, *, load: Loader, default_config: str) -> None:
     p.add_argument("--clear-name", action="store_true")
     p.add_argument("--clear-email", action="store_true")
     p.add_argument("--tier")
+    p.add_argument("--analytics", choices=["on", "off"], help="off: the user objects")
+    p.add_argument("--cache", choices=["on", "off"], help="off: never use the response cache")
     p = command(user_cmds, "erase", "erase a user (irreversible)", _user_erase)
     p.add_argument("id")
     p.add_argument("--yes", action="store_true", help="confirm the erase")
@@ -321,10 +337,4 @@ def add_parsers(sub: Any, *, load: Loader, default_config: str) -> None:
     p.add_argument("end_user", help="the end user as your client sends it")
     p.add_argument("--yes", action="store_true", help="confirm the erase")
 
-    p = command(
-        sub,
-        "rotate-data-key",
-        "re-encrypt user data under the first NITROPROXY_DATA_KEY key",
-        _rotate_data_key,
-    )
-    p.add_argument("--batch-size", type=int, default=100)
+    cli_privacy.add_parsers(sub, user_cmds, command)

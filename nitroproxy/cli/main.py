@@ -68,12 +68,11 @@ def cmd_mock_provider(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from nitroproxy.core.retention import RetentionPolicy
-    from nitroproxy.store.sweeper import RetentionSweeper, SweepResult
+    from nitroproxy.store.sweeper import RetentionSweeper, SweepResult, retention_policy
 
     settings = _load(args.config)
     r = settings.retention
-    policy = RetentionPolicy(requests_s=r.requests, billing_s=r.billing)
+    policy = retention_policy(r)
 
     async def sweep() -> SweepResult:
         sweeper = RetentionSweeper(settings.storage.path, policy, batch_size=r.batch_size)
@@ -88,7 +87,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return _fail(exc)
     print(
         f"rolled up {result.deleted_raw} records into {result.rolled_up} daily aggregates; "
-        f"deleted {result.deleted_aggregates} expired aggregates"
+        f"deleted {result.deleted_aggregates} expired aggregates, {result.deleted_billing} "
+        f"expired billing lines, {result.deleted_audit} expired audit entries; erased "
+        f"{result.erased_accounts} closed accounts; deleted {result.deleted_keys} dead keys"
     )
     return 0
 

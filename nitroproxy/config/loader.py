@@ -44,6 +44,7 @@ from nitroproxy.config.schema import (
 from nitroproxy.core import pricing
 from nitroproxy.core.end_users import EndUserMode
 from nitroproxy.core.limits import INTEGER_LIMITS, LIMIT_FIELDS
+from nitroproxy.core.retention import ANALYTICS_MAX_S
 from nitroproxy.core.selection import Strategy
 from nitroproxy.core.types import ApiFormat, Price
 
@@ -76,6 +77,7 @@ __all__ = [
 ]
 
 
+_ADMIN_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -186,10 +188,12 @@ def _cache(r: Reader) -> CacheSettings:
 
 
 def _stats(r: Reader) -> StatsSettings:
-    r.only("enabled min_bucket")
+    r.only("enabled min_bucket min_users")
     return StatsSettings(
         enabled=r.flag("enabled", True),
         min_bucket=r.integer("min_bucket", 10, minimum=1),
+        # Fewer than ten people behind a number would let one of them be singled out.
+        min_users=r.integer("min_users", 10, minimum=10),
     )
 
 
@@ -361,14 +365,27 @@ def _storage(r: Reader) -> StorageSettings:
 
 
 def _retention(r: Reader) -> RetentionSettings:
-    r.only("requests billing interval batch_size")
+    r.only("requests analytics billing audit closed_accounts interval batch_size")
     d = RetentionSettings()
-    return RetentionSettings(
+    out = RetentionSettings(
         requests=r.duration("requests", d.requests),
         billing=r.duration("billing", d.billing),
         interval=r.duration("interval", d.interval),
         batch_size=r.integer("batch_size", d.batch_size, minimum=1),
+        analytics=r.duration("analytics", d.analytics),
+        audit=r.duration("audit", d.audit),
+        closed_accounts=r.duration("closed_accounts", d.closed_accounts),
     )
+    # The same rules as core.retention.RetentionPolicy, reported with their YAML path.
+    for name in ("requests", "analytics", "billing", "audit", "closed_accounts"):
+        if getattr(out, name) <= 0:
+            r.fail(name, "must be longer than 0")
+    if out.analytics > ANALYTICS_MAX_S:
+        r.fail("analytics", "may not exceed 730d: usage analytics are kept at most two years")
+    for longer in ("analytics", "billing"):
+        if out.requests > getattr(out, longer):
+            r.fail("requests", f"may not exceed retention.{longer} (raw records hold both)")
+    return out
 
 
 def _privacy(r: Reader) -> PrivacySettings:
@@ -411,10 +428,24 @@ def _tokens(r: Reader) -> TokenSettings:
 
 
 def _auth(r: Reader) -> AuthSettings:
-    r.only("required admin_key")
+    r.only("required admin_key admin_keys")
+    admin_key = r.text("admin_key", None) or None
+    named: dict[str, str] = {}
+    for name, k in r.child("admin_keys").items():
+        if not _ADMIN_NAME.match(name):
+            k.fail(None, "an admin name is 1-64 letters, digits, '.', '_', '@' or '-'")
+        if name == "admin" and admin_key is not None:
+            k.fail(None, "the name 'admin' belongs to auth.admin_key")
+        secret = k.value
+        if not isinstance(secret, str) or len(secret) < 16:
+            k.fail(None, "expected the admin's key, at least 16 characters")
+        if secret in named.values() or secret == admin_key:
+            k.fail(None, "two admins may not share a key (each key names one actor)")
+        named[name] = secret
     return AuthSettings(
         required=r.flag("required", True),
-        admin_key=r.text("admin_key", None) or None,
+        admin_key=admin_key,
+        admin_keys=named,
     )
 
 

@@ -120,10 +120,15 @@ class StorageSettings:
 
 @dataclass(frozen=True, slots=True)
 class RetentionSettings:
+    """Seconds each kind of data is kept (``core.retention`` says what each window covers)."""
+
     requests: float = 90 * 86400.0
     billing: float = 7 * 365 * 86400.0
     interval: float = 3600.0
     batch_size: int = 1000
+    analytics: float = 730 * 86400.0
+    audit: float = 730 * 86400.0
+    closed_accounts: float = 30 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +178,12 @@ class CacheSettings:
 
 @dataclass(frozen=True, slots=True)
 class StatsSettings:
+    """``min_bucket``: fewest requests behind a published number; ``min_users``: fewest
+    distinct people (users, or keys without a user) behind a published bucket."""
+
     enabled: bool = True
     min_bucket: int = 10
+    min_users: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +201,12 @@ class KeySettings:
 
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
+    """``admin_key`` is the admin key named "admin"; ``admin_keys`` maps more admins' names
+    to their keys (each name is the actor of that admin's audit entries)."""
+
     required: bool = True
     admin_key: str | None = field(default=None, repr=False)
+    admin_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@ scope, and the canonical bytes that identify its answer.
 Modes. The ``x-nitroproxy-cache`` request header wins: ``use`` (serve a stored answer, or
 fetch and store one), ``refresh`` (skip the lookup, fetch and store the new answer), ``skip``
 (neither). Without the header a key that opted in (``keys[].cache: true``) gets ``use``;
-any other key gets ``skip``.
+any other key gets ``skip``. Above both: a person who opted out of the cache (their
+preference ``cache: false``) always gets ``skip``, whatever the key or the header says.
 
 Sampling policy. A cache turns a sampled answer into a fixed one. A request *explicitly* asks
 for variety when it sets ``temperature`` above 0 without a ``seed``, or asks for several
@@ -106,12 +107,18 @@ def mode_from(header: str | None, key_opt_in: bool) -> Mode:
 
 
 def decide(
-    header: str | None, *, key_opt_in: bool, body: Mapping[str, Any], endpoint: Endpoint
+    header: str | None,
+    *,
+    key_opt_in: bool,
+    body: Mapping[str, Any],
+    endpoint: Endpoint,
+    refused: bool = False,
 ) -> Mode:
     """``mode_from``, then the body rules: not ``cacheable`` → skip; an explicitly sampled
-    request without the header → skip (see the module docstring)."""
+    request without the header → skip (see the module docstring). ``refused``: the caller's
+    person opted out of the cache → skip (a bad header is still a 400)."""
     mode = mode_from(header, key_opt_in)
-    if mode is Mode.SKIP or not cacheable(body, endpoint):
+    if refused or mode is Mode.SKIP or not cacheable(body, endpoint):
         return Mode.SKIP
     explicit = bool((header or "").strip())
     if not explicit and sampled(body):

@@ -22,6 +22,14 @@ class Principal:
     admin: bool = False
     cache: bool = False
     """The key opted in to the response cache (requests may still say otherwise)."""
+    cache_refused: bool = False
+    """The key's user (or, without one, the key's holder) opted out of the response cache
+    (``cache: false``): nothing is read or written, whatever the key or a request says."""
+
+    @property
+    def subject(self) -> str | None:
+        """Whom this key's records are about: its user, else the key itself."""
+        return self.user_id if self.user_id is not None else self.key_id
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models

@@ -2,10 +2,13 @@
 request count, success rate, and median and p90 of time to first token and output speed.
 
 Pure: samples in (already stripped of every identifier), buckets out; ``now`` is an argument.
-A bucket with fewer than ``min_bucket`` counted requests shows no numbers at all, and a speed
-figure needs ``min_bucket`` measurements of its own, so every published number comes from
-at least that many requests. Rows are the configured (model, provider) pairs, whether or not
-they saw traffic, so which rows appear says nothing about who used what.
+A bucket with fewer than ``min_bucket`` counted requests, or from fewer than ``min_users``
+distinct people, shows no numbers at all, and a speed figure needs ``min_bucket``
+measurements from ``min_users`` people of its own, so every published number comes from at
+least that many requests and people: one person's habits are never a bucket. A sample's
+``person`` is an opaque number (equal numbers, same person) that never leaves this module.
+Rows are the configured (model, provider) pairs, whether or not they saw traffic, so which
+rows appear says nothing about who used what.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ __all__ = [
     "Bucket",
     "Sample",
     "Spread",
+    "Thresholds",
     "bucket_json",
     "quantile",
     "summarize",
@@ -45,7 +49,8 @@ COUNTED_OUTCOMES = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """The fields of one usage record that statistics may see: no key, user or address."""
+    """The fields of one usage record that statistics may see: no key, user or address;
+    ``person`` only tells samples of one person from another's."""
 
     model: str
     provider: str
@@ -53,6 +58,7 @@ class Sample:
     outcome: str
     ttft_ms: float | None
     output_tps: float | None
+    person: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,23 +84,37 @@ class Bucket:
         return self.requests is None
 
 
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """``min_bucket`` requests and ``min_users`` people behind every published number."""
+
+    min_bucket: int
+    min_users: int = 1
+
+
 @dataclass(slots=True)
 class _Tally:
     requests: int = 0
     ok: int = 0
+    people: set[int] = field(default_factory=set)
     ttft: list[float] = field(default_factory=list)
     tps: list[float] = field(default_factory=list)
+    ttft_people: set[int] = field(default_factory=set)
+    tps_people: set[int] = field(default_factory=set)
 
     def add(self, s: Sample) -> None:
         self.requests += 1
+        self.people.add(s.person)
         if s.outcome != Outcome.OK.value:
             return
         # The speed figures are those of successful requests only, as in routing's health.
         self.ok += 1
         if s.ttft_ms is not None and math.isfinite(s.ttft_ms):
             self.ttft.append(s.ttft_ms)
+            self.ttft_people.add(s.person)
         if s.output_tps is not None and math.isfinite(s.output_tps):
             self.tps.append(s.output_tps)
+            self.tps_people.add(s.person)
 
 
 def quantile(values: Sequence[float], q: float) -> float:
@@ -110,23 +130,23 @@ def quantile(values: Sequence[float], q: float) -> float:
     return values[low] + (values[high] - values[low]) * (position - low)
 
 
-def _spread(values: list[float], min_bucket: int) -> Spread | None:
-    if len(values) < min_bucket:
+def _spread(values: list[float], people: set[int], limits: Thresholds) -> Spread | None:
+    if len(values) < limits.min_bucket or len(people) < limits.min_users:
         return None
     values.sort()
     return Spread(quantile(values, 0.5), quantile(values, 0.9), len(values))
 
 
-def _bucket(model: str, provider: str, tally: _Tally, min_bucket: int) -> Bucket:
-    if tally.requests < min_bucket:
+def _bucket(model: str, provider: str, tally: _Tally, limits: Thresholds) -> Bucket:
+    if tally.requests < limits.min_bucket or len(tally.people) < limits.min_users:
         return Bucket(model, provider, None)
     return Bucket(
         model,
         provider,
         tally.requests,
         success_rate=tally.ok / tally.requests,
-        ttft_ms=_spread(tally.ttft, min_bucket),
-        output_tps=_spread(tally.tps, min_bucket),
+        ttft_ms=_spread(tally.ttft, tally.ttft_people, limits),
+        output_tps=_spread(tally.tps, tally.tps_people, limits),
     )
 
 
@@ -136,12 +156,14 @@ def summarize(
     *,
     now: float,
     min_bucket: int,
+    min_users: int = 1,
     windows: Mapping[str, float] = WINDOWS,
 ) -> dict[str, list[Bucket]]:
     """Buckets per window for each (model, provider) in ``pairs``, in the order given.
     Samples of other pairs, outside every window, or with uncounted outcomes are ignored."""
-    if min_bucket < 1:
-        raise ValueError("min_bucket must be at least 1")
+    if min_bucket < 1 or min_users < 1:
+        raise ValueError("min_bucket and min_users must be at least 1")
+    limits = Thresholds(min_bucket, min_users)
     order = list(dict.fromkeys(pairs))
     tallies = {w: {p: _Tally() for p in order} for w in windows}
     starts = {w: now - length for w, length in windows.items()}
@@ -153,7 +175,7 @@ def summarize(
             tally = tallies[w].get(pair)
             if tally is not None and s.ts >= start:
                 tally.add(s)
-    return {w: [_bucket(m, p, tallies[w][(m, p)], min_bucket) for m, p in order] for w in windows}
+    return {w: [_bucket(m, p, tallies[w][(m, p)], limits) for m, p in order] for w in windows}
 
 
 def _spread_json(spread: Spread | None, digits: int) -> dict[str, Any] | None:

@@ -35,7 +35,11 @@ def plan(
     ``headers``. A bad header is a 400 even with no cache."""
     principal = call.principal
     mode = cache_policy.decide(
-        call.cache_header, key_opt_in=principal.cache, body=call.body, endpoint=call.endpoint
+        call.cache_header,
+        key_opt_in=principal.cache,
+        body=call.body,
+        endpoint=call.endpoint,
+        refused=principal.cache_refused,  # the person's opt-out beats key and header
     )
     scope = None
     if cache is not None:

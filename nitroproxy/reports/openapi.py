@@ -14,7 +14,25 @@ from typing import Any
 from nitroproxy import __version__
 from nitroproxy.core.limits import INTEGER_LIMITS, LIMIT_FIELDS
 from nitroproxy.core.types import UsageRecord
+from nitroproxy.reports import openapi_rights
+from nitroproxy.reports.openapi_parts import (
+    BOOL,
+    INT,
+    NUM,
+    STR,
+    TOKENS,
+    body,
+    null,
+    obj,
+    op,
+    page,
+    path,
+    query,
+    ref,
+    responses,
+)
 from nitroproxy.reports.usage import COLUMNS as USAGE_COLUMNS
+from nitroproxy.store.rights import EXPORT_FORMAT
 from nitroproxy.store.usage import GROUP_BY_OPTIONS
 
 __all__ = ["document"]
@@ -25,48 +43,24 @@ _EMAIL = {"type": "string", "maxLength": 254, "pattern": r"^[^@\s]+@[^@\s]+$"}
 _TIER = {"type": "string", "minLength": 1, "maxLength": 100, "pattern": r"\S"}
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _null(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": props,
-        "required": list(props) if required is None else required,
-        "additionalProperties": False,
-    }
-
-
-def _page(item: str) -> dict[str, Any]:
-    return _obj({"data": {"type": "array", "items": _ref(item)}, "has_more": {"type": "boolean"}})
-
-
-_INT = {"type": "integer"}
-_NUM = {"type": "number"}
-_STR = {"type": "string"}
 _LIMIT_SCHEMA = {
     True: {"type": "integer", "minimum": 1, "maximum": _MAX_INT},
     False: {"type": "number", "minimum": 0, "maximum": 1e12},
 }
 _KEY_PROPS: dict[str, Any] = {
-    "id": _STR,
-    "prefix": _STR,
-    "name": _STR,
-    "user_id": _null(_STR),
-    "models": _null({"type": "array", "items": _STR}),
-    **{name: _null(_INT if name in INTEGER_LIMITS else _NUM) for name in LIMIT_FIELDS},
-    "expires_at": _null(_INT),
+    "id": STR,
+    "prefix": STR,
+    "name": STR,
+    "user_id": null(STR),
+    "models": null({"type": "array", "items": STR}),
+    **{name: null(INT if name in INTEGER_LIMITS else NUM) for name in LIMIT_FIELDS},
+    "expires_at": null(INT),
     "cache": {"type": "boolean"},
     "revoked": {"type": "boolean"},
-    "created": _INT,
-    "updated": _INT,
+    "created": INT,
+    "updated": INT,
 }
-_PY_TYPES = {"str": _STR, "int": _INT, "float": _NUM, "bool": {"type": "boolean"}}
+_PY_TYPES = {"str": STR, "int": INT, "float": NUM, "bool": {"type": "boolean"}}
 
 
 def _record_schema() -> dict[str, Any]:
@@ -75,322 +69,321 @@ def _record_schema() -> dict[str, Any]:
         kind = str(f.type).replace(" ", "")
         base = kind.removesuffix("|None")
         schema = _PY_TYPES[base]
-        props[f.name] = _null(schema) if kind.endswith("|None") else schema
-    return _obj(props)
+        props[f.name] = null(schema) if kind.endswith("|None") else schema
+    return obj(props)
 
 
 def _schemas() -> dict[str, Any]:
-    counts = {c: _INT for c in USAGE_COLUMNS if c not in ("group", "cost_usd")}
-    daily = {"day": _STR, "user_id": _STR, "key_id": _STR, "model": _STR, "provider": _STR}
+    counts = {c: INT for c in USAGE_COLUMNS if c not in ("group", "cost_usd")}
+    daily = {
+        "day": STR,
+        "user_id": STR,
+        "key_id": STR,
+        "model": STR,
+        "provider": STR,
+    }
     return {
-        "Error": _obj(
+        "Error": obj(
             {
-                "error": _obj(
+                "error": obj(
                     {
-                        "message": _STR,
-                        "type": _STR,
-                        "param": _null(_STR),
-                        "code": _null(_STR),
+                        "message": STR,
+                        "type": STR,
+                        "param": null(STR),
+                        "code": null(STR),
                     }
                 )
             }
         ),
-        "User": _obj(
+        "User": obj(
             {
-                "id": _STR,
-                "name": _null(_STR),
-                "email": _null(_STR),
-                "tier": _STR,
+                "id": STR,
+                "name": null(STR),
+                "email": null(STR),
+                "tier": STR,
                 "status": {"enum": ["active", "suspended", "erased"]},
-                "created": _INT,
-                "updated": _INT,
+                "created": INT,
+                "updated": INT,
+                "closed_at": null(INT),
+                "analytics": BOOL,
+                "cache": BOOL,
             }
         ),
-        "UserCreate": _obj(
-            {"name": _null(_TEXT), "email": _null(_EMAIL), "tier": _TIER}, required=[]
-        ),
-        "UserUpdate": _obj(
+        "UserCreate": obj({"name": null(_TEXT), "email": null(_EMAIL), "tier": _TIER}, required=[]),
+        "UserUpdate": obj(
             {
-                "name": _null(_TEXT),
-                "email": _null(_EMAIL),
+                "name": null(_TEXT),
+                "email": null(_EMAIL),
                 "tier": _TIER,
                 "status": {"enum": ["active", "suspended"]},
+                "analytics": null(BOOL),
+                "cache": null(BOOL),
             },
             required=[],
         ),
-        "Key": _obj(_KEY_PROPS),
-        "IssuedKey": _obj({**_KEY_PROPS, "secret": _STR}),
-        "KeyCreate": _obj(
+        "Key": obj(_KEY_PROPS),
+        "IssuedKey": obj({**_KEY_PROPS, "secret": STR}),
+        "KeyCreate": obj(
             {
                 "name": _TEXT,
-                "user_id": _null({**_TEXT, "maxLength": 100}),
-                "models": _null({"type": "array", "items": _TEXT, "minItems": 1, "maxItems": 100}),
-                **{name: _null(_LIMIT_SCHEMA[name in INTEGER_LIMITS]) for name in LIMIT_FIELDS},
-                "expires_at": _null({"type": "integer", "minimum": 0, "maximum": _MAX_INT}),
+                "user_id": null({**_TEXT, "maxLength": 100}),
+                "models": null({"type": "array", "items": _TEXT, "minItems": 1, "maxItems": 100}),
+                **{name: null(_LIMIT_SCHEMA[name in INTEGER_LIMITS]) for name in LIMIT_FIELDS},
+                "expires_at": null({"type": "integer", "minimum": 0, "maximum": _MAX_INT}),
                 "cache": {"type": "boolean"},
             },
             required=["name"],
         ),
-        "UserPage": _page("User"),
-        "KeyPage": _page("Key"),
-        "AuditPage": _page("AuditEntry"),
+        "UserPage": page("User"),
+        "KeyPage": page("Key"),
+        "AuditPage": page("AuditEntry"),
         "UsageRecord": _record_schema(),
-        "UsageRecordPage": _page("UsageRecord"),
-        "UsageRow": _obj({"group": _STR, **counts, "cost_usd": _NUM}),
-        "UsageReport": _obj(
+        "UsageRecordPage": page("UsageRecord"),
+        "UsageRow": obj({"group": STR, **counts, "cost_usd": NUM}),
+        "UsageReport": obj(
             {
                 "group_by": {"enum": list(GROUP_BY_OPTIONS)},
-                "from": _null(_NUM),
-                "to": _null(_NUM),
-                "rows": {"type": "array", "items": _ref("UsageRow")},
+                "from": null(NUM),
+                "to": null(NUM),
+                "rows": {"type": "array", "items": ref("UsageRow")},
             }
         ),
-        "DailyAggregate": _obj(
-            {**daily, **{c: _INT for c in ("requests", "errors", *_TOKENS, "cost_nanos")}}
-        ),
-        "AuditEntry": _obj(
+        "DailyAggregate": obj(
             {
-                "seq": _INT,
-                "ts": _NUM,
-                "actor": _STR,
-                "action": _STR,
-                "target": _null(_STR),
-                "user_id": _null(_STR),
+                **daily,
+                **{c: INT for c in ("requests", "errors", *TOKENS, "cost_nanos")},
+            }
+        ),
+        "AuditEntry": obj(
+            {
+                "seq": INT,
+                "ts": NUM,
+                "actor": STR,
+                "action": STR,
+                "target": null(STR),
+                "user_id": null(STR),
                 "detail": {"type": "object"},
             }
         ),
-        "UserExport": _obj(
+        "UserExport": obj(
             {
-                "format": {"const": "nitroproxy.export.v1"},
-                "exported_at": _NUM,
-                "user": _ref("User"),
-                "keys": {"type": "array", "items": _ref("Key")},
-                "usage_records": {"type": "array", "items": _ref("UsageRecord")},
-                "daily_aggregates": {"type": "array", "items": _ref("DailyAggregate")},
-                "audit": {"type": "array", "items": _ref("AuditEntry")},
+                "format": {"const": EXPORT_FORMAT},
+                "exported_at": NUM,
+                "user": ref("User"),
+                "preferences": ref("Preferences"),
+                "keys": {"type": "array", "items": ref("Key")},
+                "usage_records": {"type": "array", "items": ref("UsageRecord")},
+                "daily_aggregates": {"type": "array", "items": ref("DailyAggregate")},
+                "billing_lines": {"type": "array", "items": ref("BillingLine")},
+                "audit": {"type": "array", "items": ref("AuditEntry")},
             }
         ),
-        "EndUserRef": _obj(
+        "EndUserRef": obj(
             {"end_user": {"type": "string", "minLength": 1, "maxLength": 256}},
             required=["end_user"],
         ),
-        "EndUserExport": _obj(
+        "EndUserExport": obj(
             {
                 "format": {"const": "nitroproxy.end_user_export.v1"},
-                "exported_at": _NUM,
-                "end_user": _null(_STR),
-                "usage_records": {"type": "array", "items": _ref("UsageRecord")},
+                "exported_at": NUM,
+                "end_user": null(STR),
+                "usage_records": {"type": "array", "items": ref("UsageRecord")},
             }
         ),
-        "EndUserEraseResult": _obj(
-            {"usage_records_cleared": _INT, "wal_truncated": {"type": "boolean"}}
+        "EndUserEraseResult": obj(
+            {"usage_records_cleared": INT, "wal_truncated": {"type": "boolean"}}
         ),
-        "EraseResult": _obj(
+        "EraseResult": obj(
             {
-                "user_id": _STR,
-                "keys_deleted": _INT,
-                "usage_records_deleted": _INT,
-                "daily_aggregates_pseudonymized": _INT,
-                "wal_truncated": {"type": "boolean"},
+                "user_id": STR,
+                "keys_deleted": INT,
+                "usage_records_deleted": INT,
+                "daily_aggregates_pseudonymized": INT,
+                "wal_truncated": BOOL,
+                "billing_pseudonym": STR,
+                "billing_lines_pseudonymized": INT,
             }
         ),
+        **openapi_rights.schemas(),
     }
-
-
-_TOKENS = (
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-)
-_ERRORS = {
-    "400": "invalid input; `error.param` names it",
-    "401": "no key, or an unknown, revoked or expired key",
-    "403": "a valid key that is not the admin key",
-    "404": "no such user or key",
-}
-
-
-def _responses(ok: str, schema: str | None, *errors: str) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        ok: {
-            "description": "success",
-            "content": {"application/json": {"schema": _ref(schema) if schema else {}}},
-        }
-    }
-    for status in ("401", "403", *errors):
-        out[status] = {
-            "description": _ERRORS[status],
-            "content": {"application/json": {"schema": _ref("Error")}},
-        }
-    return out
-
-
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "schema": schema, "description": description}
-
-
-def _path(name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "minLength": 1},
-    }
-
-
-def _body(schema: str) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": _ref(schema)}}}
 
 
 _ID = {"type": "string", "minLength": 1, "maxLength": 200}
-_LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size (100)")
-_AFTER = _query("after", _ID, "the last id of the previous page")
+_LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size (100)")
+_AFTER = query("after", _ID, "the last id of the previous page")
 _TIME = {"type": "string", "minLength": 1}
 _RANGE = [
-    _query("from", _TIME, "ISO date or datetime (UTC), inclusive"),
-    _query("to", _TIME, "ISO date or datetime (UTC), exclusive"),
+    query("from", _TIME, "ISO date or datetime (UTC), inclusive"),
+    query("to", _TIME, "ISO date or datetime (UTC), exclusive"),
 ]
-_WHO = [_query("user_id", _ID, "only this user"), _query("key_id", _ID, "only this key")]
-
-
-def _op(op_id: str, summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"operationId": op_id, "summary": summary, "responses": responses, **extra}
+_WHO = [
+    query("user_id", _ID, "only this user"),
+    query("key_id", _ID, "only this key"),
+]
 
 
 def _paths() -> dict[str, Any]:
-    user, key = [_path("user_id")], [_path("key_id")]
+    user, key = [path("user_id")], [path("key_id")]
     return {
         "/admin/users": {
-            "post": _op(
+            "post": op(
                 "createUser",
                 "Create a user (name and email need NITROPROXY_DATA_KEY)",
-                _responses("201", "User", "400"),
-                requestBody=_body("UserCreate"),
+                responses("201", "User", "400"),
+                requestBody=body("UserCreate"),
             ),
-            "get": _op(
+            "get": op(
                 "listUsers",
                 "List users, oldest first",
-                _responses("200", "UserPage", "400"),
+                responses("200", "UserPage", "400"),
                 parameters=[
-                    _query("status", {"enum": ["active", "suspended", "erased"]}, "filter"),
-                    _query("email", {"type": "string", "minLength": 1, "maxLength": 254}, "exact"),
+                    query("status", {"enum": ["active", "suspended", "erased"]}, "filter"),
+                    query(
+                        "email",
+                        {"type": "string", "minLength": 1, "maxLength": 254},
+                        "exact",
+                    ),
                     _AFTER,
                     _LIMIT,
                 ],
             ),
         },
         "/admin/users/{user_id}": {
-            "get": _op("getUser", "Read a user", _responses("200", "User", "404"), parameters=user),
-            "patch": _op(
+            "get": op(
+                "getUser",
+                "Read a user",
+                responses("200", "User", "404"),
+                parameters=user,
+            ),
+            "patch": op(
                 "updateUser",
                 "Rectify name or email (null clears), change tier, suspend or reactivate",
-                _responses("200", "User", "400", "404"),
+                responses("200", "User", "400", "404"),
                 parameters=user,
-                requestBody=_body("UserUpdate"),
+                requestBody=body("UserUpdate"),
             ),
-            "delete": _op(
+            "delete": op(
                 "eraseUser",
                 "Erase: wipe profile, delete keys and records, pseudonymize aggregates",
-                _responses("200", "EraseResult", "404"),
+                responses("200", "EraseResult", "404"),
                 parameters=user,
             ),
         },
         "/admin/users/{user_id}/export": {
-            "get": _op(
+            "get": op(
                 "exportUser",
-                "Everything held about the user, as one JSON document",
-                _responses("200", "UserExport", "404"),
-                parameters=user,
+                "Everything held about the user, as one JSON document (schema: "
+                "/privacy/export.schema.json), or one of its usage tables as CSV",
+                responses("200", "UserExport", "400", "404", csv=True),
+                parameters=[
+                    *user,
+                    query("format", {"enum": ["json", "csv"]}, "default json"),
+                    query(
+                        "part",
+                        {
+                            "enum": [
+                                "usage_records",
+                                "daily_aggregates",
+                                "billing_lines",
+                            ]
+                        },
+                        "the table a CSV export holds (default usage_records)",
+                    ),
+                ],
             )
         },
         "/admin/keys": {
-            "post": _op(
+            "post": op(
                 "createKey",
                 "Create a key; the response holds its secret, shown this once",
-                _responses("201", "IssuedKey", "400"),
-                requestBody=_body("KeyCreate"),
+                responses("201", "IssuedKey", "400"),
+                requestBody=body("KeyCreate"),
             ),
-            "get": _op(
+            "get": op(
                 "listKeys",
                 "List keys (metadata only), oldest first",
-                _responses("200", "KeyPage", "400"),
+                responses("200", "KeyPage", "400"),
                 parameters=[
-                    _query("user_id", _ID, "only this user's keys"),
-                    _query("include_revoked", {"type": "boolean"}, "default true"),
+                    query("user_id", _ID, "only this user's keys"),
+                    query("include_revoked", {"type": "boolean"}, "default true"),
                     _AFTER,
                     _LIMIT,
                 ],
             ),
         },
         "/admin/keys/{key_id}": {
-            "get": _op(
-                "getKey", "Read a key's metadata", _responses("200", "Key", "404"), parameters=key
+            "get": op(
+                "getKey",
+                "Read a key's metadata",
+                responses("200", "Key", "404"),
+                parameters=key,
             )
         },
         "/admin/keys/{key_id}/revoke": {
-            "post": _op(
-                "revokeKey", "Revoke a key", _responses("200", "Key", "404"), parameters=key
+            "post": op(
+                "revokeKey",
+                "Revoke a key",
+                responses("200", "Key", "404"),
+                parameters=key,
             )
         },
         "/admin/keys/{key_id}/rotate": {
-            "post": _op(
+            "post": op(
                 "rotateKey",
                 "New secret for the same key; the old one stops working at once",
-                _responses("200", "IssuedKey", "400", "404"),
+                responses("200", "IssuedKey", "400", "404"),
                 parameters=key,
             )
         },
         "/admin/usage": {
-            "get": _op(
+            "get": op(
                 "usage",
                 "Usage totals per group",
-                _responses("200", "UsageReport", "400"),
+                responses("200", "UsageReport", "400"),
                 parameters=[
                     *_RANGE,
-                    _query("group_by", {"enum": list(GROUP_BY_OPTIONS)}, "default day"),
+                    query("group_by", {"enum": list(GROUP_BY_OPTIONS)}, "default day"),
                     *_WHO,
                 ],
             )
         },
         "/admin/usage/records": {
-            "get": _op(
+            "get": op(
                 "usageRecords",
                 "Raw usage records, oldest first",
-                _responses("200", "UsageRecordPage", "400"),
+                responses("200", "UsageRecordPage", "400"),
                 parameters=[*_RANGE, *_WHO, _LIMIT],
             )
         },
         "/admin/end-users/export": {
-            "post": _op(
+            "post": op(
                 "exportEndUser",
                 "The usage records of one end user of your clients (OpenAI `user`, "
                 "Anthropic `metadata.user_id`), as the client sent it",
-                _responses("200", "EndUserExport", "400"),
-                requestBody=_body("EndUserRef"),
+                responses("200", "EndUserExport", "400"),
+                requestBody=body("EndUserRef"),
             )
         },
         "/admin/end-users/erase": {
-            "post": _op(
+            "post": op(
                 "eraseEndUser",
                 "Remove one end user from every record; the records stay, so billing "
                 "totals do not change",
-                _responses("200", "EndUserEraseResult", "400"),
-                requestBody=_body("EndUserRef"),
+                responses("200", "EndUserEraseResult", "400"),
+                requestBody=body("EndUserRef"),
             )
         },
         "/admin/audit": {
-            "get": _op(
+            "get": op(
                 "auditLog",
                 "The audit log, newest first",
-                _responses("200", "AuditPage", "400"),
+                responses("200", "AuditPage", "400"),
                 parameters=[
-                    _query("target", _ID, "a user or key id"),
-                    _query("user_id", _ID, "entries about this user"),
-                    _query("actor", _ID, "admin or cli"),
-                    _query("action", _ID, "e.g. user.erase"),
-                    _query(
+                    query("target", _ID, "a user or key id"),
+                    query("user_id", _ID, "entries about this user"),
+                    query("actor", _ID, "admin:<name>, cli:<account>, key:<id>, retention"),
+                    query("action", _ID, "e.g. user.erase"),
+                    query(
                         "before",
                         {"type": "integer", "minimum": 0, "maximum": 10**18 - 1},
                         "page backwards from this seq",
@@ -399,7 +392,8 @@ def _paths() -> dict[str, Any]:
                 ],
             )
         },
-        "/admin/openapi.json": {"get": _op("openapi", "This document", _responses("200", None))},
+        "/admin/openapi.json": {"get": op("openapi", "This document", responses("200", None))},
+        **openapi_rights.paths(),
     }
 
 
@@ -410,9 +404,11 @@ def _cached() -> dict[str, Any]:
         "info": {
             "title": "NitroProxy admin API",
             "version": __version__,
-            "description": "Users, keys, usage, the audit log and users' data rights. "
-            "Every route takes the admin key (NITROPROXY_ADMIN_KEY) as "
-            "'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
+            "description": "Users, keys, usage, statements, the audit log and users' data "
+            "rights. Every route takes an admin key (NITROPROXY_ADMIN_KEY, one named in "
+            "auth.admin_keys, or one made by `nitroproxy admins create NAME`) as "
+            "'Authorization: Bearer <key>' or 'x-api-key: <key>'; the key's name is the actor "
+            "of every audit entry the call causes.",
         },
         "components": {
             "schemas": _schemas(),

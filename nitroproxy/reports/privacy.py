@@ -6,7 +6,10 @@ the store's and the cache's migrations to empty in-memory databases, table and c
 from the schemas' own comments, the access-log fields from calling ``logs.access_log``,
 windows, IP policy, cache and TLS from ``Settings``, and the readers from the routes the
 server registers. Secrets never appear: no key, no base URL (it may embed credentials),
-only paths and switches.
+only switches. The public form (``GET /privacy``, ``public=True``) also leaves out what
+describes the deployment rather than the data: file paths (files are named by their role)
+and the software and schema versions; the operator's form (``nitroproxy privacy-report``)
+keeps them.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ from nitroproxy.cache.db import CACHE_MIGRATIONS
 from nitroproxy.cache.store import default_path as cache_path
 from nitroproxy.config import Settings
 from nitroproxy.core.types import UsageRecord
+from nitroproxy.reports.windows import duration, kept_for, windows
 from nitroproxy.security import tls
 from nitroproxy.store.db import MIGRATIONS
 from nitroproxy.telemetry import logs
 
-__all__ = ["Table", "build", "config_used", "render_json", "schema"]
+__all__ = ["Table", "build", "config_used", "render_json", "schema", "windows"]
 
 _SEALED = "AES-256-GCM, sealed under NITROPROXY_DATA_KEY (key id inside each value)"
 _HMAC = "HMAC keyed from NITROPROXY_DATA_KEY: matches equal values, reveals nothing else"
@@ -47,12 +51,17 @@ _IP_POLICY = {
 }
 _CATEGORY = {
     "usage": "request metadata",
-    "usage_daily": "billing aggregates",
+    "usage_daily": "usage analytics",
+    "billing_lines": "billing",
     "users": "accounts",
     "api_keys": "accounts",
+    "preferences": "privacy choices",
+    "admin_keys": "admin accounts",
     "audit": "audit log",
     "meta": "internal state",
 }
+USAGE_FILE = "usage database"
+CACHE_FILE = "response cache file"
 _TABLE_COMMENT = re.compile(r"((?:[ \t]*--[^\n]*\n)+)\s*CREATE TABLE (\w+)", re.IGNORECASE)
 _TABLE_BODY = re.compile(r"CREATE TABLE (\w+)\s*\((.*?)\n\s*\);", re.IGNORECASE | re.DOTALL)
 _COLUMN_COMMENT = re.compile(r"^\s*(\w+)\s[^\n]*?--\s*(.+?)\s*$", re.MULTILINE)
@@ -113,14 +122,6 @@ _END_USER_POLICY = {
 }
 
 
-def _duration(seconds: float) -> str:
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
-            n = int(seconds // size)
-            return f"{n} {unit}{'s' if n > 1 else ''}"
-    return f"{seconds:g} seconds"
-
-
 def _protection(column: str, declared: str, note: str) -> str | None:
     # Sealed values are bytes, so they are the BLOB columns; hashes are named, or commented,
     # for what they are (store/db.py and store/cache_db.py keep to this).
@@ -133,13 +134,25 @@ def _protection(column: str, declared: str, note: str) -> str | None:
     return None
 
 
-def config_used(settings: Settings) -> dict[str, Any]:
-    """The settings this report depends on, without secrets (their hash versions it)."""
+def config_used(settings: Settings, *, public: bool = False) -> dict[str, Any]:
+    """The settings this report depends on, without secrets (their hash versions it); in
+    the public form without the storage path."""
     s = settings
+    r = s.retention
     listener = s.server.tls
+    storage: dict[str, Any] = {"enabled": s.storage.enabled}
+    if not public:
+        storage["path"] = s.storage.path
     return {
-        "storage": {"enabled": s.storage.enabled, "path": s.storage.path},
-        "retention": {"requests_s": s.retention.requests, "billing_s": s.retention.billing},
+        "storage": storage,
+        "retention": {
+            "requests_s": r.requests,
+            "analytics_s": r.analytics,
+            "billing_s": r.billing,
+            "closed_accounts_s": r.closed_accounts,
+            "audit_s": r.audit,
+            "interval_s": r.interval,
+        },
         "privacy": {
             "client_ip": s.privacy.client_ip,
             "store_user_agent": s.privacy.store_user_agent,
@@ -158,10 +171,14 @@ def config_used(settings: Settings) -> dict[str, Any]:
             "access_log": s.logging.access_log,
         },
         "metrics": {"enabled": s.metrics.enabled, "key_labels": s.metrics.key_labels},
-        "stats": {"enabled": s.stats.enabled, "min_bucket": s.stats.min_bucket},
+        "stats": {
+            "enabled": s.stats.enabled,
+            "min_bucket": s.stats.min_bucket,
+            "min_users": s.stats.min_users,
+        },
         "auth": {
             "required": s.auth.required,
-            "admin_api": s.auth.admin_key is not None,
+            "config_admin_keys": len(s.auth.admin_keys) + (s.auth.admin_key is not None),
             "config_keys": len(s.keys),
         },
         "tls": {
@@ -171,7 +188,7 @@ def config_used(settings: Settings) -> dict[str, Any]:
         "providers": {
             name: {
                 "https": p.base_url.startswith("https://"),
-                "ca_bundle": p.ca_bundle,
+                "ca_bundle": p.ca_bundle is not None,  # a path: only whether there is one
                 "insecure_skip_verify": p.insecure_skip_verify,
             }
             for name, p in sorted(s.providers.items())
@@ -197,28 +214,35 @@ def _readers(settings: Settings, routes: Collection[str]) -> dict[str, Any]:
     def under(prefix: str) -> list[str]:
         return sorted(r for r in routes if r.startswith(prefix))
 
-    public = [r for r in ("/privacy", "/healthz", "/readyz") if r in routes]
-    reads = ["this data map, liveness and readiness"]
+    public = [
+        r for r in ("/privacy", "/privacy/export.schema.json", "/healthz", "/readyz") if r in routes
+    ]
+    reads = ["this data map, the export document's schema, liveness and readiness"]
     if "/v1/stats" in routes:
         public.append("/v1/stats")
         reads.append(
             f"per model and provider aggregates, buckets under {settings.stats.min_bucket} "
-            "requests suppressed"
+            f"requests or {settings.stats.min_users} distinct people suppressed, people who "
+            "object to analytics never counted"
         )
     if "/metrics" in routes:
         public.append("/metrics")
         labels = "with" if settings.metrics.key_labels else "without"
         reads.append(f"Prometheus metrics {labels} per-key labels")
-    admin = settings.auth.admin_key is not None
     own = _own_routes(routes)
     return {
-        "admin key": {
-            "routes": under("/admin") if admin else [],
-            "reads": "what the listed admin routes serve" if admin else "nothing: no admin key",
+        "admin keys": {
+            "routes": under("/admin"),
+            "reads": "what the listed admin routes serve, to holders of a named admin key "
+            "(configured, or created with `nitroproxy admins create`); every export, "
+            "statement and change is audited with the admin's name",
         },
         "API key holders": {
             "routes": own,
-            "reads": "their own key's usage and records only" if own else "no stored data",
+            "reads": "their own key's usage, records, statements and export, and their "
+            "privacy choices"
+            if own
+            else "no stored data",
         },
         "public (no key)": {"routes": public, "reads": "; ".join(reads)},
         _OS_ACCOUNT: {
@@ -228,29 +252,22 @@ def _readers(settings: Settings, routes: Collection[str]) -> dict[str, Any]:
     }
 
 
-def _kept_for(settings: Settings, table: Table, category: str) -> str:
-    if table.name == "usage":
-        return f"{_duration(settings.retention.requests)}, then rolled up into usage_daily"
-    if table.name == "usage_daily":
-        return _duration(settings.retention.billing)
-    if category == "response cache" and any(c == "expires" for c, _ in table.columns):
-        return f"{_duration(settings.cache.ttl)}, less when evicted (max_entries, max_bytes)"
-    return "until deleted (no retention window applies)"
-
-
 def _table_entry(
-    settings: Settings, table: Table, routes: Collection[str], *, file: str, category: str
+    settings: Settings,
+    table: Table,
+    routes: Collection[str],
+    *,
+    file: str,
+    category: str,
 ) -> dict[str, Any]:
     # /admin/status shows live health only; any other admin route serves stored data. The
     # cache is read only by the lookup of a request in the same scope.
     readers = []
     if category == "response cache":
         readers.append(f"requests in the same cache scope ({settings.cache.scope})")
-    elif settings.auth.admin_key is not None and any(
-        r.startswith("/admin/") and r != "/admin/status" for r in routes
-    ):
-        readers.append("admin key (admin API)")
-    if table.name in ("usage", "usage_daily") and _own_routes(routes):
+    elif any(r.startswith("/admin/") and r != "/admin/status" for r in routes):
+        readers.append("admin keys (admin API)")
+    if table.name in ("usage", "usage_daily", "billing_lines") and _own_routes(routes):
         readers.append("API key holders (own rows)")
     if table.name == "usage" and "/v1/stats" in routes:
         readers.append("public (aggregates via /v1/stats)")
@@ -263,7 +280,7 @@ def _table_entry(
         "table": table.name,
         "data": category,
         "columns": [c for c, _ in table.columns],
-        "kept_for": _kept_for(settings, table, category),
+        "kept_for": kept_for(settings, table.name, category, [c for c, _ in table.columns]),
         "encrypted": any(p == _SEALED for p in protected.values()),
         "protected_columns": protected,
         "readable_by": [*readers, _OS_ACCOUNT],
@@ -282,7 +299,7 @@ def _table_entry(
     return entry
 
 
-def _cache(settings: Settings, tables: Collection[str]) -> dict[str, Any]:
+def _cache(settings: Settings, tables: Collection[str], *, public: bool) -> dict[str, Any]:
     c = settings.cache
     if not c.enabled:
         return {"enabled": False, "stores": "nothing: the response cache is off"}
@@ -290,9 +307,10 @@ def _cache(settings: Settings, tables: Collection[str]) -> dict[str, Any]:
         "enabled": True,
         "stores": "responses (the only prompt-derived data kept), encrypted: " + _SEALED,
         "lookup": "by HMAC of the scope and the canonical request; no plaintext request",
-        "file": str(cache_path(settings.storage.path)),
+        "file": CACHE_FILE if public else str(cache_path(settings.storage.path)),
+        "opt_out": "a person's `cache: false` keeps every request of theirs out of it",
         "tables": sorted(tables),
-        "kept_for": _duration(c.ttl),
+        "kept_for": duration(c.ttl),
         "shared_between": f"requests in the same scope: {c.scope}",
         "limits": {"max_entries": c.max_entries, "max_bytes": c.max_bytes},
     }
@@ -304,40 +322,51 @@ def build(
     *,
     migrations: tuple[str, ...] = MIGRATIONS,
     cache_migrations: tuple[str, ...] = CACHE_MIGRATIONS,
+    public: bool = False,
 ) -> dict[str, Any]:
-    """The data map for ``settings``; ``routes`` are the paths the server registers."""
+    """The data map for ``settings``; ``routes`` are the paths the server registers.
+    ``public``: the form for anyone (no paths, no versions; see the module docstring)."""
     s = settings
-    used = config_used(s)
+    used = config_used(s, public=public)
     digest = hashlib.sha256(orjson.dumps(used, option=orjson.OPT_SORT_KEYS)).hexdigest()
     main = schema(migrations) if s.storage.enabled else {}
     cache = schema(cache_migrations) if s.cache.enabled else {}
+    usage_file = USAGE_FILE if public else s.storage.path
+    cache_file = CACHE_FILE if public else str(cache_path(s.storage.path))
     tables = [
-        _table_entry(s, t, routes, file=s.storage.path, category=_CATEGORY.get(t.name, "other"))
+        _table_entry(s, t, routes, file=usage_file, category=_CATEGORY.get(t.name, "other"))
         for t in main.values()
     ] + [
-        _table_entry(s, t, routes, file=str(cache_path(s.storage.path)), category="response cache")
+        _table_entry(s, t, routes, file=cache_file, category="response cache")
         for t in cache.values()
     ]
+    versions: dict[str, Any] = {}
+    database: dict[str, Any] = {
+        "enabled": s.storage.enabled,
+        "file": "SQLite, created mode 0600 (directory 0700 when created); the file as a "
+        "whole is not encrypted, sealed columns are"
+        if s.storage.enabled
+        else "none: storage is disabled, no request records are written",
+    }
+    if not public:
+        versions = {
+            "nitroproxy_version": __version__,
+            "schema_version": len(migrations),
+        }
+        database["path"] = s.storage.path if s.storage.enabled else None
     return {
         "generated_from": "running configuration",
-        "nitroproxy_version": __version__,
-        "schema_version": len(migrations),
+        **versions,
         "config_hash": "sha256:" + digest[:16],
         "config_used": used,
-        "database": {
-            "enabled": s.storage.enabled,
-            "path": s.storage.path if s.storage.enabled else None,
-            "file": "SQLite, created mode 0600 (directory 0700 when created); the file as a "
-            "whole is not encrypted, sealed columns are"
-            if s.storage.enabled
-            else "none: storage is disabled, no request records are written",
-        },
+        "retention": windows(s),
+        "database": database,
         "tables": tables,
         "config_file_keys": {
             "count": len(s.keys),
             "held": "in memory as SHA-256 digests; the key text stays in your config file",
         },
-        "response_cache": _cache(s, cache),
+        "response_cache": _cache(s, cache, public=public),
         "logs": {
             "destination": f"standard output ({s.logging.format} format); retention is up to "
             "whatever collects it",

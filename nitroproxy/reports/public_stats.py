@@ -1,7 +1,10 @@
 """Public statistics read from the ``usage`` table, with a short-lived cached result.
 
 The query selects only what ``core.stats`` may see (model, provider, time, outcome and the
-two speed measurements): no key, user, address or request id ever leaves the database here.
+two speed measurements) plus the record's subject (its user, or its key when it has no
+user), which is replaced here by a small number used only to count distinct people: no key,
+user, address or request id leaves this module. Subjects who object to analytics
+(``store.preferences``) are left out in the query itself.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import orjson
 
 from nitroproxy.config import Settings
 from nitroproxy.core import stats
+from nitroproxy.store.preferences import ANALYTICS_OBJECTORS_SQL, SUBJECT_SQL
 
 __all__ = ["PublicStats", "load_rows", "public_pairs", "render"]
 
@@ -22,9 +26,10 @@ _COUNTED = ", ".join(f"'{o}'" for o in sorted(stats.COUNTED_OUTCOMES))
 # Cache hits are answered without a provider, so they measure nothing about one. The range
 # uses the usage_ts index.
 _SQL = f"""
-SELECT model, provider, ts, outcome, ttft_ms, output_tps FROM usage
+SELECT model, provider, ts, outcome, ttft_ms, output_tps, {SUBJECT_SQL} FROM usage
 WHERE ts >= ? AND ts <= ? AND provider IS NOT NULL AND cache_hit = 0
     AND outcome IN ({_COUNTED})
+    AND {SUBJECT_SQL} NOT IN ({ANALYTICS_OBJECTORS_SQL})
 """
 
 _DEFINITIONS = {
@@ -35,8 +40,10 @@ _DEFINITIONS = {
     "ttft_ms": "time to first token of successful requests, milliseconds, as measured by the proxy",
     "output_tokens_per_s": "completion tokens per second after the first token, successful "
     "requests",
-    "suppressed": "true when the bucket has fewer than min_bucket requests: then no number "
-    "is shown; a speed figure is null when fewer than min_bucket requests measured it",
+    "suppressed": "true when the bucket has fewer than min_bucket requests or comes from "
+    "fewer than min_users distinct people (users, or keys without a user): then no number "
+    "is shown; a speed figure is null when fewer than min_bucket requests from min_users "
+    "people measured it. People who object to analytics are never counted",
 }
 
 
@@ -62,6 +69,7 @@ def render(
         "object": "stats",
         "generated_at": int(now),
         "min_bucket": settings.stats.min_bucket,
+        "min_users": settings.stats.min_users,
         "routing": (
             "`:nitro` routing reads the same per-request measurements: every usage record's "
             "ttft_ms and output_tps from a successful request also updates its deployment's "
@@ -74,9 +82,25 @@ def render(
         body["reason"] = "storage is disabled (storage.enabled: false): no request records"
         body["windows"] = {}
         return body
-    samples = (stats.Sample(str(r[0]), str(r[1]), float(r[2]), str(r[3]), r[4], r[5]) for r in rows)
+    people: dict[str, int] = {}  # subject -> a number, so no id goes further
+    samples = (
+        stats.Sample(
+            str(r[0]),
+            str(r[1]),
+            float(r[2]),
+            str(r[3]),
+            r[4],
+            r[5],
+            people.setdefault(str(r[6]), len(people)),
+        )
+        for r in rows
+    )
     buckets = stats.summarize(
-        public_pairs(settings), samples, now=now, min_bucket=settings.stats.min_bucket
+        public_pairs(settings),
+        samples,
+        now=now,
+        min_bucket=settings.stats.min_bucket,
+        min_users=settings.stats.min_users,
     )
     body["available"] = True
     body["windows"] = {

@@ -119,6 +119,28 @@ class AccountStore:
             if model not in self.models:
                 raise InvalidRequest(f"unknown model {model!r}", param="models")
 
+    async def note(
+        self,
+        *,
+        actor: str,
+        action: str,
+        target: str | None,
+        user_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Audit an action that changes nothing stored (an export, a statement read): one
+        statement, no accounts-version bump (no key table needs reloading)."""
+        async with self.lock:
+            await audit.append(
+                self.conn,
+                ts=self.clock(),
+                actor=actor,
+                action=action,
+                target=target,
+                user_id=user_id,
+                detail=detail,
+            )
+
     async def audit_entries(self, **filters: Any) -> list[audit.AuditEntry]:
         async with self.lock:
             return await audit.list_entries(self.conn, **filters)

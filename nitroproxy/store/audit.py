@@ -2,7 +2,10 @@
 
 Entries are append-only and hold ids, action names, field names and settings (tiers, limits,
 statuses), never a secret or personal data: an entry must be safe to keep after its user is
-erased. Ids are random and carry no personal data.
+erased. Ids are random and carry no personal data. The actor is a name: ``admin:<name>`` for
+an admin key, ``cli:<account>`` for the command line, ``key:<id>`` for a key holder acting
+on itself, ``retention`` for the sweeper. Entries older than ``retention.audit`` are deleted
+by the retention sweeper (:func:`delete_before`); that is the only deletion.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
-__all__ = ["AuditEntry", "append", "list_entries"]
+__all__ = ["AuditEntry", "append", "delete_before", "list_entries"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,3 +100,12 @@ async def list_entries(
         )
         for r in rows
     ]
+
+
+async def delete_before(conn: aiosqlite.Connection, *, ts: float, limit: int) -> int:
+    """Delete up to ``limit`` of the oldest entries with ``ts`` before ``ts``; one statement."""
+    async with conn.execute(
+        "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE ts < ? ORDER BY seq LIMIT ?)",
+        (ts, limit),
+    ) as cursor:
+        return max(cursor.rowcount, 0)

@@ -145,6 +145,51 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE usage ADD COLUMN cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX usage_end_user_ts ON usage (end_user, ts) WHERE end_user IS NOT NULL;
     """,
+    # v5: billing lines (the tax window, apart from analytics), people's privacy choices,
+    # named admin keys, account closure, and the indexes their retention sweeps use.
+    """
+    -- What each user owes per UTC day and model, rolled up from raw usage records and kept
+    -- for the billing window; after an erase, user_id and key_id hold a pseudonym.
+    CREATE TABLE billing_lines (
+        day TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        requests INTEGER NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        cached_tokens INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL,
+        cost_nanos INTEGER NOT NULL,
+        PRIMARY KEY (day, user_id, key_id, model)
+    );
+    CREATE INDEX billing_lines_user ON billing_lines (user_id, day);
+
+    -- A person's objection to analytics (analytics = 0: out of public statistics and of
+    -- every aggregate but billing) and opt-out of the response cache (cache = 0).
+    CREATE TABLE preferences (
+        subject TEXT PRIMARY KEY,  -- a user id, or the id of a key that has no user
+        analytics INTEGER NOT NULL DEFAULT 1,
+        cache INTEGER NOT NULL DEFAULT 1,
+        updated INTEGER NOT NULL
+    );
+
+    -- Named admin keys: the name is the actor of their audit entries. A revoked key keeps
+    -- its row, so its name is never given to someone else.
+    CREATE TABLE admin_keys (
+        name TEXT PRIMARY KEY,
+        digest TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL,
+        updated INTEGER NOT NULL
+    );
+
+    ALTER TABLE users ADD COLUMN closed_at INTEGER;
+    CREATE INDEX users_closed ON users (closed_at);
+    CREATE INDEX audit_ts ON audit (ts);
+    """,
 )
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "KeyEntry",
     "KeySpec",
     "create_key",
+    "delete_dead_keys",
     "get_key",
     "key_entries",
     "key_from_row",
@@ -267,3 +268,31 @@ async def key_entries(store: AccountStore) -> list[KeyEntry]:
         "FROM api_keys k LEFT JOIN users u ON u.id = k.user_id"
     )
     return [KeyEntry(str(r[0]), key_from_row(r[3:]), r[1], r[2]) for r in rows]
+
+
+async def delete_dead_keys(store: AccountStore, *, before: float, limit: int) -> int:
+    """Delete up to ``limit`` keys revoked (``updated`` is the revocation) or expired before
+    ``before``: a key is account data, kept while it works plus the closure grace. Each
+    deletion is audited (actor ``retention``); records keep the key's id, which is random."""
+    rows = await store.read(
+        "SELECT id, user_id FROM api_keys WHERE (revoked = 1 AND updated < ?1) "
+        "OR (expires_at IS NOT NULL AND expires_at < ?1) ORDER BY rowid LIMIT ?2",
+        (before, limit),
+    )
+    if not rows:  # nothing to do: no write, no accounts-version bump
+        return 0
+    async with store.writing() as conn:
+        for key_id, user_id in rows:
+            await conn.execute("DELETE FROM api_keys WHERE id = ?", (key_id,))
+            if user_id is None:  # the key was its own subject: its choices go with it
+                await conn.execute("DELETE FROM preferences WHERE subject = ?", (key_id,))
+            await audit.append(
+                conn,
+                ts=store.clock(),
+                actor="retention",
+                action="key.delete",
+                target=str(key_id),
+                user_id=user_id,
+                detail={"reason": "revoked or expired longer than retention.closed_accounts"},
+            )
+    return len(rows)

@@ -5,9 +5,13 @@ Rectification is ``users.update_user``; restriction is suspending the user.
 
 What erase keeps, and why: the ``users`` row stays as a tombstone (id, tier, status
 ``erased``, times; no name or email) so the id is never reused and audit entries still
-resolve; audit entries stay (they hold ids and field names only); billing totals stay, as
-daily aggregates (raw records are rolled up first) re-keyed to a random pseudonym that is
-recorded nowhere, so they cannot be linked back. Ids are random and are not personal data.
+resolve; audit entries stay (they hold ids and field names only) until ``retention.audit``;
+billing lines stay for the tax window (raw records are rolled up into them first), re-keyed
+to a random *billing pseudonym* that the erase returns and records in its audit entry, so
+the user's statements stay available under it; analytics aggregates stay re-keyed to another
+random pseudonym that is recorded nowhere, so they cannot be linked back (and a user who
+objected to analytics has none). Privacy choices are deleted. Ids are random and are not
+personal data.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,11 +28,18 @@ import aiosqlite
 from nitroproxy.core.errors import NotFound
 from nitroproxy.store import audit
 from nitroproxy.store.accounts import AccountStore
+from nitroproxy.store.billing import BILLING_COLUMNS, billing_lines, pseudonyms_of
+from nitroproxy.store.db import transaction
 from nitroproxy.store.keys import KEY_COLUMNS, key_from_row
+from nitroproxy.store.preferences import (
+    ANALYTICS_OBJECTORS_SQL,
+    SUBJECT_SQL,
+    read_preferences,
+)
+from nitroproxy.store.usage import BILLING_MERGE_SQL, list_records
 from nitroproxy.store.usage import DAY_SQL as DAY_SQL
 from nitroproxy.store.usage import ERROR_SQL as ERROR_SQL
 from nitroproxy.store.usage import TOKEN_COLUMNS as TOKEN_COLUMNS
-from nitroproxy.store.usage import list_records
 from nitroproxy.store.users import USER_COLUMNS, user_from_row
 
 __all__ = [
@@ -40,7 +51,8 @@ __all__ = [
     "export_user",
 ]
 
-EXPORT_FORMAT = "nitroproxy.export.v1"
+EXPORT_FORMAT = "nitroproxy.export.v2"
+"""The export document's format; ``reports/export_schema.py`` is its JSON Schema."""
 _NO_LIMIT = 2**62  # everything
 _DAILY_COLUMNS = (
     "day, user_id, key_id, model, provider, requests, errors, prompt_tokens, "
@@ -56,20 +68,38 @@ _SUMMED = (
     "reasoning_tokens",
     "cost_nanos",
 )
+_BILLED = ("requests", *TOKEN_COLUMNS)
 _OWNED = "(user_id = :user OR key_id IN (SELECT id FROM api_keys WHERE user_id = :user))"
 _MERGE = f"""
 ON CONFLICT (day, user_id, key_id, model, provider) DO UPDATE SET
     {", ".join(f"{c} = {c} + excluded.{c}" for c in _SUMMED)}
 """
 # The user's raw records, rolled up per (day, model, provider) under the pseudonym exactly as
-# the retention sweeper would roll them up (same day and error expressions).
+# the retention sweeper would roll them up (same day and error expressions); none of an
+# objector's go to analytics.
 _ROLL_UP_SQL = f"""
 INSERT INTO usage_daily ({_DAILY_COLUMNS})
 SELECT {DAY_SQL}, :alias, :alias, model, COALESCE(provider, ''), COUNT(*), SUM({ERROR_SQL}),
     {", ".join(f"SUM({c})" for c in TOKEN_COLUMNS)}
-FROM usage WHERE {_OWNED}
+FROM usage WHERE {_OWNED} AND {SUBJECT_SQL} NOT IN ({ANALYTICS_OBJECTORS_SQL})
 GROUP BY 1, 4, 5
 {_MERGE}
+"""
+# Billing: the user's lines, then their raw records, summed per (day, model) under the
+# billing pseudonym (the user's keys collapse into it, as for analytics).
+_BILL_LINES_SQL = f"""
+INSERT INTO billing_lines ({", ".join(BILLING_COLUMNS)})
+SELECT day, :bill, :bill, model, {", ".join(f"SUM({c})" for c in _BILLED)}
+FROM billing_lines WHERE {_OWNED}
+GROUP BY day, model
+{BILLING_MERGE_SQL}
+"""
+_BILL_RAW_SQL = f"""
+INSERT INTO billing_lines ({", ".join(BILLING_COLUMNS)})
+SELECT {DAY_SQL}, :bill, :bill, model, COUNT(*), {", ".join(f"SUM({c})" for c in TOKEN_COLUMNS)}
+FROM usage WHERE {_OWNED}
+GROUP BY 1, 4
+{BILLING_MERGE_SQL}
 """
 # Every aggregate of the user, summed per (day, model, provider) under the pseudonym: the
 # user's keys collapse into one, so rows that would collide on the primary key merge.
@@ -91,6 +121,9 @@ class EraseResult:
     wal_truncated: bool
     """False if another connection kept the WAL busy: old page images may remain in the
     ``-wal`` file until the next checkpoint."""
+    billing_pseudonym: str = ""
+    """The id the user's billing lines (and statements) are kept under from now on."""
+    billing_lines_pseudonymized: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,8 +145,9 @@ def _daily(row: Any) -> dict[str, Any]:
     return dict(zip(names, row, strict=True))
 
 
-async def export_user(store: AccountStore, user_id: str) -> dict[str, Any]:
-    """One portable JSON document with everything held about ``user_id``, nothing else."""
+async def export_user(store: AccountStore, user_id: str, *, actor: str) -> dict[str, Any]:
+    """One portable JSON document with everything held about ``user_id``, nothing else;
+    the export itself is audited (``user.export`` by ``actor``)."""
     async with _snapshot(store) as conn:
         rows = list(
             await conn.execute_fetchall(
@@ -131,23 +165,34 @@ async def export_user(store: AccountStore, user_id: str) -> dict[str, Any]:
             f"SELECT {_DAILY_COLUMNS} FROM usage_daily WHERE user_id = ? ORDER BY day, rowid",
             (user_id,),
         )
+        lines = await billing_lines(conn, user_id=user_id)
         entries = await audit.list_entries(conn, user_id=user_id, limit=_NO_LIMIT)
+    await store.note(actor=actor, action="user.export", target=user_id, user_id=user_id)
     return {
         "format": EXPORT_FORMAT,
         "exported_at": store.clock(),
         "user": user.to_json(),
+        "preferences": {"analytics": user.analytics, "cache": user.cache},
         "keys": [key_from_row(k).to_json() for k in keys],
         "usage_records": [asdict(r) for r in records],
         "daily_aggregates": [_daily(d) for d in daily],
+        "billing_lines": lines,
         "audit": [e.to_json() for e in reversed(entries)],
     }
 
 
 async def export_key(
-    store: AccountStore, key_id: str, *, key: dict[str, Any] | None = None
+    store: AccountStore,
+    key_id: str,
+    *,
+    actor: str,
+    key: dict[str, Any] | None = None,
+    subject: str | None = None,
 ) -> dict[str, Any]:
     """What is held about one key: its metadata (``key`` for keys not in the store, such as
-    config keys), its usage records and aggregates, and audit entries about it."""
+    config keys), its usage records, aggregates and billing lines, the privacy choices of
+    ``subject`` (its user, or the key itself) and audit entries about it. Audited
+    (``key.export`` by ``actor``)."""
     async with _snapshot(store) as conn:
         if key is None:
             rows = list(
@@ -163,13 +208,19 @@ async def export_key(
             f"SELECT {_DAILY_COLUMNS} FROM usage_daily WHERE key_id = ? ORDER BY day, rowid",
             (key_id,),
         )
+        lines = await billing_lines(conn, key_id=key_id)
+        subject = subject or key.get("user_id") or key_id
+        choices = await read_preferences(conn, subject)
         entries = await audit.list_entries(conn, target=key_id, limit=_NO_LIMIT)
+    await store.note(actor=actor, action="key.export", target=key_id, user_id=subject)
     return {
         "format": EXPORT_FORMAT,
         "exported_at": store.clock(),
         "key": key,
+        "preferences": choices.to_json(),
         "usage_records": [asdict(r) for r in records],
         "daily_aggregates": [_daily(d) for d in daily],
+        "billing_lines": lines,
         "audit": [e.to_json() for e in reversed(entries)],
     }
 
@@ -190,21 +241,27 @@ async def erase_user(
     and flush its usage queue, and the user's raw records that arrive meanwhile are deleted
     too. Later stragglers (a stream that outlives its key) go at the next retention sweep
     (:func:`erased_usage_step`) or by erasing again, which is idempotent."""
-    params = {"user": user_id, "alias": "erased-" + secrets.token_hex(8)}
+    params = {
+        "user": user_id,
+        "alias": "erased-" + secrets.token_hex(8),
+        "bill": "erased-" + secrets.token_hex(8),
+    }
     async with store.writing() as conn:
         if not await conn.execute_fetchall("SELECT 1 FROM users WHERE id = ?", (user_id,)):
             raise NotFound(f"no user with id {user_id!r}", code="user_not_found")
         await conn.execute(_PSEUDONYMIZE_SQL, params)  # before the roll-up adds alias rows
-        await conn.execute(_ROLL_UP_SQL, params)
-        async with conn.execute(f"DELETE FROM usage WHERE {_OWNED}", params) as cursor:
-            records = cursor.rowcount
+        await conn.execute(_BILL_LINES_SQL, params)  # before the raw rows add alias lines
+        records = await _move_raw(conn, params)
+        async with conn.execute(f"DELETE FROM billing_lines WHERE {_OWNED}", params) as cursor:
+            lines = max(cursor.rowcount, 0)
         async with conn.execute(f"DELETE FROM usage_daily WHERE {_OWNED}", params) as cursor:
             aggregates = cursor.rowcount
         async with conn.execute("DELETE FROM api_keys WHERE user_id = ?", (user_id,)) as cursor:
             keys = cursor.rowcount
+        await conn.execute("DELETE FROM preferences WHERE subject = ?", (user_id,))
         await conn.execute(
             "UPDATE users SET name = NULL, email = NULL, email_index = NULL, "
-            "status = 'erased', updated = ? WHERE id = ?",
+            "status = 'erased', closed_at = NULL, updated = ? WHERE id = ?",
             (store.now(), user_id),
         )
         await audit.append(
@@ -218,15 +275,25 @@ async def erase_user(
                 "keys_deleted": keys,
                 "usage_records_deleted": records,
                 "daily_aggregates_pseudonymized": aggregates,
+                "billing_lines_pseudonymized": lines,
+                "billing_pseudonym": params["bill"],
             },
         )
     if settle is not None:
         await settle()
-        delete = f"DELETE FROM usage WHERE {_OWNED}"
-        async with store.lock, store.conn.execute(delete, params) as cursor:
-            records += cursor.rowcount
+        async with store.lock, transaction(store.conn):
+            records += await _move_raw(store.conn, params)
     truncated = await truncate_wal(store)
-    return EraseResult(user_id, keys, records, aggregates, truncated)
+    return EraseResult(user_id, keys, records, aggregates, truncated, params["bill"], lines)
+
+
+async def _move_raw(conn: aiosqlite.Connection, params: Mapping[str, str]) -> int:
+    """Inside a transaction: roll the user's raw records into analytics (unless they
+    object) and billing under the pseudonyms, then delete them. Returns the rows deleted."""
+    await conn.execute(_ROLL_UP_SQL, params)
+    await conn.execute(_BILL_RAW_SQL, params)
+    async with conn.execute(f"DELETE FROM usage WHERE {_OWNED}", params) as cursor:
+        return max(cursor.rowcount, 0)
 
 
 async def truncate_wal(store: AccountStore, attempts: int = 20) -> bool:
@@ -242,12 +309,23 @@ async def truncate_wal(store: AccountStore, attempts: int = 20) -> bool:
 
 
 async def erased_usage_step(conn: aiosqlite.Connection, _now: float, limit: int) -> int:
-    """A retention-sweeper step: delete raw usage of erased users that arrived after the
-    erase (a stream still running when its key was deleted)."""
+    """A retention-sweeper step: move raw usage of erased users that arrived after the
+    erase (a stream still running when its key was deleted) into billing lines under the
+    user's billing pseudonym (a fresh one once the audit log no longer names it), then
+    delete it. What is owed is kept; nothing of it goes to analytics."""
     await conn.execute("PRAGMA secure_delete = ON")
-    async with conn.execute(
-        "DELETE FROM usage WHERE rowid IN (SELECT u.rowid FROM usage u JOIN users s "
-        "ON s.id = u.user_id WHERE s.status = 'erased' LIMIT ?)",
+    found = await conn.execute_fetchall(
+        "SELECT DISTINCT u.user_id FROM usage u JOIN users s ON s.id = u.user_id "
+        "WHERE s.status = 'erased' LIMIT ?",
         (limit,),
-    ) as cursor:
-        return cursor.rowcount
+    )
+    moved = 0
+    for (user_id,) in found:
+        known = await pseudonyms_of(conn, str(user_id))
+        bill = known[-1] if known else "erased-" + secrets.token_hex(8)
+        params = {"user": str(user_id), "bill": bill}
+        async with transaction(conn):
+            await conn.execute(_BILL_RAW_SQL, params)
+            async with conn.execute(f"DELETE FROM usage WHERE {_OWNED}", params) as cursor:
+                moved += max(cursor.rowcount, 0)
+    return moved  # a full batch makes the sweeper ask again; the next finds fewer or none

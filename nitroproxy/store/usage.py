@@ -1,8 +1,9 @@
 """Usage records in SQLite: insert, query, list, and the daily roll-up used by retention.
 
 Raw rows live in ``usage``; the sweeper moves whole UTC days of old rows into ``usage_daily``
-and deletes them in the same transaction, so the two tables never hold the same request and
-queries simply add them up. Timestamps are Unix seconds (non-negative).
+(analytics) and ``billing_lines`` (what is owed) and deletes them in the same transaction,
+so a table never holds a request twice and queries simply add raw rows and one kind of
+aggregate up. Timestamps are Unix seconds (non-negative).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import aiosqlite
 from nitroproxy.core.days import day_ceil, day_of, day_start
 from nitroproxy.core.types import Outcome, UsageRecord
 from nitroproxy.store.db import transaction
+from nitroproxy.store.preferences import ANALYTICS_OBJECTORS_SQL, SUBJECT_SQL
 
 GROUP_BY_OPTIONS: tuple[str, ...] = ("day", "model", "provider", "key", "user", "end_user")
 
@@ -69,16 +71,35 @@ SELECT {DAY_SQL}, COALESCE(user_id, ''), COALESCE(key_id, ''), model,
     COALESCE(provider, ''), COUNT(*), SUM({ERROR_SQL}),
     {", ".join(f"SUM({c})" for c in TOKEN_COLUMNS)}
 FROM usage WHERE rowid IN ({_BATCH_SQL})
+    AND {SUBJECT_SQL} NOT IN ({ANALYTICS_OBJECTORS_SQL})
 GROUP BY 1, 2, 3, 4, 5
 ON CONFLICT (day, user_id, key_id, model, provider) DO UPDATE SET
     requests = requests + excluded.requests,
     errors = errors + excluded.errors,
     {", ".join(f"{c} = {c} + excluded.{c}" for c in TOKEN_COLUMNS)}
 """
+# Every raw row, objectors' too, becomes part of a billing line (what is owed is kept).
+BILLING_MERGE_SQL = f"""
+ON CONFLICT (day, user_id, key_id, model) DO UPDATE SET
+    requests = requests + excluded.requests,
+    {", ".join(f"{c} = {c} + excluded.{c}" for c in TOKEN_COLUMNS)}
+"""
+_BILLING_SQL = f"""
+INSERT INTO billing_lines (day, user_id, key_id, model, requests, {", ".join(TOKEN_COLUMNS)})
+SELECT {DAY_SQL}, COALESCE(user_id, ''), COALESCE(key_id, ''), model, COUNT(*),
+    {", ".join(f"SUM({c})" for c in TOKEN_COLUMNS)}
+FROM usage WHERE rowid IN ({_BATCH_SQL})
+GROUP BY 1, 2, 3, 4
+{BILLING_MERGE_SQL}
+"""
 _DELETE_BATCH_SQL = f"DELETE FROM usage WHERE rowid IN ({_BATCH_SQL})"
 _DELETE_DAILY_SQL = (
     "DELETE FROM usage_daily WHERE rowid IN "
     "(SELECT rowid FROM usage_daily WHERE day < ? ORDER BY day LIMIT ?)"
+)
+_DELETE_BILLING_SQL = (
+    "DELETE FROM billing_lines WHERE rowid IN "
+    "(SELECT rowid FROM billing_lines WHERE day < ? ORDER BY day LIMIT ?)"
 )
 
 
@@ -186,15 +207,17 @@ async def list_records(
 
 
 async def roll_up(conn: aiosqlite.Connection, *, before: float, limit: int) -> tuple[int, int]:
-    """Move up to ``limit`` of the oldest raw rows with ``ts < before`` into ``usage_daily``.
+    """Move up to ``limit`` of the oldest raw rows with ``ts < before`` into ``usage_daily``
+    (analytics, without the rows of subjects who object) and ``billing_lines`` (all rows).
 
-    One transaction: add the rows' totals to their day's aggregates, then delete the same
-    rows. Returns (aggregate rows inserted or updated, raw rows deleted).
+    One transaction: add the rows' totals to their day's aggregates and billing lines, then
+    delete the same rows. Returns (aggregate rows inserted or updated, raw rows deleted).
     """
     params = {"before": before, "limit": limit}
     async with transaction(conn):
         async with conn.execute(_ROLLUP_SQL, params) as cursor:
             upserted = cursor.rowcount
+        await conn.execute(_BILLING_SQL, params)
         async with conn.execute(_DELETE_BATCH_SQL, params) as cursor:
             deleted = cursor.rowcount
     return upserted, deleted
@@ -203,6 +226,12 @@ async def roll_up(conn: aiosqlite.Connection, *, before: float, limit: int) -> t
 async def delete_daily_before(conn: aiosqlite.Connection, *, day: str, limit: int) -> int:
     """Delete up to ``limit`` aggregates of days before ``day`` (YYYY-MM-DD); one statement."""
     async with conn.execute(_DELETE_DAILY_SQL, (day, limit)) as cursor:
+        return cursor.rowcount
+
+
+async def delete_billing_before(conn: aiosqlite.Connection, *, day: str, limit: int) -> int:
+    """Delete up to ``limit`` billing lines of days before ``day``; one statement."""
+    async with conn.execute(_DELETE_BILLING_SQL, (day, limit)) as cursor:
         return cursor.rowcount
 
 
@@ -244,7 +273,7 @@ async def seed_spend(conn: aiosqlite.Connection, book: SpendSink, now: float) ->
                    cost_nanos AS cost
             FROM usage WHERE ts >= ? AND key_id IS NOT NULL
             UNION ALL
-            SELECT key_id, day, cost_nanos FROM usage_daily WHERE day >= ? AND key_id != ''
+            SELECT key_id, day, cost_nanos FROM billing_lines WHERE day >= ? AND key_id != ''
         ) GROUP BY key_id, day
     """
     loaded = 0

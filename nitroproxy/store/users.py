@@ -1,5 +1,6 @@
 """Users: profile (name and email sealed with the data key, bound to their row), tier and
 status (``active``, ``suspended``: keys refused, data kept; ``erased``: see ``rights.py``).
+A closed account is suspended with ``closed_at`` set; the sweeper erases it after a grace.
 
 An email is found through its HMAC blind index, computed under every data key so lookups
 work during a key rotation. Audit entries name the fields changed, never their values.
@@ -27,6 +28,7 @@ __all__ = [
     "KEEP",
     "USER_COLUMNS",
     "User",
+    "close_user",
     "create_user",
     "find_user_by_email",
     "get_user",
@@ -35,7 +37,13 @@ __all__ = [
     "user_from_row",
 ]
 
-USER_COLUMNS = "id, name, email, tier, status, created, updated"
+# The privacy choices come from ``preferences`` (no row: both allowed); correlated
+# subqueries, so every ``SELECT {USER_COLUMNS} FROM users ...`` reads them too.
+USER_COLUMNS = (
+    "id, name, email, tier, status, created, updated, closed_at, "
+    "COALESCE((SELECT p.analytics FROM preferences p WHERE p.subject = users.id), 1), "
+    "COALESCE((SELECT p.cache FROM preferences p WHERE p.subject = users.id), 1)"
+)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
@@ -58,6 +66,12 @@ class User:
     status: str
     created: int
     updated: int
+    closed_at: int | None = None
+    """When the account was closed (it is erased ``retention.closed_accounts`` later)."""
+    analytics: bool = True
+    """False: the user objects to analytics (``store.preferences``)."""
+    cache: bool = True
+    """False: the user opted out of the response cache."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +82,9 @@ class User:
             "status": self.status,
             "created": self.created,
             "updated": self.updated,
+            "closed_at": self.closed_at,
+            "analytics": self.analytics,
+            "cache": self.cache,
         }
 
 
@@ -81,6 +98,9 @@ def user_from_row(store: AccountStore, row: Any) -> User:
         status=str(row[4]),
         created=int(row[5]),
         updated=int(row[6]),
+        closed_at=None if row[7] is None else int(row[7]),
+        analytics=bool(row[8]),
+        cache=bool(row[9]),
     )
 
 
@@ -181,6 +201,8 @@ async def update_user(
         fields = await _write_pii(store, user_id, **pii)
         for column, value in changes.items():
             await conn.execute(f"UPDATE users SET {column} = ? WHERE id = ?", (value, user_id))
+        if status == "active":  # reopening a closed account stops its erasure
+            await conn.execute("UPDATE users SET closed_at = NULL WHERE id = ?", (user_id,))
         await conn.execute("UPDATE users SET updated = ? WHERE id = ?", (store.now(), user_id))
         await audit.append(
             conn,
@@ -190,6 +212,30 @@ async def update_user(
             target=user_id,
             user_id=user_id,
             detail={"fields": sorted([*fields, *changes]), **changes},
+        )
+    return await get_user(store, user_id)
+
+
+async def close_user(store: AccountStore, user_id: str, *, actor: str) -> User:
+    """Close the account: its keys stop working at once (as when suspended) and the
+    retention sweeper erases it ``retention.closed_accounts`` after this moment, unless it
+    is reactivated first. Closing a closed account keeps the first closure time."""
+    async with store.writing() as conn:
+        if await store.user_status(user_id) == "erased":
+            raise InvalidRequest(f"user {user_id} has been erased", code="user_erased")
+        now = store.now()
+        await conn.execute(
+            "UPDATE users SET status = 'suspended', closed_at = COALESCE(closed_at, ?), "
+            "updated = ? WHERE id = ?",
+            (now, now, user_id),
+        )
+        await audit.append(
+            conn,
+            ts=store.clock(),
+            actor=actor,
+            action="user.close",
+            target=user_id,
+            user_id=user_id,
         )
     return await get_user(store, user_id)
 

@@ -28,7 +28,6 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     GCCollector,
-    PlatformCollector,
     ProcessCollector,
     generate_latest,
 )
@@ -125,7 +124,8 @@ class Metrics:
         if enabled:
             self.registry.register(self)
             ProcessCollector(registry=self.registry)
-            PlatformCollector(registry=self.registry)
+            # No PlatformCollector: /metrics is public, and python_info would tell anyone
+            # the exact interpreter version.
             GCCollector(registry=self.registry)
 
     # ---- hot path -------------------------------------------------------------------------

@@ -12,20 +12,19 @@ import os
 from collections.abc import AsyncIterator, Callable
 
 import aiosqlite
-from aiohttp import web
+from aiohttp import web, web_response
 
 from nitroproxy import data
 from nitroproxy.cache.store import ResponseCache, default_path
 from nitroproxy.config import Settings
 from nitroproxy.core.end_users import EndUsers
-from nitroproxy.core.retention import RetentionPolicy
 from nitroproxy.mock import MockSettings, create_mock_app
 from nitroproxy.proxy.gateway import Gateway
 from nitroproxy.proxy.limiter import Limiter, end_user_scope, key_scope
 from nitroproxy.store.db import open_db
 from nitroproxy.store.meta import installation_secret
 from nitroproxy.store.rights import erased_usage_step
-from nitroproxy.store.sweeper import RetentionSweeper
+from nitroproxy.store.sweeper import RetentionSweeper, retention_policy
 from nitroproxy.store.usage import end_user_month_spend, seed_spend
 from nitroproxy.store.writer import UsageWriter
 from nitroproxy.telemetry.metrics import Metrics
@@ -50,6 +49,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
     app[SETTINGS] = settings
     app[AUTH] = Authenticator(settings)
     app[METRICS] = Metrics(enabled=settings.metrics.enabled, key_labels=settings.metrics.key_labels)
+    app.on_response_prepare.append(_server_header)
+    # The answers aiohttp writes itself to unparseable requests never reach that signal;
+    # the default they fall back on goes too (tests/web/test_public_leaks.py checks both).
+    web_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
     # First: it refuses to start on a wrong data key before anything else is running.
     app.cleanup_ctx.append(admin.accounts_context)
     app.cleanup_ctx.append(_mock_provider)
@@ -65,6 +68,15 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
     me.add_routes(app)
     privacy.add_routes(app)
     return app
+
+
+SERVER_NAME = "nitroproxy"
+
+
+async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp's default ``Server`` header names Python's and aiohttp's versions; a client
+    needs neither, and they help only someone looking for a known flaw."""
+    response.headers["Server"] = SERVER_NAME
 
 
 async def _mock_provider(app: web.Application) -> AsyncIterator[None]:
@@ -125,8 +137,28 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
     cache = ResponseCache(default_path(settings.storage.path), settings.cache)
     await cache.start()
     app[CACHE] = cache
+    auth = app[AUTH]
+    purges: set[asyncio.Task[None]] = set()
+
+    def refused(subjects: frozenset[str]) -> None:
+        # An opt-out made elsewhere (the CLI, another replica): remove what is stored.
+        for subject in subjects:
+            task = asyncio.get_running_loop().create_task(_purge_subject(cache, subject))
+            purges.add(task)
+            task.add_done_callback(purges.discard)
+
+    auth.on_cache_refused = refused
+    refused(auth.cache_refusers)  # opt-outs recorded while the server was down
     yield
+    auth.on_cache_refused = None
+    if purges:
+        await asyncio.wait(purges)
     await cache.close()
+
+
+async def _purge_subject(cache: ResponseCache, subject: str) -> None:
+    await cache.purge_user(subject)
+    await cache.purge_key(subject)
 
 
 async def _sweeper(app: web.Application) -> AsyncIterator[None]:
@@ -136,16 +168,23 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
         return
     metrics = app[METRICS]
     r = settings.retention
+    cache = app.get(CACHE)
+
+    async def erased(user_id: str) -> None:
+        # An account erased after its closure grace: its cached answers go too.
+        if cache is not None:
+            await cache.purge_user(user_id)
+
     sweeper = RetentionSweeper(
         settings.storage.path,  # its own connection: its transactions never interleave ours
-        RetentionPolicy(requests_s=r.requests, billing_s=r.billing),
+        retention_policy(r),
         interval=r.interval,
         batch_size=r.batch_size,
         on_deleted=metrics.retention_deleted,
+        on_erased=erased,
     )
     # Records of a stream that outlived its erased user's key.
     sweeper.add_step("erased_users", erased_usage_step)
-    cache = app.get(CACHE)
     if cache is not None:
         sweeper.add_step("cache", cache.sweep_step)
     sweeper.start()

@@ -1,8 +1,13 @@
 """Key extraction and lookup: a client key becomes a ``Principal`` or a 401/403.
 
 Keys are compared by their SHA-256 digest, looked up in a dict: the lookup time does not
-depend on how much of a guessed key is right, and the key itself is never kept. The admin
-key is compared with ``hmac.compare_digest``.
+depend on how much of a guessed key is right, and the key itself is never kept. Admin keys
+are named (``auth.admin_key`` is "admin", ``auth.admin_keys`` and the database's
+``admin_keys`` name the others) and looked up the same way; an admin's principal carries its
+name, which every audit entry it causes records as ``admin:<name>`` (:func:`actor_of`).
+
+A person's opt-out of the response cache (``store.preferences``) is applied to the
+principals of their keys, config keys included, on every reload.
 
 Every check is served from memory. Keys from the config are fixed; keys from the store are
 loaded at start-up and reloaded whenever ``meta.accounts_version`` changes: at once after an
@@ -14,11 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nitroproxy.config import KeySettings, Settings
 from nitroproxy.core.errors import PermissionDenied, Unauthenticated
@@ -26,10 +30,25 @@ from nitroproxy.core.limits import KeyLimits, layered, limits_of
 from nitroproxy.core.principal import ANONYMOUS, Principal
 from nitroproxy.security.crypto import key_digest
 from nitroproxy.store.accounts import AccountStore
+from nitroproxy.store.admins import admin_entries
 from nitroproxy.store.keys import KeyEntry, key_entries
+from nitroproxy.store.preferences import cache_refusers
 
-ADMIN = Principal(key_id="admin", user_id=None, name="admin", admin=True)
 POLL_INTERVAL_S = 0.5
+
+
+def admin_principal(name: str) -> Principal:
+    return Principal(key_id=f"admin:{name}", user_id=None, name=name, admin=True)
+
+
+ADMIN = admin_principal("admin")
+
+
+def actor_of(principal: Principal) -> str:
+    """The audit actor: ``admin:<name>`` for an admin, ``key:<id>`` for a key holder."""
+    if principal.admin:
+        return f"admin:{principal.name}"
+    return f"key:{principal.key_id}"
 
 
 def extract_key(headers: Mapping[str, str]) -> str | None:
@@ -91,15 +110,29 @@ def _store_entry(e: KeyEntry, tiers: Mapping[str, KeyLimits]) -> _Entry:
     )
 
 
+def _refusing(entry: _Entry, refusers: frozenset[str]) -> _Entry:
+    subject = entry.principal.subject
+    if subject is None or subject not in refusers:
+        return entry
+    return replace(entry, principal=replace(entry.principal, cache_refused=True))
+
+
 class Authenticator:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.required = settings.auth.required
         self.clock = clock
-        admin = settings.auth.admin_key
-        self._admin_digest = key_digest(admin) if admin else None
+        named = dict(settings.auth.admin_keys)
+        if settings.auth.admin_key:
+            named["admin"] = settings.auth.admin_key
+        self._static_admins = {key_digest(k): admin_principal(n) for n, k in named.items()}
+        self._admins: dict[str, Principal] = dict(self._static_admins)
         self._tiers = settings.tiers
         self._static = {key_digest(k.key): _config_entry(k, settings.tiers) for k in settings.keys}
         self._entries: dict[str, _Entry] = dict(self._static)
+        self.cache_refusers: frozenset[str] = frozenset()
+        self.on_cache_refused: Callable[[frozenset[str]], object] | None = None
+        """Called with the subjects newly opted out of the cache by a reload (the server
+        purges their entries; a change made in this process is purged by its handler)."""
         self._store: AccountStore | None = None
         self._version = -1
         self._task: asyncio.Task[None] | None = None
@@ -107,12 +140,31 @@ class Authenticator:
 
     # -- the store's keys -------------------------------------------------------------------
 
-    def load(self, entries: Iterable[KeyEntry]) -> None:
-        """Replace the store's keys (config keys stay) in one assignment: a request sees the
-        old table or the new one, never a mix."""
+    def load(
+        self,
+        entries: Iterable[KeyEntry],
+        *,
+        refusers: frozenset[str] = frozenset(),
+        admins: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Replace the store's keys and admin keys (config keys stay) in one assignment
+        each: a request sees the old table or the new one, never a mix. ``refusers`` are
+        the subjects opted out of the cache; ``admins`` (digest, name) the database's."""
         table = {e.digest: _store_entry(e, self._tiers) for e in entries}
         table.update(self._static)
-        self._entries = table
+        self._entries = {d: _refusing(e, refusers) for d, e in table.items()}
+        names = {p.name for p in self._static_admins.values()}
+        admin_table = dict(self._static_admins)
+        for digest, name in admins:
+            if name in names:  # one name, one person: the config's holder keeps it
+                self._log.warning("admin key %r in the database shadows a config name", name)
+                continue
+            admin_table[digest] = admin_principal(name)
+        self._admins = admin_table
+        new = refusers - self.cache_refusers
+        self.cache_refusers = refusers
+        if new and self.on_cache_refused is not None:
+            self.on_cache_refused(new)
 
     async def refresh(self) -> None:
         """Reload from the store now if its accounts changed since the last load."""
@@ -121,7 +173,11 @@ class Authenticator:
             return
         version = await store.version()
         if version != self._version:
-            self.load(await key_entries(store))
+            self.load(
+                await key_entries(store),
+                refusers=await cache_refusers(store),
+                admins=await admin_entries(store),
+            )
             self._version = version
 
     async def attach(self, store: AccountStore, *, interval: float = POLL_INTERVAL_S) -> None:
@@ -160,8 +216,8 @@ class Authenticator:
             raise PermissionDenied("this key's user is suspended", code="user_suspended")
         return entry.principal
 
-    def _is_admin(self, digest: str) -> bool:
-        return self._admin_digest is not None and hmac.compare_digest(digest, self._admin_digest)
+    def _admin(self, digest: str) -> Principal | None:
+        return self._admins.get(digest)
 
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
         secret = extract_key(headers)
@@ -172,8 +228,9 @@ class Authenticator:
                 "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
             )
         digest = key_digest(secret)
-        if self._is_admin(digest):
-            return ADMIN
+        admin = self._admin(digest)
+        if admin is not None:
+            return admin
         entry = self._entries.get(digest)
         if entry is None:
             if not self.required:
@@ -182,14 +239,18 @@ class Authenticator:
         return self._usable(entry)
 
     def authenticate_admin(self, headers: Mapping[str, str]) -> Principal:
-        if self._admin_digest is None:
-            raise PermissionDenied("the admin API is disabled: set NITROPROXY_ADMIN_KEY")
+        if not self._admins:
+            raise PermissionDenied(
+                "the admin API is disabled: set NITROPROXY_ADMIN_KEY or create an admin key "
+                "with `nitroproxy admins create NAME`"
+            )
         secret = extract_key(headers)
         if secret is None:
             raise Unauthenticated("missing admin key")
         digest = key_digest(secret)
-        if self._is_admin(digest):
-            return ADMIN
+        admin = self._admin(digest)
+        if admin is not None:
+            return admin
         entry = self._entries.get(digest)
         if entry is not None:
             self._usable(entry)  # a dead key gets the same answer as anywhere else

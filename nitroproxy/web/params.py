@@ -65,6 +65,22 @@ def flag(body: Mapping[str, Any], name: str) -> bool:
     return value
 
 
+def optional_flag(body: Mapping[str, Any], name: str) -> bool | None:
+    """A boolean, or None when absent or null (an update that leaves it as it is)."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{name!r} must be true or false", param=name)
+    return value
+
+
+def flags(body: Mapping[str, Any], names: Collection[str]) -> dict[str, bool]:
+    """The booleans among ``names`` that the body sets (absent or null: left out)."""
+    found = {name: optional_flag(body, name) for name in names}
+    return {name: value for name, value in found.items() if value is not None}
+
+
 def number(body: Mapping[str, Any], name: str) -> float | None:
     value = body.get(name)
     if value is None:

@@ -8,7 +8,12 @@ from typing import Any
 
 import pytest
 
-from nitroproxy.cache.store import CachedEntry, CacheUnavailable, ResponseCache, default_path
+from nitroproxy.cache.store import (
+    CachedEntry,
+    CacheUnavailable,
+    ResponseCache,
+    default_path,
+)
 from nitroproxy.config import CacheSettings
 from nitroproxy.core.cache_policy import CacheScope, canonical_request, scope_for
 from nitroproxy.core.retention import RetentionPolicy
@@ -188,7 +193,10 @@ async def test_incomplete_responses_are_rejected(cache):
 
 async def test_a_full_queue_drops_stores_without_blocking(make_cache, tmp_path):
     cache = ResponseCache(
-        tmp_path / "q" / "cache.db", CacheSettings(enabled=True), Keyring([KEY_A]), max_queue=1
+        tmp_path / "q" / "cache.db",
+        CacheSettings(enabled=True),
+        Keyring([KEY_A]),
+        max_queue=1,
     )
     assert not cache.store(ALICE_K1, request(), entry())  # not started
     await cache.start()
@@ -275,7 +283,9 @@ def test_without_a_data_key_the_cache_cannot_be_built(tmp_path):
     with pytest.raises(CacheUnavailable, match=ENV_VAR):
         ResponseCache(tmp_path / "cache.db", CacheSettings(enabled=True), env={})
     cache = ResponseCache(
-        tmp_path / "cache.db", CacheSettings(enabled=True), env={ENV_VAR: generate_key()}
+        tmp_path / "cache.db",
+        CacheSettings(enabled=True),
+        env={ENV_VAR: generate_key()},
     )
     assert cache.path == tmp_path / "cache.db"
 
@@ -314,3 +324,32 @@ async def test_purged_ciphertext_is_overwritten_not_left_in_free_pages(cache):
     assert await cache.purge_user("alice") == 1
     data = b"".join(f.read_bytes() for f in cache.path.parent.iterdir())
     assert sum(blob[-64:] in data for blob in blobs) == 1  # only bob's entry is left
+
+
+async def test_rotation_reseals_entries_and_their_hmacs_under_the_new_key(make_cache, tmp_path):
+    from nitroproxy.cache.rotation import rotate_cache
+
+    path = tmp_path / "data" / "cache.db"
+    first = await make_cache(KEY_A)
+    await put(first, ALICE_K1, "one", now=1000.0)
+    await put(first, BOB, "two", now=1000.0)
+    await first.close()
+    # An entry in the v1 format (it does not seal its own request digest) cannot be rotated.
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        lookup = "legacy-v1"
+        blob = Keyring([KEY_A]).seal(b'{"v": 1}', context=b"cache_entries.blob:" + lookup.encode())
+        conn.execute(
+            "INSERT INTO cache_entries SELECT ?, key_index, user_index, endpoint, size, created,"
+            " expires, last_used, ? FROM cache_entries LIMIT 1",
+            (lookup, blob),
+        )
+    done = await rotate_cache(path, Keyring([KEY_B, KEY_A]), batch_size=1)
+    assert done is not None and (done.reencrypted, done.purged) == (2, 1)
+    assert await rotate_cache(tmp_path / "absent.db", Keyring([KEY_B])) is None
+
+    only_new = await make_cache(KEY_B)  # starts: the check value is under the new key
+    assert (await only_new.lookup(ALICE_K1, request("one"), now=1001.0)) is not None
+    assert (await only_new.lookup(BOB, request("two"), now=1001.0)) is not None
+    assert await only_new.lookup(ALICE_K2, request("one"), now=1001.0) is None  # other tenant
+    assert await only_new.purge_user("alice") == 1  # owner HMACs were recomputed too
+    assert await only_new.purge_key("k3") == 1

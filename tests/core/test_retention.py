@@ -1,7 +1,7 @@
 import pytest
 
 from nitroproxy.core.days import DAY_S, day_ceil, day_of, day_start
-from nitroproxy.core.retention import Cutoffs, RetentionPolicy, cutoffs
+from nitroproxy.core.retention import ANALYTICS_MAX_S, Cutoffs, RetentionPolicy, cutoffs
 
 # 2024-03-10 00:00:00 UTC
 MAR10 = 1_710_028_800.0
@@ -51,21 +51,52 @@ def test_policy_rejects_non_positive_or_non_finite_windows(bad):
 
 
 def test_raw_cutoff_is_aligned_down_to_a_utc_day_start():
-    policy = RetentionPolicy(requests_s=2 * DAY_S, billing_s=10 * DAY_S)
+    policy = RetentionPolicy(
+        requests_s=2 * DAY_S,
+        analytics_s=10 * DAY_S,
+        billing_s=20 * DAY_S,
+        audit_s=5 * DAY_S,
+        closed_accounts_s=DAY_S,
+    )
     now = MAR10 + 15 * 3600  # 2024-03-10 15:00 UTC
     # now - 2 days = 2024-03-08 15:00; only days entirely before that instant are rolled up.
     assert cutoffs(policy, now) == Cutoffs(
         raw_before=MAR10 - 2 * DAY_S,
         aggregates_before_day="2024-02-29",
+        billing_before_day="2024-02-19",
+        audit_before=now - 5 * DAY_S,
+        closed_before=now - DAY_S,
     )
 
 
+def test_default_windows_are_the_promised_ones():
+    policy = RetentionPolicy()
+    assert policy.analytics_s == ANALYTICS_MAX_S == 730 * DAY_S  # at most two years
+    assert policy.audit_s == 730 * DAY_S
+    assert policy.closed_accounts_s == 30 * DAY_S
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"analytics_s": ANALYTICS_MAX_S + 1}, "two years"),
+        ({"requests_s": 800 * DAY_S}, "requests_s may not exceed analytics_s"),
+        ({"requests_s": 20 * DAY_S, "billing_s": 10 * DAY_S}, "requests_s may not exceed"),
+        ({"audit_s": 0.0}, "audit_s"),
+        ({"closed_accounts_s": float("nan")}, "closed_accounts_s"),
+    ],
+)
+def test_policy_rejects_windows_that_break_a_promise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RetentionPolicy(**kwargs)
+
+
 def test_cutoffs_on_an_exact_day_boundary():
-    policy = RetentionPolicy(requests_s=DAY_S, billing_s=3 * DAY_S)
+    policy = RetentionPolicy(requests_s=DAY_S, analytics_s=3 * DAY_S, billing_s=3 * DAY_S)
     got = cutoffs(policy, MAR10)
     assert got.raw_before == MAR10 - DAY_S
-    # 2024-03-07 ended exactly at the billing cutoff, so it is the first day kept.
-    assert got.aggregates_before_day == "2024-03-07"
+    # 2024-03-07 ended exactly at the cutoff, so it is the first day kept.
+    assert got.aggregates_before_day == got.billing_before_day == "2024-03-07"
 
 
 def test_raw_cutoff_never_moves_backwards_as_time_passes():

@@ -57,7 +57,11 @@ def test_a_bucket_below_min_bucket_shows_no_numbers() -> None:
     out = summarize([PAIR], [sample()] * 9, now=NOW, min_bucket=10)
     (bucket,) = out["1h"]
     assert bucket == Bucket("gpt", "openai", None)
-    assert bucket_json(bucket) == {"model": "gpt", "provider": "openai", "suppressed": True}
+    assert bucket_json(bucket) == {
+        "model": "gpt",
+        "provider": "openai",
+        "suppressed": True,
+    }
 
 
 def test_a_bucket_at_min_bucket_shows_its_numbers() -> None:
@@ -138,3 +142,41 @@ def test_bucket_json_has_only_names_and_numbers() -> None:
 def test_min_bucket_must_be_positive() -> None:
     with pytest.raises(ValueError):
         summarize([PAIR], [], now=NOW, min_bucket=0)
+
+
+def _people(n: int, each: int = 2) -> list[Sample]:
+    return [
+        Sample(PAIR[0], PAIR[1], NOW - 10.0, "ok", 100.0 + p, 50.0, person=p)
+        for p in range(n)
+        for _ in range(each)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("k", "people", "shown"), [(10, 9, False), (10, 10, True), (15, 14, False)]
+)
+def test_a_bucket_needs_min_users_distinct_people(k, people, shown):
+    [got] = summarize([PAIR], _people(people), now=NOW, min_bucket=1, min_users=k)["1h"]
+    assert got.suppressed is not shown
+    if shown:
+        assert got.requests == 2 * people and got.ttft_ms is not None
+
+
+def test_a_speed_figure_needs_min_users_people_of_its_own():
+    # Ten people succeed, but only one of them reports time to first token.
+    samples = [
+        Sample(
+            PAIR[0],
+            PAIR[1],
+            NOW - 10.0,
+            "ok",
+            100.0 if p == 0 else None,
+            50.0,
+            person=p,
+        )
+        for p in range(10)
+        for _ in range(5)
+    ]
+    [got] = summarize([PAIR], samples, now=NOW, min_bucket=3, min_users=10)["1h"]
+    assert got.requests == 50 and got.output_tps is not None
+    assert got.ttft_ms is None  # five measurements, all from one person

@@ -75,11 +75,39 @@ async def test_privacy_changes_when_the_cache_is_turned_on(
 async def test_privacy_changes_with_the_retention_windows(
     make_proxy: ProxyFactory, proxy_config: dict[str, Any]
 ) -> None:
-    proxy_config["retention"] = {"requests": "7d", "billing": "400d"}
+    proxy_config["retention"] = {
+        "requests": "7d",
+        "analytics": "100d",
+        "billing": "400d",
+        "audit": "200d",
+        "closed_accounts": "14d",
+        "interval": "1h",
+    }
     report = json.loads((await get_privacy(await make_proxy(proxy_config)))[1])
-    assert table(report, "usage")["kept_for"] == "7 days, then rolled up into usage_daily"
-    assert table(report, "usage_daily")["kept_for"] == "400 days"
-    assert report["config_used"]["retention"] == {"requests_s": 7 * 86400, "billing_s": 400 * 86400}
+    assert table(report, "usage")["kept_for"].startswith("7 days, then rolled up into usage_daily")
+    assert table(report, "usage_daily")["kept_for"] == "100 days"
+    assert table(report, "billing_lines")["kept_for"].startswith("400 days (tax)")
+    assert table(report, "audit")["kept_for"] == "200 days"
+    assert table(report, "users")["kept_for"].startswith("while active; erased 14 days after")
+    assert "14 days after revocation or expiry" in table(report, "api_keys")["kept_for"]
+    windows = report["retention"]
+    assert windows["request records"].startswith("7 days")
+    assert windows["usage analytics"].startswith("100 days")
+    assert windows["billing lines"].startswith("400 days")
+    assert windows["accounts"] == "while active; a closed account is erased 14 days after closure"
+    assert windows["API keys"].startswith("while usable; deleted 14 days after")
+    assert windows["audit log"] == "200 days"
+    assert windows["enforced by"] == "the retention sweeper, every 1 hour"
+    assert report["config_used"]["retention"] == {
+        "requests_s": 7 * 86400,
+        "analytics_s": 100 * 86400,
+        "billing_s": 400 * 86400,
+        "audit_s": 200 * 86400,
+        "closed_accounts_s": 14 * 86400,
+        "interval_s": 3600,
+    }
+    # No table is left without a window: every one says how long it is kept.
+    assert all("no retention window" not in t["kept_for"] for t in report["tables"])
 
 
 async def test_the_live_map_lists_the_public_routes_the_server_has(proxy: Proxy) -> None:
@@ -137,13 +165,16 @@ def test_readers_follow_the_registered_routes(tmp_path: Path) -> None:
     full = privacy_report.build(s, ["/admin/status", "/admin/usage", "/v1/me/usage", "/v1/stats"])
     assert full["readers"]["API key holders"]["routes"] == ["/v1/me/usage"]
     assert table(full, "usage")["readable_by"] == [
-        "admin key (admin API)",
+        "admin keys (admin API)",
         "API key holders (own rows)",
         "public (aggregates via /v1/stats)",
         "host operating-system account",
     ]
+    # Admin keys may live in the database, so the routes are listed even without one in the
+    # configuration.
     no_admin = settings_for(tmp_path, auth={"required": True})
-    assert privacy_report.build(no_admin, ["/admin/usage"])["readers"]["admin key"]["routes"] == []
+    readers = privacy_report.build(no_admin, ["/admin/usage"])["readers"]
+    assert readers["admin keys"]["routes"] == ["/admin/usage"]
 
 
 def test_sealed_and_hashed_columns_and_schema_notes_come_from_the_schema(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from nitroproxy.core.errors import NotFound
 from nitroproxy.security.crypto import ENV_VAR, generate_key
 from nitroproxy.store import keys, users
 from nitroproxy.store.accounts import AccountStore
+from nitroproxy.store.billing import read_statements
 from nitroproxy.store.keys import KeySpec
 from nitroproxy.store.rights import (
     EXPORT_FORMAT,
@@ -85,8 +86,12 @@ async def world(tmp_path: Path):
 async def test_export_holds_exactly_the_users_data(world):
     store, _db, people = world
     ann, bob = people["ann"], people["bob"]
-    doc = await export_user(store, ann["user"].id)
-    assert doc["format"] == EXPORT_FORMAT
+    doc = await export_user(store, ann["user"].id, actor="admin:test")
+    assert doc["format"] == EXPORT_FORMAT == "nitroproxy.export.v2"
+    assert doc["preferences"] == {"analytics": True, "cache": True}
+    # Day 0 was rolled up: one billing line per key (same model), three requests in all.
+    assert {line["key_id"] for line in doc["billing_lines"]} == {k.id for k in ann["keys"]}
+    assert sum(line["requests"] for line in doc["billing_lines"]) == 3
     assert doc["user"]["name"] == ANN["name"] and doc["user"]["email"] == ANN["email"]
     assert [k["id"] for k in doc["keys"]] == [k.id for k in ann["keys"]]
     assert len(doc["usage_records"]) == 3  # day 1; day 0 was rolled up
@@ -103,6 +108,8 @@ async def test_export_holds_exactly_the_users_data(world):
     for other in (bob["user"].id, *(k.id for k in bob["keys"]), *BOB.values(), "bob-agent/1.0"):
         assert other not in found
     assert "digest" not in json.dumps(doc)  # key metadata never includes hashes or secrets
+    [noted] = await store.audit_entries(action="user.export")  # the export itself is audited
+    assert (noted.actor, noted.target) == ("admin:test", ann["user"].id)
 
 
 async def test_erase_leaves_nothing_personal_on_disk_and_keeps_billing_totals(world):
@@ -118,6 +125,7 @@ async def test_erase_leaves_nothing_personal_on_disk_and_keeps_billing_totals(wo
         for v in row
     ]
 
+    statements_before = await read_statements(store.conn, ann_id, user_ids=[ann_id])
     result = await erase_user(store, ann_id, actor="admin")
 
     assert (result.keys_deleted, result.usage_records_deleted) == (2, 3)
@@ -153,24 +161,48 @@ async def test_erase_leaves_nothing_personal_on_disk_and_keeps_billing_totals(wo
     assert await users.find_user_by_email(store, ANN["email"]) is None
     [entry] = await store.audit_entries(action="user.erase")
     assert (entry.target, entry.actor) == (ann_id, "admin")
+    # Billing lines stay under the pseudonym the erase returned and recorded: statements are
+    # the same under it, and none remain under Ann's id or keys.
+    bill = result.billing_pseudonym
+    assert bill.startswith("erased-") and bill != alias
+    assert entry.detail["billing_pseudonym"] == bill
+    assert result.billing_lines_pseudonymized == 2
+    after_statements = await read_statements(store.conn, bill, user_ids=[bill])
+    assert [(s.period, s.lines, s.total) for s in after_statements] == [
+        (s.period, s.lines, s.total) for s in statements_before
+    ]
+    assert statements_before[0].total.requests == 6
+    assert await read_statements(store.conn, ann_id, user_ids=[ann_id]) == []
+    owned = await store.conn.execute_fetchall(
+        "SELECT COUNT(*) FROM billing_lines WHERE user_id = ? OR key_id IN (?, ?)",
+        (ann_id, *(k.id for k in ann["keys"])),
+    )
+    assert next(iter(owned))[0] == 0
     bob_now = await users.get_user(store, bob["user"].id)
     assert (
         bob_now.email == BOB["email"] and len(await keys.list_keys(store, user_id=bob_now.id)) == 2
     )
 
-    doc = await export_user(store, ann_id)
+    doc = await export_user(store, ann_id, actor="admin")
     assert doc["keys"] == doc["usage_records"] == doc["daily_aggregates"] == []
+    assert doc["billing_lines"] == []
     assert doc["user"]["status"] == "erased"
 
 
 async def test_erase_is_idempotent_and_the_sweeper_step_removes_stragglers(world):
     store, _db, people = world
     ann = people["ann"]
-    await erase_user(store, ann["user"].id, actor="cli")
-    late = make_record(99, key_id=ann["keys"][0].id, user_id=ann["user"].id)
+    first = await erase_user(store, ann["user"].id, actor="cli")
+    bill = first.billing_pseudonym
+    before = await read_statements(store.conn, bill, user_ids=[bill])
+    late = make_record(99, key_id=ann["keys"][0].id, user_id=ann["user"].id, cost_nanos=777)
     await insert_many(store.conn, [late])
     assert await erased_usage_step(store.conn, MAR10, 100) == 1
     assert await erased_usage_step(store.conn, MAR10, 100) == 0
+    # The straggler's cost is not lost: it joined the billing lines under the pseudonym.
+    after = await read_statements(store.conn, bill, user_ids=[bill])
+    assert after[0].total.cost_nanos == before[0].total.cost_nanos + 777
+    assert after[0].total.requests == before[0].total.requests + 1
     again = await erase_user(store, ann["user"].id, actor="cli")
     assert (again.keys_deleted, again.usage_records_deleted) == (0, 0)
     with pytest.raises(NotFound):

@@ -134,10 +134,10 @@ async def test_rolling_up_day_by_day_matches_rolling_up_at_once(tmp_path):
     assert totals[0] == totals[1]
 
 
-async def test_aggregates_older_than_the_billing_window_are_deleted(conn):
+async def test_aggregates_older_than_the_analytics_window_are_deleted(conn):
     records = dataset()
     await insert_many(conn, records)
-    sweeper = RetentionSweeper(conn, RetentionPolicy(requests_s=DAY, billing_s=5 * DAY))
+    sweeper = RetentionSweeper(conn, RetentionPolicy(requests_s=DAY, analytics_s=5 * DAY))
     first = await sweeper.run_once(MAR10 + 5 * DAY)  # days 0..3 rolled up, none expired yet
     assert (first.deleted_raw, first.deleted_aggregates) == (24, 0)
     all_days = [f"2024-03-{10 + d}" for d in range(DAYS)]
@@ -145,7 +145,7 @@ async def test_aggregates_older_than_the_billing_window_are_deleted(conn):
         all_days
     )
 
-    # Billing cutoff day 3 01:00: days 0..2 lie wholly before it and go; day 3 stays.
+    # Analytics cutoff day 3 01:00: days 0..2 lie wholly before it and go; day 3 stays.
     second = await sweeper.run_once(MAR10 + 8 * DAY + 3600)
     assert second.deleted_raw == 18  # days 4..6
     rows = await query_usage(conn, group_by="day", start=None, end=None)
@@ -164,7 +164,7 @@ async def test_batch_size_is_respected(conn):
     deleted: list[tuple[str, int]] = []
     sweeper = RetentionSweeper(
         conn,
-        RetentionPolicy(requests_s=DAY, billing_s=2.5 * DAY),
+        RetentionPolicy(requests_s=DAY, analytics_s=2.5 * DAY),
         batch_size=10,
         on_deleted=lambda table, n: deleted.append((table, n)),
     )
@@ -185,7 +185,7 @@ async def test_a_failed_batch_changes_nothing(conn):
     sweeper = RetentionSweeper(conn, RetentionPolicy(requests_s=DAY))
     with pytest.raises(aiosqlite.IntegrityError):
         await sweeper.run_once(MAR10 + 5 * DAY)
-    assert await count(conn, "usage_daily") == 0
+    assert await count(conn, "usage_daily") == await count(conn, "billing_lines") == 0
     assert await count(conn, "usage") == len(dataset())
     await conn.execute("DROP TRIGGER no_delete")
     await sweeper.run_once(MAR10 + 5 * DAY)

@@ -160,8 +160,8 @@ async def test_usage_and_the_audit_log(admin: Admin) -> None:
 
     log = await admin("GET", "/admin/audit")
     assert [(e["actor"], e["action"], e["target"]) for e in log["data"]] == [
-        ("admin", "key.create", key["id"]),
-        ("admin", "user.create", ann["id"]),
+        ("admin:admin", "key.create", key["id"]),
+        ("admin:admin", "user.create", ann["id"]),
     ]
     text = str(log)
     for secret in (key["secret"], "Auditcanary", "audit@example.org", ADMIN_KEY):

@@ -21,7 +21,8 @@ async def test_a_key_sees_only_its_own_usage_and_export(admin: Admin) -> None:  
         assert scoped["rows"] == usage["rows"]  # filters cannot widen a key's view
 
     doc = await admin("GET", "/v1/me/export", key=mine["secret"])
-    assert doc["format"] == "nitroproxy.export.v1"
+    assert doc["format"] == "nitroproxy.export.v2"
+    assert doc["preferences"] == {"analytics": True, "cache": True}
     mine.pop("secret")
     assert doc["key"] == mine
     assert {r["key_id"] for r in doc["usage_records"]} == {mine["id"]}

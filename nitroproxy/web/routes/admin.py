@@ -1,8 +1,9 @@
-"""The admin API under ``/admin/`` (admin key only), described by ``nitroproxy/reports/openapi.py``:
-users, keys, usage, the audit log, exports and erasure; plus the accounts component.
+"""The admin API under ``/admin/`` (an admin key), described by ``nitroproxy/reports/openapi.py``:
+users, keys, usage, the audit log, exports, closure and erasure; plus the accounts component.
 
 Every write goes through ``AccountStore`` (one transaction with its audit entry) and is then
-applied to this process's key table at once.
+applied to this process's key table at once. Every audit entry names the admin key's holder
+(``admin:<name>``); exports, statements and erasures are audited too.
 """
 
 from __future__ import annotations
@@ -18,17 +19,19 @@ from nitroproxy.core.errors import InvalidRequest
 from nitroproxy.core.limits import INTEGER_LIMITS, LIMIT_FIELDS
 from nitroproxy.reports import openapi
 from nitroproxy.reports.usage import row_dict
-from nitroproxy.store import end_users, keys, users
+from nitroproxy.store import billing, end_users, keys, preferences, users
 from nitroproxy.store.accounts import AccountStore
 from nitroproxy.store.keys import IssuedKey, KeySpec
 from nitroproxy.store.rights import erase_user, export_user
 from nitroproxy.store.usage import GROUP_BY_OPTIONS, list_records, query_usage
 from nitroproxy.web import params
 from nitroproxy.web.appkeys import ACCOUNTS, AUTH, CACHE, GATEWAY, SETTINGS, STORE, WRITER
+from nitroproxy.web.auth import actor_of
+from nitroproxy.web.documents import ExportForm, StatementForm
 
-ACTOR = "admin"
 USER_STATUSES = ("active", "suspended", "erased")
-_USER_FIELDS = ("name", "email", "tier", "status")
+_USER_FIELDS = ("name", "email", "tier", "status", "analytics", "cache")
+_ACTOR = web.RequestKey("actor", str)
 _KEY_FIELDS = ("name", "user_id", "models", *LIMIT_FIELDS, "expires_at", "cache")
 
 
@@ -61,8 +64,15 @@ async def accounts_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def admin_store(request: web.Request) -> AccountStore:
-    request.app[AUTH].authenticate_admin(request.headers)
+    """The accounts store, once the caller is shown to hold an admin key (whose name is
+    then this request's audit actor, :func:`actor`)."""
+    request[_ACTOR] = actor_of(request.app[AUTH].authenticate_admin(request.headers))
     return request.app[ACCOUNTS]
+
+
+def actor(request: web.Request) -> str:
+    """``admin:<name>`` of the admin key that authenticated this request."""
+    return request[_ACTOR]
 
 
 async def _changed(request: web.Request) -> None:
@@ -84,7 +94,7 @@ async def create_user(request: web.Request) -> web.Response:
     body = await params.body_object(request, ("name", "email", "tier"))
     user = await users.create_user(
         store,
-        actor=ACTOR,
+        actor=actor(request),
         name=params.text(body, "name", max_length=200),
         email=params.text(body, "email", max_length=254),
         tier=params.text(body, "tier", max_length=100, required="tier" in body) or "default",
@@ -122,9 +132,34 @@ async def update_user(request: web.Request) -> web.Response:
         changes["tier"] = params.text(body, "tier", max_length=100, required=True)
     if "status" in body:
         changes["status"] = params.choice(body, "status", ("active", "suspended"), required=True)
-    user = await users.update_user(store, request.match_info["user_id"], actor=ACTOR, **changes)
+    user_id = request.match_info["user_id"]
+    chosen = params.flags(body, ("analytics", "cache"))
+    if changes or not chosen:
+        await users.update_user(store, user_id, actor=actor(request), **changes)
+    if chosen:  # objection and opt-out: the person's privacy choices
+        await preferences.set_preferences(
+            store, user_id, actor=actor(request), require_user=True, **chosen
+        )
+        if chosen.get("cache") is False:
+            await purge_cache(request.app, user_id)
+    await _changed(request)
+    return web.json_response((await users.get_user(store, user_id)).to_json())
+
+
+async def close_user(request: web.Request) -> web.Response:
+    """Close an account: keys stop at once; erased after ``retention.closed_accounts``."""
+    store = admin_store(request)
+    user = await users.close_user(store, request.match_info["user_id"], actor=actor(request))
     await _changed(request)
     return web.json_response(user.to_json())
+
+
+async def purge_cache(app: web.Application, subject: str) -> None:
+    """Remove the response-cache entries of a subject (a user, or a key without one)."""
+    cache = app.get(CACHE)
+    if cache is not None:
+        await cache.purge_user(subject)
+        await cache.purge_key(subject)
 
 
 async def erase(request: web.Request) -> web.Response:
@@ -137,7 +172,7 @@ async def erase(request: web.Request) -> web.Response:
         await _drain_writer(request.app)
 
     user_id = request.match_info["user_id"]
-    result = await erase_user(store, user_id, actor=ACTOR, settle=settle)
+    result = await erase_user(store, user_id, actor=actor(request), settle=settle)
     cache = request.app.get(CACHE)
     if cache is not None:  # cached answers are prompt-derived data of this user
         await cache.purge_user(user_id)
@@ -146,7 +181,20 @@ async def erase(request: web.Request) -> web.Response:
 
 async def export(request: web.Request) -> web.Response:
     store = admin_store(request)
-    return web.json_response(await export_user(store, request.match_info["user_id"]))
+    form = ExportForm.of(request)
+    return form.response(
+        await export_user(store, request.match_info["user_id"], actor=actor(request))
+    )
+
+
+async def statements(request: web.Request) -> web.Response:
+    """Monthly statements from the billing lines; also for an erased user (under its
+    billing pseudonyms) and for a pseudonym itself. Audited."""
+    store = admin_store(request)
+    form = StatementForm.of(request)
+    user_id = request.match_info["user_id"]
+    found = await billing.user_statements(store, user_id, actor=actor(request), period=form.period)
+    return form.response(user_id, found)
 
 
 async def _drain_writer(app: web.Application, within: float = 2.0) -> None:
@@ -174,7 +222,7 @@ async def create_key(request: web.Request) -> web.Response:
         expires_at=params.integer(body, "expires_at", minimum=0),
         cache=params.flag(body, "cache"),
     )
-    issued = await keys.create_key(store, spec, actor=ACTOR)
+    issued = await keys.create_key(store, spec, actor=actor(request))
     await _changed(request)
     return web.json_response(_issued(issued), status=201)
 
@@ -198,7 +246,8 @@ async def get_key(request: web.Request) -> web.Response:
 
 
 async def revoke_key(request: web.Request) -> web.Response:
-    key = await keys.revoke_key(admin_store(request), request.match_info["key_id"], actor=ACTOR)
+    store = admin_store(request)
+    key = await keys.revoke_key(store, request.match_info["key_id"], actor=actor(request))
     await _changed(request)
     cache = request.app.get(CACHE)
     if cache is not None:
@@ -207,7 +256,8 @@ async def revoke_key(request: web.Request) -> web.Response:
 
 
 async def rotate_key(request: web.Request) -> web.Response:
-    issued = await keys.rotate_key(admin_store(request), request.match_info["key_id"], actor=ACTOR)
+    store = admin_store(request)
+    issued = await keys.rotate_key(store, request.match_info["key_id"], actor=actor(request))
     await _changed(request)
     return web.json_response(_issued(issued))
 
@@ -270,7 +320,14 @@ async def export_end_user(request: web.Request) -> web.Response:
         doc = {"format": end_users.EXPORT_FORMAT, "exported_at": store.clock(), "end_user": None}
         return web.json_response({**doc, "usage_records": []})
     await _drain_writer(request.app)
-    return web.json_response(await end_users.export_end_user(store, recorded))
+    document = await end_users.export_end_user(store, recorded)
+    await store.note(  # exports are audited; the end user is named nowhere (it may be personal)
+        actor=actor(request),
+        action="end_user.export",
+        target=None,
+        detail={"usage_records": len(document["usage_records"])},
+    )
+    return web.json_response(document)
 
 
 async def erase_end_user(request: web.Request) -> web.Response:
@@ -278,7 +335,7 @@ async def erase_end_user(request: web.Request) -> web.Response:
     if recorded is None:
         return web.json_response({"usage_records_cleared": 0, "wal_truncated": True})
     await _drain_writer(request.app)  # records on their way in are cleared too
-    return web.json_response(await end_users.erase_end_user(store, recorded, actor=ACTOR))
+    return web.json_response(await end_users.erase_end_user(store, recorded, actor=actor(request)))
 
 
 async def audit_log(request: web.Request) -> web.Response:
@@ -314,6 +371,8 @@ def add_routes(app: web.Application) -> None:
     r.add_patch("/admin/users/{user_id}", update_user)
     r.add_delete("/admin/users/{user_id}", erase)
     r.add_get("/admin/users/{user_id}/export", export)
+    r.add_post("/admin/users/{user_id}/close", close_user)
+    r.add_get("/admin/users/{user_id}/statements", statements)
     r.add_post("/admin/keys", create_key)
     r.add_get("/admin/keys", list_keys)
     r.add_get("/admin/keys/{key_id}", get_key)

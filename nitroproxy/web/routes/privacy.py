@@ -1,7 +1,9 @@
 """``GET /privacy``, the live data map, and ``GET /v1/stats``, anonymous public statistics.
 
-Both are public (no key), by design: the map holds no secret, and the statistics hold no key,
-user or address and suppress small buckets. ``stats.enabled: false`` removes ``/v1/stats``.
+Both are public (no key), by design: the map holds no secret (and, served, no path or
+version), and the statistics hold no key, user or address and suppress buckets of few
+requests or few people. ``stats.enabled: false`` removes ``/v1/stats``. The export
+document's JSON Schema is public too, at ``/privacy/export.schema.json``.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from nitroproxy.config import Settings
+from nitroproxy.reports import export as export_report
 from nitroproxy.reports import privacy as privacy_report
 from nitroproxy.reports.public_stats import PublicStats
 from nitroproxy.web.appkeys import GATEWAY, SETTINGS, STORE
@@ -54,10 +58,14 @@ def privacy_report_json(settings: Settings) -> str:
 def render_text(report: Mapping[str, Any]) -> str:
     db = report["database"]
     lines = [
-        f"NitroProxy {report['nitroproxy_version']} data map, generated from the running "
-        f"configuration ({report['config_hash']}, schema v{report['schema_version']})",
+        f"NitroProxy {report.get('nitroproxy_version', '')} data map, generated from the "
+        f"running configuration ({report['config_hash']}, schema "
+        f"v{report.get('schema_version', '?')})",
         "",
-        f"Database: {db['path'] or 'none'}: {db['file']}",
+        f"Database: {db.get('path') or 'none'}: {db['file']}",
+        "",
+        "Kept for:",
+        *(f"  {what}: {how}" for what, how in report["retention"].items()),
     ]
     for t in report["tables"]:
         lines += [
@@ -98,8 +106,15 @@ def render_text(report: Mapping[str, Any]) -> str:
 
 
 async def privacy(request: web.Request) -> web.Response:
-    report = report_for(request.app[SETTINGS], _paths(request.app))
+    # The public form: no file paths, no software or schema versions.
+    report = privacy_report.build(request.app[SETTINGS], _paths(request.app), public=True)
     return web.Response(text=privacy_report.render_json(report), content_type="application/json")
+
+
+async def export_schema(request: web.Request) -> web.Response:
+    """The JSON Schema of ``/v1/me/export`` and ``/admin/users/{id}/export`` documents."""
+    body = orjson.dumps(export_report.schema(), option=orjson.OPT_INDENT_2)
+    return web.Response(body=body, content_type="application/schema+json")
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -115,6 +130,7 @@ async def stats(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/privacy", privacy)
+    app.router.add_get("/privacy/export.schema.json", export_schema)
     settings = app[SETTINGS]
     if settings.stats.enabled:
         app[PUBLIC_STATS] = PublicStats(settings)
