@@ -225,12 +225,19 @@ def _readers(settings: Settings, routes: Collection[str]) -> dict[str, Any]:
             f"requests or {settings.stats.min_users} distinct people suppressed, people who "
             "object to analytics never counted"
         )
-    if "/metrics" in routes:
-        public.append("/metrics")
-        labels = "with" if settings.metrics.key_labels else "without"
-        reads.append(f"Prometheus metrics {labels} per-key labels")
+    m = settings.metrics
+    scrapers: dict[str, Any] = {}
+    if m.enabled and ("/metrics" in routes or m.port is not None):
+        labels = "with" if m.key_labels else "without"
+        what = f"Prometheus metrics {labels} per-key labels"
+        if m.token is None:
+            public.append("/metrics")
+            reads.append(what)
+        else:
+            scrapers["metrics scrapers (metrics.token)"] = {"routes": ["/metrics"], "reads": what}
     own = _own_routes(routes)
     return {
+        **scrapers,
         "admin keys": {
             "routes": under("/admin"),
             "reads": "what the listed admin routes serve, to holders of a named admin key "

@@ -61,6 +61,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
     app.cleanup_ctx.append(_writer)
     app.cleanup_ctx.append(_sweeper)
     app.cleanup_ctx.append(_gateway(clock))
+    app.cleanup_ctx.append(_metrics_listener)
     openai.add_routes(app)
     anthropic.add_routes(app)
     ops.add_routes(app)
@@ -190,6 +191,25 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
     sweeper.start()
     yield
     await sweeper.close()
+
+
+async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
+    """``metrics.port`` set: ``/metrics`` on a listener of its own (a port the firewall can
+    keep to the scraper), started after the gateway and stopped before it."""
+    settings = app[SETTINGS]
+    m = settings.metrics
+    if not m.enabled or m.port is None:
+        yield
+        return
+    runner = web.AppRunner(ops.metrics_app(settings, app[METRICS]), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, m.host or settings.server.host, m.port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    yield
+    await runner.cleanup()
 
 
 def _preload_encodings(models: list[str]) -> None:
