@@ -252,6 +252,17 @@ def _readers(settings: Settings, routes: Collection[str]) -> dict[str, Any]:
             else "no stored data",
         },
         "public (no key)": {"routes": public, "reads": "; ".join(reads)},
+        **(
+            {
+                "dashboard sessions (/ui/)": {
+                    "routes": under("/ui/api"),
+                    "reads": "what the signed-in key may read: with the admin key the admin "
+                    "routes (under /ui/api/admin), with an API key its own usage and calls",
+                }
+            }
+            if "/ui/api/session" in routes
+            else {}
+        ),
         _OS_ACCOUNT: {
             "reads": "the database files and the process output (logs); sealed columns only "
             "with NITROPROXY_DATA_KEY",

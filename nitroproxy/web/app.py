@@ -18,9 +18,11 @@ from nitroproxy import data
 from nitroproxy.cache.store import ResponseCache, default_path
 from nitroproxy.config import Settings
 from nitroproxy.core.end_users import EndUsers
+from nitroproxy.core.types import UsageRecord
 from nitroproxy.mock import MockSettings, create_mock_app
 from nitroproxy.proxy.gateway import Gateway
 from nitroproxy.proxy.limiter import Limiter, end_user_scope, key_scope
+from nitroproxy.proxy.settle import RecordSink
 from nitroproxy.store.db import open_db
 from nitroproxy.store.meta import installation_secret
 from nitroproxy.store.rights import erased_usage_step
@@ -31,6 +33,7 @@ from nitroproxy.telemetry.metrics import Metrics
 from nitroproxy.web.appkeys import (
     AUTH,
     CACHE,
+    FEED,
     GATEWAY,
     METRICS,
     SETTINGS,
@@ -38,8 +41,10 @@ from nitroproxy.web.appkeys import (
     WRITER,
 )
 from nitroproxy.web.auth import Authenticator
+from nitroproxy.web.feed import CallFeed
 from nitroproxy.web.middleware import error_middleware
-from nitroproxy.web.routes import admin, anthropic, me, openai, ops, privacy
+from nitroproxy.web.routes import admin, anthropic, me, openai, ops, privacy, ui
+from nitroproxy.web.session import SESSIONS, SessionBook
 
 
 def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) -> web.Application:
@@ -53,6 +58,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
     # The answers aiohttp writes itself to unparseable requests never reach that signal;
     # the default they fall back on goes too (tests/web/test_public_leaks.py checks both).
     web_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
+    app[FEED] = CallFeed()
+    app[SESSIONS] = SessionBook(settings.ui)
+    # Before the server waits for open handlers: live-feed streams end at once.
+    app.on_shutdown.append(_close_feed)
     # First: it refuses to start on a wrong data key before anything else is running.
     app.cleanup_ctx.append(admin.accounts_context)
     app.cleanup_ctx.append(_mock_provider)
@@ -68,6 +77,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
     admin.add_routes(app)
     me.add_routes(app)
     privacy.add_routes(app)
+    ui.add_routes(app)  # last: it serves every admin route under /ui/api/admin as well
     return app
 
 
@@ -78,6 +88,24 @@ async def _server_header(_request: web.Request, response: web.StreamResponse) ->
     """aiohttp's default ``Server`` header names Python's and aiohttp's versions; a client
     needs neither, and they help only someone looking for a known flaw."""
     response.headers["Server"] = SERVER_NAME
+async def _close_feed(app: web.Application) -> None:
+    app[FEED].close()
+
+
+def _sink(writer: UsageWriter | None, feed: CallFeed) -> RecordSink:
+    """Every record to the writer, and its metadata to the dashboard's live feed (which
+    returns at once while nobody watches)."""
+    publish = feed.publish
+    if writer is None:
+        return publish
+    put = writer.put
+
+    def sink(record: UsageRecord) -> bool:
+        kept = put(record)
+        publish(record)
+        return kept
+
+    return sink
 
 
 async def _mock_provider(app: web.Application) -> AsyncIterator[None]:
@@ -253,7 +281,7 @@ def _gateway(
         gateway = Gateway(
             settings,
             app[METRICS],
-            sink=writer.put if writer is not None else None,
+            sink=_sink(writer, app[FEED]),
             clock=clock,
             cache=app.get(CACHE),
             end_users=end_users,

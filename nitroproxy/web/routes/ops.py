@@ -18,9 +18,10 @@ from nitroproxy.security import tls
 from nitroproxy.security.crypto import key_digest
 from nitroproxy.store.db import check_writable
 from nitroproxy.telemetry.metrics import Metrics
-from nitroproxy.web.appkeys import AUTH, GATEWAY, METRICS, SETTINGS, STORE, WRITER
+from nitroproxy.web.appkeys import GATEWAY, METRICS, SETTINGS, STORE, WRITER
 from nitroproxy.web.auth import extract_key
 from nitroproxy.web.middleware import error_middleware
+from nitroproxy.web.session import require_admin
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -75,7 +76,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    request.app[AUTH].authenticate_admin(request.headers)
+    require_admin(request)
     app = request.app
     gateway = app[GATEWAY]
     writer = app.get(WRITER)
