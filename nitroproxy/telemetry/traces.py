@@ -17,8 +17,10 @@ only builds spans and hands finished ones to that queue.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
@@ -32,7 +34,7 @@ from nitroproxy import __version__
 from nitroproxy.config import TracingSettings
 from nitroproxy.core.types import Endpoint, Outcome, UsageRecord
 
-__all__ = ["OPERATIONS", "AttemptInfo", "CallTrace", "Tracing", "finish_reasons_of"]
+__all__ = ["OPERATIONS", "CallTrace", "Tracing", "finish_reasons_in", "finish_reasons_of"]
 
 # gen_ai.operation.name for each endpoint (GenAiOperationNameValues).
 OPERATIONS: dict[Endpoint, str] = {
@@ -55,27 +57,24 @@ def finish_reasons_of(values: Iterable[object]) -> tuple[str, ...]:
     return tuple(out)
 
 
-class AttemptInfo:
-    """What the attempt span says about the deployment tried (all from config)."""
+@functools.lru_cache(maxsize=256)
+def _server(base_url: str) -> tuple[str, int] | None:
+    """``server.address`` and ``server.port`` of a provider's base URL (from config)."""
+    url = urlsplit(base_url)
+    if not url.hostname:
+        return None
+    return url.hostname, url.port or (443 if url.scheme == "https" else 80)
 
-    __slots__ = ("base_url", "deployment", "kind", "number", "provider", "upstream_model")
 
-    def __init__(
-        self,
-        *,
-        number: int,
-        deployment: str,
-        provider: str,
-        kind: str,
-        upstream_model: str,
-        base_url: str,
-    ) -> None:
-        self.number = number
-        self.deployment = deployment
-        self.provider = provider
-        self.kind = kind
-        self.upstream_model = upstream_model
-        self.base_url = base_url
+def finish_reasons_in(document: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The finish reasons of a whole answer, in either API's shape: OpenAI's
+    ``choices[].finish_reason`` or Anthropic's ``stop_reason``."""
+    if not document:
+        return ()
+    choices = document.get("choices")
+    if isinstance(choices, list):
+        return finish_reasons_of(c.get("finish_reason") for c in choices if isinstance(c, dict))
+    return finish_reasons_of((document.get("stop_reason"),))
 
 
 class CallTrace:
@@ -96,24 +95,33 @@ class CallTrace:
         if span.is_recording():
             self.trace_id = f"{span.get_span_context().trace_id:032x}"
 
-    def attempt(self, info: AttemptInfo) -> None:
-        """A new upstream attempt starts (the previous one has ended by now)."""
+    def attempt(
+        self,
+        *,
+        number: int,
+        deployment: str,
+        provider: str,
+        kind: str,
+        upstream_model: str,
+        base_url: str,
+    ) -> None:
+        """A new upstream attempt starts (the previous one has ended by now). ``kind`` is
+        the provider's API format, ``provider`` and ``deployment`` are config names."""
         self._close_attempt()
-        self._kind = info.kind
-        url = urlsplit(info.base_url)
+        self._kind = kind
         attributes: dict[str, str | int] = {
             "gen_ai.operation.name": self._operation,
-            "gen_ai.provider.name": info.kind,
-            "gen_ai.request.model": info.upstream_model,
-            "nitroproxy.attempt": info.number,
-            "nitroproxy.deployment": info.deployment,
-            "nitroproxy.provider": info.provider,
+            "gen_ai.provider.name": kind,
+            "gen_ai.request.model": upstream_model,
+            "nitroproxy.attempt": number,
+            "nitroproxy.deployment": deployment,
+            "nitroproxy.provider": provider,
         }
-        if url.hostname:
-            attributes["server.address"] = url.hostname
-            attributes["server.port"] = url.port or (443 if url.scheme == "https" else 80)
+        server = _server(base_url)
+        if server is not None:
+            attributes["server.address"], attributes["server.port"] = server
         self._attempt = self._tracer.start_span(
-            f"{self._operation} {info.upstream_model}",
+            f"{self._operation} {upstream_model}",
             context=trace.set_span_in_context(self.span),
             kind=SpanKind.CLIENT,
             attributes=attributes,

@@ -17,27 +17,27 @@ from opentelemetry.trace import SpanKind, StatusCode
 from nitroproxy.config import TracingSettings
 from nitroproxy.core.types import Endpoint
 from nitroproxy.telemetry.logs import access_fields
-from nitroproxy.telemetry.traces import AttemptInfo, Tracing, finish_reasons_of
+from nitroproxy.telemetry.traces import Tracing, finish_reasons_in, finish_reasons_of
 from nitroproxy.web.server import start
 from tests.records import make_record
 
 
-def attempt(n: int, deployment: str, kind: str = "openai") -> AttemptInfo:
-    return AttemptInfo(
-        number=n,
-        deployment=deployment,
-        provider=f"prov-{deployment}",
-        kind=kind,
-        upstream_model=f"up-{deployment}",
-        base_url="https://api.example.test/v1",
-    )
+def attempt(n: int, deployment: str, kind: str = "openai") -> dict[str, Any]:
+    return {
+        "number": n,
+        "deployment": deployment,
+        "provider": f"prov-{deployment}",
+        "kind": kind,
+        "upstream_model": f"up-{deployment}",
+        "base_url": "https://api.example.test/v1",
+    }
 
 
 def traced_failover(tracing: Tracing) -> str | None:
     trace = tracing.call(request_id="req-7", endpoint=Endpoint.CHAT, model="gpt-x", stream=True)
-    trace.attempt(attempt(1, "east"))
+    trace.attempt(**attempt(1, "east"))
     trace.attempt_failed("UpstreamStatusError", 503)
-    trace.attempt(attempt(2, "west", kind="anthropic"))
+    trace.attempt(**attempt(2, "west", kind="anthropic"))
     trace.finish_reasons = ("stop",)
     trace.end(
         make_record(
@@ -128,6 +128,11 @@ def test_sampled_out_calls_export_nothing_and_have_no_trace_id() -> None:
 def test_only_finish_reasons_that_look_like_one_are_kept() -> None:
     junk = ["stop", "Stop now", "length", "stop", 7, "x" * 41, "tool_calls", "canary 123"]
     assert finish_reasons_of(junk) == ("stop", "length", "tool_calls")
+    openai = {"choices": [{"finish_reason": "stop"}, {"finish_reason": "length"}, "x"]}
+    assert finish_reasons_in(openai) == ("stop", "length")
+    assert finish_reasons_in({"stop_reason": "end_turn", "content": []}) == ("end_turn",)
+    assert finish_reasons_in({"data": [{"embedding": [0.1]}]}) == ()
+    assert finish_reasons_in(None) == ()
 
 
 def test_the_access_line_carries_the_trace_id_only_when_traced() -> None:
