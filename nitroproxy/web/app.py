@@ -30,6 +30,7 @@ from nitroproxy.store.sweeper import RetentionSweeper, retention_policy
 from nitroproxy.store.usage import end_user_month_spend, seed_spend
 from nitroproxy.store.writer import UsageWriter
 from nitroproxy.telemetry.metrics import Metrics
+from nitroproxy.telemetry.traces import Tracing
 from nitroproxy.web.appkeys import (
     AUTH,
     CACHE,
@@ -38,6 +39,7 @@ from nitroproxy.web.appkeys import (
     METRICS,
     SETTINGS,
     STORE,
+    TRACING,
     WRITER,
 )
 from nitroproxy.web.auth import Authenticator
@@ -47,7 +49,14 @@ from nitroproxy.web.routes import admin, anthropic, me, openai, ops, privacy, ui
 from nitroproxy.web.session import SESSIONS, SessionBook
 
 
-def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) -> web.Application:
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], float] | None = None,
+    tracing: Tracing | None = None,
+) -> web.Application:
+    """``tracing`` replaces the one ``settings.tracing`` would make (tests pass one with an
+    in-memory exporter)."""
     app = web.Application(
         client_max_size=settings.server.max_body_bytes, middlewares=[error_middleware]
     )
@@ -69,6 +78,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
     app.cleanup_ctx.append(_cache)
     app.cleanup_ctx.append(_writer)
     app.cleanup_ctx.append(_sweeper)
+    app.cleanup_ctx.append(_tracing(tracing))
     app.cleanup_ctx.append(_gateway(clock))
     app.cleanup_ctx.append(_metrics_listener)
     openai.add_routes(app)
@@ -240,6 +250,23 @@ async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
     await runner.cleanup()
 
 
+def _tracing(given: Tracing | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        """OpenTelemetry traces when ``tracing.enabled`` (or given): stopped after the
+        gateway, flushing what is still queued off the loop."""
+        tracing = given
+        if tracing is None and app[SETTINGS].tracing.enabled:
+            tracing = Tracing(app[SETTINGS].tracing)
+        if tracing is None:
+            yield
+            return
+        app[TRACING] = tracing
+        yield
+        await asyncio.get_running_loop().run_in_executor(None, tracing.shutdown)
+
+    return ctx
+
+
 def _preload_encodings(models: list[str]) -> None:
     for model in models:
         data.encoding_for_model(model)
@@ -285,6 +312,7 @@ def _gateway(
             clock=clock,
             cache=app.get(CACHE),
             end_users=end_users,
+            tracing=app.get(TRACING),
         )
         await gateway.start()
         try:
