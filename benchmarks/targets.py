@@ -51,6 +51,9 @@ class Variant:
     budgets: bool = False
     """The key has requests/min, tokens/min, concurrency and daily/monthly budgets (far
     from reached), so every call reserves and settles."""
+    tracing: bool = False
+    """OpenTelemetry traces on, every call sampled, exported over OTLP/HTTP to the
+    benchmark upstream's ``/v1/traces`` sink."""
 
 
 VARIANTS: dict[str, Variant] = {
@@ -59,6 +62,7 @@ VARIANTS: dict[str, Variant] = {
     "nitroproxy-nometrics": Variant(metrics=False, access_log=False),
     "nitroproxy-notokens": Variant(count_tokens=False),
     "nitroproxy-budgets": Variant(budgets=True),
+    "nitroproxy-traced": Variant(tracing=True),
 }
 _LIMITS = {
     "rpm": 10_000_000,
@@ -217,6 +221,11 @@ def nitroproxy_config(
         "metrics": {"enabled": variant.metrics},
         "tokens": {"count": variant.count_tokens},
         "auth": {"required": True},
+        **(
+            {"tracing": {"enabled": True, "endpoint": upstream.base_url + "/v1/traces"}}
+            if variant.tracing
+            else {}
+        ),
         "keys": [
             {
                 "name": "bench",

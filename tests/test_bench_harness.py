@@ -27,6 +27,7 @@ NITRO_TARGETS = {
     "nitroproxy-nometrics",
     "nitroproxy-notokens",
     "nitroproxy-budgets",
+    "nitroproxy-traced",
 }
 HEADLINE = {
     "chat_c50": "rps",
