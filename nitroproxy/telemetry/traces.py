@@ -78,9 +78,22 @@ def finish_reasons_in(document: Mapping[str, Any] | None) -> tuple[str, ...]:
 
 
 class CallTrace:
-    """The spans of one call. Not thread-safe: one call, one task (and its settlement)."""
+    """The spans of one call. Not thread-safe: one call, one task (and its settlement).
 
-    __slots__ = ("_attempt", "_kind", "_operation", "_tracer", "finish_reasons", "span", "trace_id")
+    A call the sampler left out does nothing more: no attempt spans, no attributes. Each
+    attribute costs the SDK a validation, so the spans carry the GenAI conventions' set and
+    few of our own (the usage record has the rest, under the same request id)."""
+
+    __slots__ = (
+        "_attempt",
+        "_kind",
+        "_operation",
+        "_recording",
+        "_tracer",
+        "finish_reasons",
+        "span",
+        "trace_id",
+    )
 
     def __init__(self, tracer: trace.Tracer, span: Span, operation: str) -> None:
         self._tracer = tracer
@@ -90,9 +103,10 @@ class CallTrace:
         self._kind: str | None = None
         self.finish_reasons: tuple[str, ...] = ()
         """Set by whoever saw the answer's end (the exchange), read when the call ends."""
+        self._recording = span.is_recording()
         self.trace_id: str | None = None
         """The W3C trace id (32 hex digits) when this call is sampled, else None."""
-        if span.is_recording():
+        if self._recording:
             self.trace_id = f"{span.get_span_context().trace_id:032x}"
 
     def attempt(
@@ -107,15 +121,16 @@ class CallTrace:
     ) -> None:
         """A new upstream attempt starts (the previous one has ended by now). ``kind`` is
         the provider's API format, ``provider`` and ``deployment`` are config names."""
+        if not self._recording:
+            return
         self._close_attempt()
         self._kind = kind
         attributes: dict[str, str | int] = {
             "gen_ai.operation.name": self._operation,
             "gen_ai.provider.name": kind,
             "gen_ai.request.model": upstream_model,
-            "nitroproxy.attempt": number,
             "nitroproxy.deployment": deployment,
-            "nitroproxy.provider": provider,
+            "nitroproxy.attempt": number,
         }
         server = _server(base_url)
         if server is not None:
@@ -132,9 +147,10 @@ class CallTrace:
         span = self._attempt
         if span is None:
             return
-        span.set_attribute("error.type", error_type)
+        failed: dict[str, str | int] = {"error.type": error_type}
         if status is not None:
-            span.set_attribute("http.response.status_code", status)
+            failed["http.response.status_code"] = status
+        span.set_attributes(failed)
         span.set_status(Status(StatusCode.ERROR))
         self._close_attempt()
 
@@ -145,49 +161,43 @@ class CallTrace:
 
     def end(self, record: UsageRecord) -> None:
         """The call is settled: its record's metadata goes on the spans, and they end."""
+        if not self._recording:
+            return
         ok = record.outcome in _OK
-        usage = {
+        answer: dict[str, str | int | tuple[str, ...]] = {
             "gen_ai.usage.input_tokens": record.prompt_tokens,
             "gen_ai.usage.output_tokens": record.completion_tokens,
+            "http.response.status_code": record.status,
         }
         if record.cached_tokens:
-            usage["gen_ai.usage.cache_read.input_tokens"] = record.cached_tokens
+            answer["gen_ai.usage.cache_read.input_tokens"] = record.cached_tokens
+        if record.upstream_model is not None:
+            answer["gen_ai.response.model"] = record.upstream_model
+        if self.finish_reasons:
+            answer["gen_ai.response.finish_reasons"] = self.finish_reasons
+        if not ok:
+            answer["error.type"] = record.error_class or record.outcome
         answered = self._attempt
         if answered is not None:
-            answered.set_attributes(usage)
-            answered.set_attribute("http.response.status_code", record.status)
-            if record.upstream_model is not None:
-                answered.set_attribute("gen_ai.response.model", record.upstream_model)
-            if self.finish_reasons:
-                answered.set_attribute("gen_ai.response.finish_reasons", self.finish_reasons)
+            answered.set_attributes(answer)
             if not ok:
-                answered.set_attribute("error.type", record.error_class or record.outcome)
                 answered.set_status(Status(StatusCode.ERROR))
             self._close_attempt()
-        span = self.span
-        span.set_attributes(usage)
-        span.set_attributes(
-            {
-                "http.response.status_code": record.status,
-                "nitroproxy.outcome": record.outcome,
-                "nitroproxy.attempts": record.attempts,
-                "nitroproxy.usage_source": record.usage_source,
-                "nitroproxy.cost_usd": record.cost_nanos / 1e9,
-                "nitroproxy.cache_hit": record.cache_hit,
-            }
-        )
+        call: dict[str, str | int | float | tuple[str, ...]] = {
+            **answer,
+            "nitroproxy.outcome": record.outcome,
+            "nitroproxy.attempts": record.attempts,
+            "nitroproxy.cost_usd": record.cost_nanos / 1e9,
+        }
         if self._kind is not None:
-            span.set_attribute("gen_ai.provider.name", self._kind)
-        if record.upstream_model is not None:
-            span.set_attribute("gen_ai.response.model", record.upstream_model)
+            call["gen_ai.provider.name"] = self._kind
         if record.deployment is not None:
-            span.set_attribute("nitroproxy.deployment", record.deployment)
+            call["nitroproxy.deployment"] = record.deployment
         if record.ttft_ms is not None:
-            span.set_attribute("nitroproxy.ttft_ms", record.ttft_ms)
-        if self.finish_reasons:
-            span.set_attribute("gen_ai.response.finish_reasons", self.finish_reasons)
+            call["nitroproxy.ttft_ms"] = record.ttft_ms
+        span = self.span
+        span.set_attributes(call)
         if not ok:
-            span.set_attribute("error.type", record.error_class or record.outcome)
             span.set_status(Status(StatusCode.ERROR))
         span.end()
 
@@ -227,17 +237,17 @@ class Tracing:
     def call(self, *, request_id: str, endpoint: Endpoint, model: str, stream: bool) -> CallTrace:
         """Start the span of one call, before admission (a refused call is traced too)."""
         operation = OPERATIONS[endpoint]
-        span = self._tracer.start_span(
-            f"{operation} {model}",
-            kind=SpanKind.SERVER,
-            attributes={
-                "gen_ai.operation.name": operation,
-                "gen_ai.request.model": model,
-                "gen_ai.request.stream": stream,
-                "nitroproxy.request_id": request_id,
-                "nitroproxy.endpoint": endpoint.value,
-            },
-        )
+        # Attributes after the sampling decision: a call left out builds none.
+        span = self._tracer.start_span(f"{operation} {model}", kind=SpanKind.SERVER)
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "gen_ai.operation.name": operation,
+                    "gen_ai.request.model": model,
+                    "gen_ai.request.stream": stream,
+                    "nitroproxy.request_id": request_id,
+                }
+            )
         return CallTrace(self._tracer, span, operation)
 
     def force_flush(self, timeout_s: float = 5.0) -> bool:

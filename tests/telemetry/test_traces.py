@@ -80,7 +80,6 @@ def test_a_call_with_a_failover_is_one_span_with_an_attempt_span_each() -> None:
         "gen_ai.request.model": "up-east",
         "nitroproxy.attempt": 1,
         "nitroproxy.deployment": "east",
-        "nitroproxy.provider": "prov-east",
         "server.address": "api.example.test",
         "server.port": 443,
         "error.type": "UpstreamStatusError",
