@@ -393,6 +393,18 @@ def build(
             "redaction": "content fields dropped, credential fields redacted, credential-shaped "
             "strings masked, in every line",
         },
+        "traces": (
+            {
+                "destination": "OpenTelemetry collector over OTLP/HTTP ("
+                + ("tracing.endpoint" if s.tracing.endpoint else "OTEL_EXPORTER_OTLP_* default")
+                + f"), {s.tracing.sample_ratio:.0%} of calls",
+                "content": "metadata only: model and deployment names, token counts, finish "
+                "reasons, status, timings and the request id; no prompt, completion, key or "
+                "user",
+            }
+            if s.tracing.enabled
+            else "off"
+        ),
         "memory_only": "per-key rate-limit windows and spend totals (key ids), deployment "
         "health; lost at restart" + ("; Prometheus metrics" if s.metrics.enabled else ""),
         "transport": {
