@@ -98,6 +98,8 @@ async def _server_header(_request: web.Request, response: web.StreamResponse) ->
     """aiohttp's default ``Server`` header names Python's and aiohttp's versions; a client
     needs neither, and they help only someone looking for a known flaw."""
     response.headers["Server"] = SERVER_NAME
+
+
 async def _close_feed(app: web.Application) -> None:
     app[FEED].close()
 

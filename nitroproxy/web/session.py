@@ -126,7 +126,7 @@ def authorise(request: web.Request) -> tuple[Session, Principal]:
 def require_admin(request: web.Request) -> Principal:
     """The admin whose key is in the headers, or whose dashboard session this is."""
     via = request.get(VIA_SESSION)
-    if via is not None and via.admin:
+    if isinstance(via, Principal) and via.admin:
         return via
     return request.app[AUTH].authenticate_admin(request.headers)
 
