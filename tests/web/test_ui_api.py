@@ -106,6 +106,7 @@ async def test_writes_need_the_csrf_token_and_this_origin(echo_proxy: Proxy) -> 
         assert made["id"] in {k["id"] for k in (await listed.json())["data"]}
         audit = await (await ui.get("/ui/api/admin/audit")).json()
         assert audit["data"][0]["action"] == "key.create"
+        assert audit["data"][0]["actor"] == "admin:admin"  # the signed-in admin, by name
     finally:
         await ui.http.close()
 
