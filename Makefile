@@ -6,8 +6,9 @@ SENTINEL := $(VENV)/.installed
 CONFIG ?= config/demo.yaml
 RUFF_RULES := E,F,W,I,B,UP,RUF,TRY201,TRY203,ASYNC,SIM
 SRC := nitroproxy tests benchmarks
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: venv run test pytest lint typecheck fmt bench bench-quick bench-peers mock clean
+.PHONY: venv run test pytest lint typecheck fmt bench bench-quick bench-peers mock clean browser
 
 venv: $(SENTINEL)
 
@@ -23,7 +24,17 @@ run: $(SENTINEL)
 mock: $(SENTINEL)
 	$(BIN)/nitroproxy mock-provider --port 8081
 
-test: lint typecheck pytest
+test: lint typecheck browser pytest
+
+# The dashboard's browser tests drive Debian's Chromium (Playwright's own browser download
+# needs the internet). Installed here when missing and possible (root, apt-get); where it
+# cannot be, those tests skip and say why.
+browser:
+	@if [ ! -x $(CHROMIUM) ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+			>/dev/null; } || echo "chromium could not be installed: the browser tests will skip"; \
+	fi
 
 pytest: $(SENTINEL)
 	$(BIN)/pytest -q

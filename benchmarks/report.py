@@ -152,6 +152,12 @@ def feature_costs(agg: Any) -> dict[str, float | None]:
         "reservations and settlement (nitroproxy-budgets vs nitroproxy)": _cost(
             rps.get("nitroproxy-budgets"), rps.get("nitroproxy")
         ),
+        "OpenTelemetry traces (nitroproxy-traced vs nitroproxy)": _cost(
+            rps.get("nitroproxy-traced"), rps.get("nitroproxy")
+        ),
+        "traces, 10% sampled (nitroproxy-traced10 vs nitroproxy)": _cost(
+            rps.get("nitroproxy-traced10"), rps.get("nitroproxy")
+        ),
         "all features (nitroproxy vs nitroproxy-bare)": _cost(
             rps.get("nitroproxy"), rps.get("nitroproxy-bare")
         ),

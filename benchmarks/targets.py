@@ -51,6 +51,9 @@ class Variant:
     budgets: bool = False
     """The key has requests/min, tokens/min, concurrency and daily/monthly budgets (far
     from reached), so every call reserves and settles."""
+    trace_ratio: float = 0.0
+    """Above 0: OpenTelemetry traces on, this share of calls sampled, exported over
+    OTLP/HTTP to the benchmark upstream's ``/v1/traces`` sink."""
 
 
 VARIANTS: dict[str, Variant] = {
@@ -59,6 +62,8 @@ VARIANTS: dict[str, Variant] = {
     "nitroproxy-nometrics": Variant(metrics=False, access_log=False),
     "nitroproxy-notokens": Variant(count_tokens=False),
     "nitroproxy-budgets": Variant(budgets=True),
+    "nitroproxy-traced": Variant(trace_ratio=1.0),
+    "nitroproxy-traced10": Variant(trace_ratio=0.1),
 }
 _LIMITS = {
     "rpm": 10_000_000,
@@ -217,6 +222,17 @@ def nitroproxy_config(
         "metrics": {"enabled": variant.metrics},
         "tokens": {"count": variant.count_tokens},
         "auth": {"required": True},
+        **(
+            {
+                "tracing": {
+                    "enabled": True,
+                    "endpoint": upstream.base_url + "/v1/traces",
+                    "sample_ratio": variant.trace_ratio,
+                }
+            }
+            if variant.trace_ratio > 0
+            else {}
+        ),
         "keys": [
             {
                 "name": "bench",

@@ -16,14 +16,23 @@ from benchmarks.loop import new_loop
 from nitroproxy.mock import MockSettings, create_mock_app
 
 
+async def _otlp_sink(request: web.Request) -> web.Response:
+    """An OTLP/HTTP traces endpoint that reads and drops what it gets (the traced variant
+    exports here, so its cost includes encoding and sending the spans)."""
+    await request.read()
+    return web.Response(body=b"", content_type="application/x-protobuf")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tokens", type=int, default=16)
     args = parser.parse_args()
+    app = create_mock_app(MockSettings(tokens=args.tokens, record=False))
+    app.router.add_post("/v1/traces", _otlp_sink)
     web.run_app(
-        create_mock_app(MockSettings(tokens=args.tokens, record=False)),
+        app,
         host=args.host,
         port=args.port,
         handler_cancellation=True,

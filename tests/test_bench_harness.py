@@ -27,6 +27,8 @@ NITRO_TARGETS = {
     "nitroproxy-nometrics",
     "nitroproxy-notokens",
     "nitroproxy-budgets",
+    "nitroproxy-traced",
+    "nitroproxy-traced10",
 }
 HEADLINE = {
     "chat_c50": "rps",
@@ -162,3 +164,11 @@ def test_goal_checks_compare_medians_of_paired_targets():
     assert checks["throughput nitroproxy-bare / relay"]["met"] is True
     assert checks["metrics + logs cost (throughput)"]["value"] == pytest.approx(1 - 800 / 820)
     assert checks["usage writer (records/s)"]["met"] is None
+
+
+def test_trace_cost_measures_every_mode_per_call():
+    from benchmarks.trace_cost import MODES, run
+
+    result = run(calls=5, repeats=1)
+    assert set(result) == {f"{kind}/{mode}" for kind in ("json", "stream") for mode in MODES}
+    assert all(stats["best_us"] > 0 for stats in result.values())

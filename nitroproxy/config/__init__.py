@@ -27,6 +27,8 @@ from nitroproxy.config.schema import (
     Timeouts,
     TLSSettings,
     TokenSettings,
+    TracingSettings,
+    UISettings,
     UpstreamSettings,
 )
 
@@ -53,6 +55,8 @@ __all__ = [
     "TLSSettings",
     "Timeouts",
     "TokenSettings",
+    "TracingSettings",
+    "UISettings",
     "UpstreamSettings",
     "interpolate",
     "load",

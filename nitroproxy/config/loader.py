@@ -39,6 +39,8 @@ from nitroproxy.config.schema import (
     Timeouts,
     TLSSettings,
     TokenSettings,
+    TracingSettings,
+    UISettings,
     UpstreamSettings,
 )
 from nitroproxy.core import pricing
@@ -120,7 +122,7 @@ def parse(data: Any) -> Settings:
     root.require_mapping()
     root.only(
         "server upstream providers models routing storage retention privacy logging "
-        "metrics tokens auth tiers keys cache stats end_users"
+        "metrics tokens auth tiers keys cache stats end_users tracing ui"
     )
     providers = _providers(root.child("providers"))
     tiers = {name: _limits(r) for name, r in root.child("tiers").items()}
@@ -142,6 +144,8 @@ def parse(data: Any) -> Settings:
         cache=_cache(root.child("cache")),
         stats=_stats(root.child("stats")),
         end_users=_limits(root.child("end_users")),
+        tracing=_tracing(root.child("tracing")),
+        ui=_ui(root.child("ui")),
     )
 
 
@@ -410,12 +414,40 @@ def _logging(r: Reader) -> LoggingSettings:
 
 
 def _metrics(r: Reader) -> MetricsSettings:
-    r.only("enabled key_labels port")
+    r.only("enabled key_labels port host token")
     port = r.integer("port", 0, minimum=0, maximum=65535)
     return MetricsSettings(
         enabled=r.flag("enabled", True),
         key_labels=r.flag("key_labels", False),
         port=port or None,
+        host=r.text("host", None) or None,
+        token=r.text("token", None) or None,
+    )
+
+
+def _tracing(r: Reader) -> TracingSettings:
+    r.only("enabled endpoint headers service_name sample_ratio timeout")
+    d = TracingSettings()
+    endpoint = r.text("endpoint", None) or None
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        r.fail("endpoint", "expected an http:// or https:// URL (OTLP over HTTP)")
+    return TracingSettings(
+        enabled=r.flag("enabled", d.enabled),
+        endpoint=endpoint,
+        headers={k: str(v.value) for k, v in r.child("headers").items()},
+        service_name=r.text("service_name", d.service_name),
+        sample_ratio=r.number("sample_ratio", d.sample_ratio, minimum=0.0, maximum=1.0),
+        timeout=r.duration("timeout", d.timeout),
+    )
+
+
+def _ui(r: Reader) -> UISettings:
+    r.only("enabled session_ttl session_idle")
+    d = UISettings()
+    return UISettings(
+        enabled=r.flag("enabled", d.enabled),
+        session_ttl=r.duration("session_ttl", d.session_ttl),
+        session_idle=r.duration("session_idle", d.session_idle),
     )
 
 

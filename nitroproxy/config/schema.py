@@ -149,9 +149,38 @@ class LoggingSettings:
 
 @dataclass(frozen=True, slots=True)
 class MetricsSettings:
+    """``port`` set: ``/metrics`` moves to a listener of its own on ``host`` (the server's
+    host when unset) and leaves the API port. ``token`` set: a scrape must send
+    ``Authorization: Bearer <token>``."""
+
     enabled: bool = True
     key_labels: bool = False
     port: int | None = None
+    host: str | None = None
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSettings:
+    """OpenTelemetry traces, off by default. ``endpoint`` is an OTLP/HTTP traces URL; unset,
+    the exporter reads ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (or its own default)."""
+
+    enabled: bool = False
+    endpoint: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    service_name: str = "nitroproxy"
+    sample_ratio: float = 1.0
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class UISettings:
+    """The dashboard at ``/ui/``. Sessions live in this process's memory: ``session_ttl``
+    bounds a session's whole life, ``session_idle`` the gap between two of its requests."""
+
+    enabled: bool = True
+    session_ttl: float = 12 * 3600.0
+    session_idle: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +259,8 @@ class Settings:
     end_users: KeyLimits = field(default_factory=KeyLimits)
     """Limits for each end user of each key (requests/min, tokens/min, concurrency and
     budgets), on top of the key's own; unlimited by default."""
+    tracing: TracingSettings = TracingSettings()
+    ui: UISettings = UISettings()
 
     def deployment(self, name: str) -> Deployment:
         for model in self.models.values():

@@ -42,6 +42,7 @@ from nitroproxy.proxy.routing import Route
 from nitroproxy.proxy.settle import CacheWrite, status_outcome
 from nitroproxy.telemetry import logs
 from nitroproxy.telemetry.metrics import Metrics
+from nitroproxy.telemetry.traces import finish_reasons_in, finish_reasons_of
 from nitroproxy.upstream.adapter import Answer, Context
 from nitroproxy.upstream.client import Response, UpstreamClient
 
@@ -108,6 +109,10 @@ class Exchange(abc.ABC):
         """A complete answer the opt-in cache may store, if any."""
         return None
 
+    def finish_reasons(self) -> tuple[str, ...]:
+        """How the answer ended, for the call's trace (empty when unknown)."""
+        return ()
+
 
 class CachedExchange(Exchange):
     """An answer from the opt-in cache: nothing upstream, nothing billed, the saving noted."""
@@ -157,6 +162,7 @@ class UpstreamExchange(Exchange):
     __slots__ = (
         "_cache_plan",
         "_document",
+        "_finish",
         "_gen",
         "_opened",
         "_opener",
@@ -182,6 +188,7 @@ class UpstreamExchange(Exchange):
         self._document: dict[str, Any] | None = None
         self._gen: AsyncGenerator[bytes, None] | None = None
         self._sent = False
+        self._finish: str | None = None
         if opened is not None:
             self._opened_by(opened)
 
@@ -223,6 +230,11 @@ class UpstreamExchange(Exchange):
         if self._cache_plan is None or self._document is None:
             return None
         return CacheWrite(self._cache_plan, self._document)
+
+    def finish_reasons(self) -> tuple[str, ...]:
+        if self._finish is not None:
+            return finish_reasons_of((self._finish,))
+        return finish_reasons_in(self._document)
 
     # -- the stream ---------------------------------------------------------------------
 
@@ -276,6 +288,7 @@ class UpstreamExchange(Exchange):
         finally:
             meter.provider_usage = transform.usage
             meter.completed = transform.completed
+            self._finish = transform.finish_reason
             if transform.usage is None or not transform.completed:
                 # Only then does the in-flight count decide anything; reading it encodes
                 # the last, not yet counted stretch of text, so skip it when the

@@ -19,7 +19,13 @@ from nitroproxy.config import Settings
 from nitroproxy.core import pricing, usage_wire
 from nitroproxy.core.accounting import Meter
 from nitroproxy.core.end_users import EndUsers
-from nitroproxy.core.errors import NoDeploymentAvailable, ProxyError, UpstreamError, UpstreamTimeout
+from nitroproxy.core.errors import (
+    NoDeploymentAvailable,
+    ProxyError,
+    UpstreamError,
+    UpstreamTimeout,
+    status_of,
+)
 from nitroproxy.core.health import HealthBook
 from nitroproxy.core.limits import KeyLimits, ratelimit_headers, to_error
 from nitroproxy.core.types import Usage
@@ -47,6 +53,7 @@ from nitroproxy.proxy.limiter import (
 from nitroproxy.proxy.routing import Route, Router
 from nitroproxy.proxy.settle import RecordSink, Settler, note_exit
 from nitroproxy.telemetry.metrics import Metrics
+from nitroproxy.telemetry.traces import CallTrace, Tracing
 from nitroproxy.upstream.client import AiohttpTransport, Transport, UpstreamClient
 from nitroproxy.upstream.errors import is_retryable
 from nitroproxy.upstream.provider import Provider
@@ -64,8 +71,10 @@ class Gateway:
         transport: Transport | None = None,
         cache: ResponseCache | None = None,
         end_users: EndUsers | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
+        self.tracing = tracing
         self.metrics = metrics
         self.clock = clock if isinstance(clock, Clock) else Clock(clock or time.monotonic)
         self.limiter: Limiter = limiter if limiter is not None else InMemoryLimiter(self.clock)
@@ -119,11 +128,19 @@ class Gateway:
         """Admit, look up, attempt; yield the exchange; release and settle once."""
         ex: Exchange | None = None
         ticket: Ticket | None = None
+        trace = None
+        if self.tracing is not None:
+            trace = self.tracing.call(
+                request_id=call.request_id,
+                endpoint=call.endpoint,
+                model=call.model.name,
+                stream=call.stream,
+            )
         try:
             headers: dict[str, str] = {}
             plan = caching.plan(self.cache, call, self.settings.cache.scope, headers)
             ticket = await self.admit(call, headers)
-            ex = await self._open(call, headers, plan)
+            ex = await self._open(call, headers, plan, trace)
             yield ex
         except BaseException as exc:
             note_exit(call.meter, exc)
@@ -133,7 +150,11 @@ class Gateway:
                 if ex is not None:
                     await ex.release()
             finally:
-                self.settler.settle(call, ticket, ex.cache_write() if ex is not None else None)
+                if trace is not None and ex is not None:
+                    trace.finish_reasons = ex.finish_reasons()
+                self.settler.settle(
+                    call, ticket, ex.cache_write() if ex is not None else None, trace
+                )
 
     async def admit(self, call: Call, headers: dict[str, str]) -> Ticket | None:
         """Reserve the call's worst case against its key's (and end user's) limits and
@@ -178,7 +199,9 @@ class Gateway:
             scopes.append(Scope(end_user_scope(key_id, tag), self.settings.end_users))
         return tuple(scopes)
 
-    async def _open(self, call: Call, headers: dict[str, str], plan: CachePlan | None) -> Exchange:
+    async def _open(
+        self, call: Call, headers: dict[str, str], plan: CachePlan | None, trace: CallTrace | None
+    ) -> Exchange:
         if plan is not None:
             entry = await caching.lookup(plan, call)
             if entry is not None:
@@ -190,10 +213,10 @@ class Gateway:
                 call,
                 headers,
                 opened=None,
-                opener=lambda: self._attempts(call),
+                opener=lambda: self._attempts(call, trace),
                 cache_plan=plan,
             )
-        opened = await self._attempts(call)
+        opened = await self._attempts(call, trace)
         ex = UpstreamExchange(self._parts, call, headers, opened=opened, cache_plan=plan)
         if opened.answer is not None:
             await self._account_answer(call, ex, opened)
@@ -223,7 +246,7 @@ class Gateway:
 
     # -- attempting -----------------------------------------------------------------------
 
-    async def _attempts(self, call: Call) -> Opened:
+    async def _attempts(self, call: Call, trace: CallTrace | None = None) -> Opened:
         """Try deployments in order until one answers. Before any byte reaches the client, a
         retryable failure moves on to the next deployment; others go to the client."""
         plan = self.router.plan(call, self.clock.now())
@@ -240,6 +263,15 @@ class Gateway:
                 self.metrics.fallback(call.model.name, meter.provider or "", provider.name)
             d = route.deployment
             meter.attempt(d.name, provider.name, d.upstream_model, d.price)
+            if trace is not None:
+                trace.attempt(
+                    number=meter.attempts,
+                    deployment=d.name,
+                    provider=provider.name,
+                    kind=provider.settings.kind.value,
+                    upstream_model=d.upstream_model,
+                    base_url=provider.settings.base_url,
+                )
             self.health.begin_attempt(route.deployment.name, self.clock.now())
             try:
                 if len(plan) == 1:  # the provider's own timeouts bound a single attempt
@@ -251,6 +283,8 @@ class Gateway:
             except ProxyError as exc:
                 last = exc
             self._failed(route, last)
+            if trace is not None:
+                trace.attempt_failed(last.error_class, status_of(last))
             if not is_retryable(last):
                 raise last
             self.metrics.retry(call.model.name, provider.name)

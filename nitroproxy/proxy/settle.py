@@ -31,6 +31,7 @@ from nitroproxy.proxy.limiter import Limiter, Ticket
 from nitroproxy.security.ids import IdSource
 from nitroproxy.telemetry import logs
 from nitroproxy.telemetry.metrics import Metrics
+from nitroproxy.telemetry.traces import CallTrace
 
 RecordSink = Callable[[UsageRecord], object]
 CLIENT_GONE = 499  # nginx's convention for "client closed the request"
@@ -95,7 +96,13 @@ class Settler:
         self._log = logs.get_logger("nitroproxy.access")
         self._pending: set[asyncio.Task[None]] = set()
 
-    def settle(self, call: Call, ticket: Ticket | None, cache: CacheWrite | None) -> None:
+    def settle(
+        self,
+        call: Call,
+        ticket: Ticket | None,
+        cache: CacheWrite | None,
+        trace: CallTrace | None = None,
+    ) -> None:
         meter = call.meter
         if meter.ended_at is None:
             meter.ended_at = self._clock.now()
@@ -104,10 +111,10 @@ class Settler:
         )
         if needs_prompt and meter.produced:
             if prompt_is_large(call, self._settings.tokens.offload_chars):
-                self._spawn(self._count_then_record(call, ticket, cache))
+                self._spawn(self._count_then_record(call, ticket, cache, trace))
                 return
             meter.prompt_estimate = count_prompt(call)
-        self._record(call, ticket, cache)
+        self._record(call, ticket, cache, trace)
 
     async def close(self) -> None:
         """Wait for settlements still counting a prompt or settling limits."""
@@ -120,15 +127,17 @@ class Settler:
         task.add_done_callback(self._pending.discard)
 
     async def _count_then_record(
-        self, call: Call, ticket: Ticket | None, cache: CacheWrite | None
+        self, call: Call, ticket: Ticket | None, cache: CacheWrite | None, trace: CallTrace | None
     ) -> None:
         loop = asyncio.get_running_loop()
         try:
             call.meter.prompt_estimate = await loop.run_in_executor(None, count_prompt, call)
         finally:
-            self._record(call, ticket, cache)
+            self._record(call, ticket, cache, trace)
 
-    def _record(self, call: Call, ticket: Ticket | None, cache: CacheWrite | None) -> None:
+    def _record(
+        self, call: Call, ticket: Ticket | None, cache: CacheWrite | None, trace: CallTrace | None
+    ) -> None:
         meter = call.meter
         record = build_record(self._facts(call), meter)
         if self._sink is not None:
@@ -148,8 +157,14 @@ class Settler:
         if record.cache_hit:
             self._metrics.cache_saved(record.model, meter.saved_nanos)
         self._health_of(meter, record)
+        trace_id = None
+        if trace is not None:
+            trace.end(record)
+            trace_id = trace.trace_id
         if self._settings.logging.access_log:
-            logs.access_log(self._log, record, method=call.method, path=call.path)
+            logs.access_log(
+                self._log, record, method=call.method, path=call.path, trace_id=trace_id
+            )
         if cache is not None and meter.outcome is Outcome.OK:
             usage, _ = settle(meter)
             caching.store(cache.plan, call, cache.document, usage, record.cost_nanos)

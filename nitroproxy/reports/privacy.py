@@ -225,12 +225,19 @@ def _readers(settings: Settings, routes: Collection[str]) -> dict[str, Any]:
             f"requests or {settings.stats.min_users} distinct people suppressed, people who "
             "object to analytics never counted"
         )
-    if "/metrics" in routes:
-        public.append("/metrics")
-        labels = "with" if settings.metrics.key_labels else "without"
-        reads.append(f"Prometheus metrics {labels} per-key labels")
+    m = settings.metrics
+    scrapers: dict[str, Any] = {}
+    if m.enabled and ("/metrics" in routes or m.port is not None):
+        labels = "with" if m.key_labels else "without"
+        what = f"Prometheus metrics {labels} per-key labels"
+        if m.token is None:
+            public.append("/metrics")
+            reads.append(what)
+        else:
+            scrapers["metrics scrapers (metrics.token)"] = {"routes": ["/metrics"], "reads": what}
     own = _own_routes(routes)
     return {
+        **scrapers,
         "admin keys": {
             "routes": under("/admin"),
             "reads": "what the listed admin routes serve, to holders of a named admin key "
@@ -245,6 +252,17 @@ def _readers(settings: Settings, routes: Collection[str]) -> dict[str, Any]:
             else "no stored data",
         },
         "public (no key)": {"routes": public, "reads": "; ".join(reads)},
+        **(
+            {
+                "dashboard sessions (/ui/)": {
+                    "routes": under("/ui/api"),
+                    "reads": "what the signed-in key may read: with the admin key the admin "
+                    "routes (under /ui/api/admin), with an API key its own usage and calls",
+                }
+            }
+            if "/ui/api/session" in routes
+            else {}
+        ),
         _OS_ACCOUNT: {
             "reads": "the database files and the process output (logs); sealed columns only "
             "with NITROPROXY_DATA_KEY",
@@ -375,6 +393,18 @@ def build(
             "redaction": "content fields dropped, credential fields redacted, credential-shaped "
             "strings masked, in every line",
         },
+        "traces": (
+            {
+                "destination": "OpenTelemetry collector over OTLP/HTTP ("
+                + ("tracing.endpoint" if s.tracing.endpoint else "OTEL_EXPORTER_OTLP_* default")
+                + f"), {s.tracing.sample_ratio:.0%} of calls",
+                "content": "metadata only: model and deployment names, token counts, finish "
+                "reasons, status, timings and the request id; no prompt, completion, key or "
+                "user",
+            }
+            if s.tracing.enabled
+            else "off"
+        ),
         "memory_only": "per-key rate-limit windows and spend totals (key ids), deployment "
         "health; lost at restart" + ("; Prometheus metrics" if s.metrics.enabled else ""),
         "transport": {

@@ -400,10 +400,13 @@ def get_logger(name: str = "nitroproxy") -> FilteringBoundLogger:
     return cast(FilteringBoundLogger, structlog.get_logger(name))
 
 
-def access_fields(record: UsageRecord, *, method: str, path: str) -> dict[str, Any]:
-    """The fields of the one access line per request: metadata only, all from the record."""
+def access_fields(
+    record: UsageRecord, *, method: str, path: str, trace_id: str | None = None
+) -> dict[str, Any]:
+    """The fields of the one access line per request: metadata only, all from the record,
+    and the call's trace id when it is traced."""
     ttft = record.ttft_ms
-    return {
+    fields = {
         "request_id": record.request_id,
         "key_id": record.key_id,
         "user_id": record.user_id,
@@ -427,17 +430,25 @@ def access_fields(record: UsageRecord, *, method: str, path: str) -> dict[str, A
         "attempts": record.attempts,
         "stream": record.stream,
     }
+    if trace_id is not None:
+        fields["trace_id"] = trace_id
+    return fields
 
 
 def access_log(
-    logger: FilteringBoundLogger, record: UsageRecord, *, method: str, path: str
+    logger: FilteringBoundLogger,
+    record: UsageRecord,
+    *,
+    method: str,
+    path: str,
+    trace_id: str | None = None,
 ) -> None:
     """Write the one ``request`` line for a finished request.
 
     Every field comes from a ``UsageRecord`` (ids, config names, numbers, enum values) and
     the matched route, so there is nothing to redact: JSON lines skip the processor chain
     and are written directly, at a third of the cost per request."""
-    line = access_fields(record, method=method, path=path)
+    line = access_fields(record, method=method, path=path, trace_id=trace_id)
     if _SETUP.fast_access and _SETUP.configured:
         line["event"] = "request"
         line["level"] = "info"

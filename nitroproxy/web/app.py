@@ -18,9 +18,11 @@ from nitroproxy import data
 from nitroproxy.cache.store import ResponseCache, default_path
 from nitroproxy.config import Settings
 from nitroproxy.core.end_users import EndUsers
+from nitroproxy.core.types import UsageRecord
 from nitroproxy.mock import MockSettings, create_mock_app
 from nitroproxy.proxy.gateway import Gateway
 from nitroproxy.proxy.limiter import Limiter, end_user_scope, key_scope
+from nitroproxy.proxy.settle import RecordSink
 from nitroproxy.store.db import open_db
 from nitroproxy.store.meta import installation_secret
 from nitroproxy.store.rights import erased_usage_step
@@ -28,21 +30,33 @@ from nitroproxy.store.sweeper import RetentionSweeper, retention_policy
 from nitroproxy.store.usage import end_user_month_spend, seed_spend
 from nitroproxy.store.writer import UsageWriter
 from nitroproxy.telemetry.metrics import Metrics
+from nitroproxy.telemetry.traces import Tracing
 from nitroproxy.web.appkeys import (
     AUTH,
     CACHE,
+    FEED,
     GATEWAY,
     METRICS,
     SETTINGS,
     STORE,
+    TRACING,
     WRITER,
 )
 from nitroproxy.web.auth import Authenticator
+from nitroproxy.web.feed import CallFeed
 from nitroproxy.web.middleware import error_middleware
-from nitroproxy.web.routes import admin, anthropic, me, openai, ops, privacy
+from nitroproxy.web.routes import admin, anthropic, me, openai, ops, privacy, ui
+from nitroproxy.web.session import SESSIONS, SessionBook
 
 
-def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) -> web.Application:
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], float] | None = None,
+    tracing: Tracing | None = None,
+) -> web.Application:
+    """``tracing`` replaces the one ``settings.tracing`` would make (tests pass one with an
+    in-memory exporter)."""
     app = web.Application(
         client_max_size=settings.server.max_body_bytes, middlewares=[error_middleware]
     )
@@ -53,6 +67,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
     # The answers aiohttp writes itself to unparseable requests never reach that signal;
     # the default they fall back on goes too (tests/web/test_public_leaks.py checks both).
     web_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
+    app[FEED] = CallFeed()
+    app[SESSIONS] = SessionBook(settings.ui)
+    # Before the server waits for open handlers: live-feed streams end at once.
+    app.on_shutdown.append(_close_feed)
     # First: it refuses to start on a wrong data key before anything else is running.
     app.cleanup_ctx.append(admin.accounts_context)
     app.cleanup_ctx.append(_mock_provider)
@@ -60,13 +78,16 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
     app.cleanup_ctx.append(_cache)
     app.cleanup_ctx.append(_writer)
     app.cleanup_ctx.append(_sweeper)
+    app.cleanup_ctx.append(_tracing(tracing))
     app.cleanup_ctx.append(_gateway(clock))
+    app.cleanup_ctx.append(_metrics_listener)
     openai.add_routes(app)
     anthropic.add_routes(app)
     ops.add_routes(app)
     admin.add_routes(app)
     me.add_routes(app)
     privacy.add_routes(app)
+    ui.add_routes(app)  # last: it serves every admin route under /ui/api/admin as well
     return app
 
 
@@ -77,6 +98,26 @@ async def _server_header(_request: web.Request, response: web.StreamResponse) ->
     """aiohttp's default ``Server`` header names Python's and aiohttp's versions; a client
     needs neither, and they help only someone looking for a known flaw."""
     response.headers["Server"] = SERVER_NAME
+
+
+async def _close_feed(app: web.Application) -> None:
+    app[FEED].close()
+
+
+def _sink(writer: UsageWriter | None, feed: CallFeed) -> RecordSink:
+    """Every record to the writer, and its metadata to the dashboard's live feed (which
+    returns at once while nobody watches)."""
+    publish = feed.publish
+    if writer is None:
+        return publish
+    put = writer.put
+
+    def sink(record: UsageRecord) -> bool:
+        kept = put(record)
+        publish(record)
+        return kept
+
+    return sink
 
 
 async def _mock_provider(app: web.Application) -> AsyncIterator[None]:
@@ -192,6 +233,42 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
     await sweeper.close()
 
 
+async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
+    """``metrics.port`` set: ``/metrics`` on a listener of its own (a port the firewall can
+    keep to the scraper), started after the gateway and stopped before it."""
+    settings = app[SETTINGS]
+    m = settings.metrics
+    if not m.enabled or m.port is None:
+        yield
+        return
+    runner = web.AppRunner(ops.metrics_app(settings, app[METRICS]), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, m.host or settings.server.host, m.port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    yield
+    await runner.cleanup()
+
+
+def _tracing(given: Tracing | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        """OpenTelemetry traces when ``tracing.enabled`` (or given): stopped after the
+        gateway, flushing what is still queued off the loop."""
+        tracing = given
+        if tracing is None and app[SETTINGS].tracing.enabled:
+            tracing = Tracing(app[SETTINGS].tracing)
+        if tracing is None:
+            yield
+            return
+        app[TRACING] = tracing
+        yield
+        await asyncio.get_running_loop().run_in_executor(None, tracing.shutdown)
+
+    return ctx
+
+
 def _preload_encodings(models: list[str]) -> None:
     for model in models:
         data.encoding_for_model(model)
@@ -233,10 +310,11 @@ def _gateway(
         gateway = Gateway(
             settings,
             app[METRICS],
-            sink=writer.put if writer is not None else None,
+            sink=_sink(writer, app[FEED]),
             clock=clock,
             cache=app.get(CACHE),
             end_users=end_users,
+            tracing=app.get(TRACING),
         )
         await gateway.start()
         try:

@@ -11,7 +11,9 @@ from nitroproxy.proxy.gateway import Gateway
 from nitroproxy.store.accounts import AccountStore
 from nitroproxy.store.writer import UsageWriter
 from nitroproxy.telemetry.metrics import Metrics
+from nitroproxy.telemetry.traces import Tracing
 from nitroproxy.web.auth import Authenticator
+from nitroproxy.web.feed import CallFeed
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
@@ -21,3 +23,5 @@ AUTH = web.AppKey("auth", Authenticator)
 STORE = web.AppKey("store", aiosqlite.Connection)
 ACCOUNTS = web.AppKey("accounts", AccountStore)
 CACHE = web.AppKey("cache", ResponseCache)
+FEED = web.AppKey("feed", CallFeed)
+TRACING = web.AppKey("tracing", Tracing)

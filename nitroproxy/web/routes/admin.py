@@ -28,6 +28,7 @@ from nitroproxy.web import params
 from nitroproxy.web.appkeys import ACCOUNTS, AUTH, CACHE, GATEWAY, SETTINGS, STORE, WRITER
 from nitroproxy.web.auth import actor_of
 from nitroproxy.web.documents import ExportForm, StatementForm
+from nitroproxy.web.session import require_admin
 
 USER_STATUSES = ("active", "suspended", "erased")
 _USER_FIELDS = ("name", "email", "tier", "status", "analytics", "cache")
@@ -66,7 +67,7 @@ async def accounts_context(app: web.Application) -> AsyncIterator[None]:
 def admin_store(request: web.Request) -> AccountStore:
     """The accounts store, once the caller is shown to hold an admin key (whose name is
     then this request's audit actor, :func:`actor`)."""
-    request[_ACTOR] = actor_of(request.app[AUTH].authenticate_admin(request.headers))
+    request[_ACTOR] = actor_of(require_admin(request))
     return request.app[ACCOUNTS]
 
 
@@ -356,7 +357,7 @@ async def audit_log(request: web.Request) -> web.Response:
 
 
 async def document(request: web.Request) -> web.Response:
-    request.app[AUTH].authenticate_admin(request.headers)
+    require_admin(request)
     return web.json_response(openapi.document())
 
 

@@ -1,15 +1,27 @@
-"""Operations: liveness, readiness, Prometheus metrics, and deployment status."""
+"""Operations: liveness, readiness, Prometheus metrics, and deployment status.
+
+``/metrics`` is served on the API port, or with ``metrics.port`` only on a listener of its
+own (``metrics_app``); with ``metrics.token`` either one asks for that bearer token.
+"""
 
 from __future__ import annotations
 
+import hmac
 import time
 from dataclasses import asdict
 
 from aiohttp import web
 
+from nitroproxy.config import Settings
+from nitroproxy.core.errors import Unauthenticated
 from nitroproxy.security import tls
+from nitroproxy.security.crypto import key_digest
 from nitroproxy.store.db import check_writable
-from nitroproxy.web.appkeys import AUTH, GATEWAY, METRICS, SETTINGS, STORE, WRITER
+from nitroproxy.telemetry.metrics import Metrics
+from nitroproxy.web.appkeys import GATEWAY, METRICS, SETTINGS, STORE, WRITER
+from nitroproxy.web.auth import extract_key
+from nitroproxy.web.middleware import error_middleware
+from nitroproxy.web.session import require_admin
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -41,7 +53,22 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
+def _check_scraper(request: web.Request) -> None:
+    """With ``metrics.token`` set, a scrape must send it as a bearer token; digests are
+    compared in constant time, as the admin key is."""
+    token = request.app[SETTINGS].metrics.token
+    if token is None:
+        return
+    sent = extract_key(request.headers)
+    if sent is None or not hmac.compare_digest(key_digest(sent), key_digest(token)):
+        raise Unauthenticated(
+            "/metrics needs 'Authorization: Bearer <metrics.token>'",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+
+
 async def metrics(request: web.Request) -> web.Response:
+    _check_scraper(request)
     body, content_type = request.app[METRICS].render()
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
@@ -49,7 +76,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    request.app[AUTH].authenticate_admin(request.headers)
+    require_admin(request)
     app = request.app
     gateway = app[GATEWAY]
     writer = app.get(WRITER)
@@ -66,9 +93,20 @@ async def status(request: web.Request) -> web.Response:
     )
 
 
+def metrics_app(settings: Settings, registry: Metrics) -> web.Application:
+    """The application of the separate metrics listener: ``/metrics`` and ``/healthz``."""
+    app = web.Application(middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app[METRICS] = registry
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    if app[SETTINGS].metrics.enabled:
+    m = app[SETTINGS].metrics
+    if m.enabled and m.port is None:
         app.router.add_get("/metrics", metrics)
     app.router.add_get("/admin/status", status)

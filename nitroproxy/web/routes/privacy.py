@@ -91,6 +91,7 @@ def render_text(report: Mapping[str, Any]) -> str:
         f"  redaction: {log['redaction']}",
         "",
         f"Config-file keys: {keys['count']}, {keys['held']}",
+        f"Traces: {_traces(report.get('traces', 'off'))}",
         f"Memory only: {report['memory_only']}",
         "",
         f"Transport: listener {transport['listener']}, client certificates "
@@ -103,6 +104,12 @@ def render_text(report: Mapping[str, Any]) -> str:
         via = f" via {', '.join(r['routes'])}" if r.get("routes") else ""
         lines.append(f"  {who}{via}: {r['reads']}")
     return "\n".join(lines)
+
+
+def _traces(traces: Any) -> str:
+    if isinstance(traces, str):
+        return traces
+    return f"{traces['destination']}; {traces['content']}"
 
 
 async def privacy(request: web.Request) -> web.Response:
