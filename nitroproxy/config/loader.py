@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -239,12 +240,16 @@ def _providers(r: Reader) -> dict[str, ProviderSettings]:
         p.require_mapping()
         p.only(
             "kind base_url api_key headers timeouts stream_usage anthropic_version "
-            "auth_header ca_bundle insecure_skip_verify"
+            "auth_header ca_bundle insecure_skip_verify responses forward_headers"
         )
         kind = p.choice("kind", [f.value for f in ApiFormat], required=True)
         url = p.text("base_url", None, required=True).rstrip("/")
         if not url.startswith(("http://", "https://")):
             p.fail("base_url", f"must start with http:// or https://, got {url!r}")
+        # OpenAI itself has the Responses API; an OpenAI-compatible server is asked to say so.
+        responses = p.flag("responses", kind == "openai" and _is_openai(url))
+        if responses and kind != "openai":
+            p.fail("responses", "only an openai-kind provider can serve the Responses API")
         out[name] = ProviderSettings(
             name=name,
             kind=ApiFormat(kind),
@@ -257,8 +262,31 @@ def _providers(r: Reader) -> dict[str, ProviderSettings]:
             auth_header=p.text("auth_header", "authorization").lower(),
             ca_bundle=p.text("ca_bundle", None) or None,
             insecure_skip_verify=p.flag("insecure_skip_verify", False),
+            responses=responses,
+            forward_headers=_forward_headers(p, kind),
         )
     return out
+
+
+def _is_openai(url: str) -> bool:
+    return urllib.parse.urlsplit(url).hostname == "api.openai.com"
+
+
+# What a client may send on to an upstream of its own format: the API version it speaks and
+# the betas it uses (Claude Code needs several). Nothing else: never credentials, never ids.
+_FORWARDABLE = {"anthropic": ("anthropic-beta", "anthropic-version"), "openai": ()}
+
+
+def _forward_headers(p: Reader, kind: str) -> tuple[str, ...]:
+    if p.child("forward_headers").present:
+        names = tuple(name.lower() for name in p.texts("forward_headers"))
+    else:
+        names = _FORWARDABLE[kind]
+    unknown = sorted(set(names) - set(_FORWARDABLE[kind]))
+    if unknown:
+        allowed = ", ".join(_FORWARDABLE[kind]) or "none"
+        p.fail("forward_headers", f"cannot forward {', '.join(unknown)} (allowed: {allowed})")
+    return names
 
 
 def _models(r: Reader, providers: Mapping[str, ProviderSettings]) -> dict[str, ModelSettings]:
