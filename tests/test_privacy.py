@@ -37,6 +37,10 @@ def echo_models(cfg: dict[str, Any]) -> dict[str, Any]:
     cfg["models"]["echo-quiet"] = {
         "deployments": [{"provider": "mock-openai", "model": "m+echo+nousage"}]
     }
+    cfg["providers"]["mock-responses"] = {**cfg["providers"]["mock-openai"], "responses": True}
+    cfg["models"]["echo-responses"] = {
+        "deployments": [{"provider": "mock-responses", "model": "m+echo"}]
+    }
     return cfg
 
 
@@ -72,6 +76,11 @@ async def test_canary_never_reaches_database_wal_or_logs(
                 "/v1/messages",
                 {"model": "echo-claude", "max_tokens": 50, "messages": chat, "stream": True},
             ),
+            ("/v1/responses", {"model": "echo", "input": words}),
+            ("/v1/responses", {"model": "echo-claude", "input": words, "stream": True}),
+            ("/v1/responses", {"model": "echo-responses", "input": words, "stream": True}),
+            ("/v1/responses/input_tokens", {"model": "echo", "input": words}),
+            ("/v1/messages/count_tokens", {"model": "echo-claude", "messages": chat}),
             ("/v1/chat/completions", {"model": "nope", "messages": chat}),  # an error
         ]
         echoed = 0
@@ -91,7 +100,7 @@ async def test_canary_never_reaches_database_wal_or_logs(
         async with await proxy.post("/v1/chat/completions", {"model": "echo"}, key=bad_key):
             pass
 
-        # 12 routed requests + the disconnect; the unknown model and the 401 never reach routing.
+        # 17 routed requests + the disconnect; the unknown model and the 401 never reach routing.
         await wait_records(proxy, len(requests))
         await asyncio.sleep(0.1)
         db = Path(proxy.settings.storage.path)

@@ -17,6 +17,7 @@ import yaml
 
 from nitroproxy import data
 from nitroproxy.config.errors import ConfigError
+from nitroproxy.config.providers import read_providers, read_upstream
 from nitroproxy.config.reader import Reader
 from nitroproxy.config.schema import (
     AuthSettings,
@@ -48,7 +49,7 @@ from nitroproxy.core.end_users import EndUserMode
 from nitroproxy.core.limits import INTEGER_LIMITS, LIMIT_FIELDS
 from nitroproxy.core.retention import ANALYTICS_MAX_S
 from nitroproxy.core.selection import Strategy
-from nitroproxy.core.types import ApiFormat, Price
+from nitroproxy.core.types import Price
 
 __all__ = [
     "AuthSettings",
@@ -124,11 +125,11 @@ def parse(data: Any) -> Settings:
         "server upstream providers models routing storage retention privacy logging "
         "metrics tokens auth tiers keys cache stats end_users tracing ui"
     )
-    providers = _providers(root.child("providers"))
+    providers = read_providers(root.child("providers"))
     tiers = {name: _limits(r) for name, r in root.child("tiers").items()}
     return Settings(
         server=_server(root.child("server")),
-        upstream=_upstream(root.child("upstream")),
+        upstream=read_upstream(root.child("upstream")),
         providers=providers,
         models=_models(root.child("models"), providers),
         routing=_routing(root.child("routing")),
@@ -210,55 +211,6 @@ def _mock(r: Reader) -> MockProviderSettings:
         tokens=r.integer("tokens", d.tokens, minimum=0),
         delay_ms=r.number("delay_ms", d.delay_ms, minimum=0.0),
     )
-
-
-def _upstream(r: Reader) -> UpstreamSettings:
-    r.only("max_connections max_connections_per_host keepalive_timeout")
-    d = UpstreamSettings()
-    return UpstreamSettings(
-        max_connections=r.integer("max_connections", d.max_connections, minimum=1),
-        max_connections_per_host=r.integer("max_connections_per_host", 0, minimum=0),
-        keepalive_timeout=r.duration("keepalive_timeout", d.keepalive_timeout),
-    )
-
-
-def _timeouts(r: Reader) -> Timeouts:
-    r.only("connect first_byte idle total")
-    d = Timeouts()
-    return Timeouts(
-        connect=r.duration("connect", d.connect),
-        first_byte=r.duration("first_byte", d.first_byte),
-        idle=r.duration("idle", d.idle),
-        total=r.duration("total", d.total),
-    )
-
-
-def _providers(r: Reader) -> dict[str, ProviderSettings]:
-    out: dict[str, ProviderSettings] = {}
-    for name, p in r.items():
-        p.require_mapping()
-        p.only(
-            "kind base_url api_key headers timeouts stream_usage anthropic_version "
-            "auth_header ca_bundle insecure_skip_verify"
-        )
-        kind = p.choice("kind", [f.value for f in ApiFormat], required=True)
-        url = p.text("base_url", None, required=True).rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            p.fail("base_url", f"must start with http:// or https://, got {url!r}")
-        out[name] = ProviderSettings(
-            name=name,
-            kind=ApiFormat(kind),
-            base_url=url,
-            api_key=p.text("api_key", None) or None,
-            headers={k: str(v.value) for k, v in p.child("headers").items()},
-            timeouts=_timeouts(p.child("timeouts")),
-            stream_usage=p.flag("stream_usage", True),
-            anthropic_version=p.text("anthropic_version", "2023-06-01"),
-            auth_header=p.text("auth_header", "authorization").lower(),
-            ca_bundle=p.text("ca_bundle", None) or None,
-            insecure_skip_verify=p.flag("insecure_skip_verify", False),
-        )
-    return out
 
 
 def _models(r: Reader, providers: Mapping[str, ProviderSettings]) -> dict[str, ModelSettings]:

@@ -76,6 +76,12 @@ class ProviderSettings:
     auth_header: str = "authorization"
     ca_bundle: str | None = None
     insecure_skip_verify: bool = False
+    responses: bool = False
+    """An OpenAI-format upstream with the Responses API (and its store): /v1/responses is
+    passed through to it, not translated to chat completions."""
+    forward_headers: tuple[str, ...] = ()
+    """Client headers (lower-case names) copied onto requests to this provider when the
+    client speaks its format: Anthropic's ``anthropic-beta`` and ``anthropic-version``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,11 @@
-"""Anthropic Messages requests: validating /v1/messages bodies, and building an Anthropic
-request from an OpenAI chat body (the proxy's canonical form)."""
+"""Anthropic Messages requests: validating /v1/messages (and count_tokens) bodies, and
+building an Anthropic request from an OpenAI chat body (the proxy's canonical form).
+
+Validation checks only what the proxy relies on (roles, content shapes, the numbers it
+routes and limits by); everything else in a block (thinking signatures, ``cache_control``,
+citations, document sources) goes to an Anthropic upstream untouched. A ``system`` message
+inside ``messages`` is valid: Claude Code sends one, and the native path keeps it in place.
+"""
 
 from __future__ import annotations
 
@@ -36,11 +42,16 @@ _OPTIONAL_FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
 )
 
 
+_ROLES = ("user", "assistant", "system")
+
+
 def _validate_message(message: Any, where: str) -> None:
     if not isinstance(message, Mapping):
         raise InvalidRequest(f"{where}: must be an object", param=where)
-    if message.get("role") not in ("user", "assistant"):
-        raise InvalidRequest(f"{where}.role: must be 'user' or 'assistant'", param=f"{where}.role")
+    if message.get("role") not in _ROLES:
+        raise InvalidRequest(
+            f"{where}.role: must be 'user', 'assistant' or 'system'", param=f"{where}.role"
+        )
     content = message.get("content")
     if isinstance(content, str):
         return
@@ -55,14 +66,16 @@ def _validate_message(message: Any, where: str) -> None:
             raise InvalidRequest(f"{param}: must be an object with a type", param=param)
 
 
-def validate_messages_request(body: Any) -> None:
-    """Check the shape of an Anthropic /v1/messages body; raise InvalidRequest(param=...)."""
+def validate_messages_request(body: Any, *, counting: bool = False) -> None:
+    """Check the shape of an Anthropic /v1/messages body; raise InvalidRequest(param=...).
+
+    ``counting`` is for /v1/messages/count_tokens, whose bodies have no ``max_tokens``."""
     if not isinstance(body, Mapping):
         raise InvalidRequest("request body must be a JSON object")
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise InvalidRequest("model: a model name is required", param="model")
     max_tokens = body.get("max_tokens")
-    if not is_int(max_tokens) or max_tokens < 1:
+    if not (counting and max_tokens is None) and (not is_int(max_tokens) or max_tokens < 1):
         raise InvalidRequest("max_tokens: a positive integer is required", param="max_tokens")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -88,7 +101,7 @@ def _text_of_parts(content: Any, where: str) -> list[str]:
     return [part["text"] for part in content if part["text"]]
 
 
-def _parse_data_url(url: str, param: str) -> tuple[str, str]:
+def parse_data_url(url: str, param: str) -> tuple[str, str]:
     header, comma, data = url.removeprefix("data:").partition(",")
     media_type, _, encoding = header.partition(";")
     if not comma or not media_type or encoding != "base64":
@@ -101,7 +114,7 @@ def _parse_data_url(url: str, param: str) -> tuple[str, str]:
 def _image_block(image_url: Any, param: str) -> dict[str, Any]:
     url = image_url.get("url") if isinstance(image_url, Mapping) else image_url
     if isinstance(url, str) and url.startswith("data:"):
-        media_type, data = _parse_data_url(url, param)
+        media_type, data = parse_data_url(url, param)
         return {
             "type": "image",
             "source": {"type": "base64", "media_type": media_type, "data": data},
@@ -132,7 +145,7 @@ def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
             and isinstance(part.get("file"), Mapping)
             and part["file"].get("file_data")
         ):
-            media_type, data = _parse_data_url(str(part["file"]["file_data"]), param)
+            media_type, data = parse_data_url(str(part["file"]["file_data"]), param)
             source = {"type": "base64", "media_type": media_type, "data": data}
             blocks.append({"type": "document", "source": source})
         else:
@@ -142,7 +155,7 @@ def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
     return blocks
 
 
-def _decode_arguments(arguments: Any, param: str) -> dict[str, Any]:
+def decode_arguments(arguments: Any, param: str) -> dict[str, Any]:
     if arguments in (None, ""):
         return {}  # some clients send "" for tools without parameters
     try:
@@ -171,7 +184,7 @@ def _assistant_blocks(message: Mapping[str, Any], where: str) -> list[dict[str, 
             raise InvalidRequest(f"{param}: a function tool call is required", param=param)
         if not isinstance(call.get("id"), str):
             raise InvalidRequest(f"{param}.id: required", param=f"{param}.id")
-        arguments = _decode_arguments(function.get("arguments"), f"{param}.function.arguments")
+        arguments = decode_arguments(function.get("arguments"), f"{param}.function.arguments")
         blocks.append(
             {
                 "type": "tool_use",
@@ -197,7 +210,7 @@ def _tool_result_block(message: Mapping[str, Any], where: str) -> dict[str, Any]
     return block
 
 
-def _finish_turn(turn: dict[str, Any]) -> dict[str, Any]:
+def finish_turn(turn: dict[str, Any]) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = turn["content"]
     # Anthropic wants tool results first in a user turn; a stable sort keeps the rest in order.
     blocks.sort(key=lambda block: block["type"] != "tool_result")
@@ -236,7 +249,7 @@ def _chat_messages_to_anthropic(
             turns.append({"role": role, "content": blocks})
     if not turns:
         raise InvalidRequest("messages: a user or assistant message is required", param="messages")
-    return system, [_finish_turn(turn) for turn in turns]
+    return system, [finish_turn(turn) for turn in turns]
 
 
 def _chat_tools_to_anthropic(tools: Any) -> list[dict[str, Any]]:

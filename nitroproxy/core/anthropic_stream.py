@@ -51,7 +51,7 @@ def stream_error(data: Mapping[str, Any]) -> UpstreamStatusError:
     )
 
 
-def _openai_stream_error(data: Mapping[str, Any]) -> UpstreamStatusError:
+def openai_stream_error(data: Mapping[str, Any]) -> UpstreamStatusError:
     error_type, message, code, param = openai_wire.parse_error(data)
     return UpstreamStatusError(
         # The real status is lost once a stream has started; 500 reads as a server fault.
@@ -207,7 +207,7 @@ class ChatToMessagesStream:
         """Events for one chunk. A ``{"error": ...}`` object, which OpenAI-compatible servers
         send mid-stream instead of a chunk, raises UpstreamStatusError."""
         if chunk.get("error") is not None:
-            raise _openai_stream_error(chunk)
+            raise openai_stream_error(chunk)
         events = self._start()
         if isinstance(chunk.get("usage"), Mapping):
             self._usage = openai_wire.usage_from(chunk["usage"]) or Usage()

@@ -236,3 +236,25 @@ def message_texts(body: Mapping[str, Any]) -> Iterator[str]:
                 yield block[name]
         if "input" in block:
             yield compact(block["input"])
+
+
+# --- models ------------------------------------------------------------------------------------
+
+# When a model was released is not the proxy's to know; Anthropic's API says an epoch value
+# stands for an unknown date.
+_UNKNOWN_DATE = "1970-01-01T00:00:00Z"
+
+
+def model_info(name: str) -> dict[str, Any]:
+    """A public model in the shape of Anthropic's ``GET /v1/models/{model_id}``."""
+    return {"type": "model", "id": name, "display_name": name, "created_at": _UNKNOWN_DATE}
+
+
+def model_list(names: list[str]) -> dict[str, Any]:
+    """Anthropic's ``GET /v1/models``: one page holding every model."""
+    return {
+        "data": [model_info(name) for name in names],
+        "has_more": False,
+        "first_id": names[0] if names else None,
+        "last_id": names[-1] if names else None,
+    }

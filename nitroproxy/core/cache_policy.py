@@ -138,6 +138,9 @@ def cacheable(body: Mapping[str, Any], endpoint: Endpoint) -> bool:
     """False when a stored answer could not stand in for a fresh one (see the docstring)."""
     if body.get("store") is True:
         return False
+    if endpoint is Endpoint.RESPONSES or endpoint.counts_tokens:
+        # Responses answers have no replay yet, and counting costs nothing to repeat.
+        return False
     if endpoint is Endpoint.CHAT:
         modalities = body.get("modalities")
         return not (

@@ -1,5 +1,11 @@
 """OpenAI chat requests built from Anthropic Messages bodies (for /v1/messages clients routed
-to OpenAI-compatible upstreams)."""
+to OpenAI-compatible upstreams).
+
+What maps is translated; what is only a hint to Claude is dropped (``thinking`` blocks in
+the history, ``cache_control``, ``top_k``, ``thinking``, ``context_management``); what the
+client relies on and chat cannot carry (server tools, search results, url documents, tool
+results holding documents) is refused with a 400 naming the block.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +42,9 @@ def _document_part(block: Mapping[str, Any], param: str) -> dict[str, Any]:
     source = block.get("source")
     if isinstance(source, Mapping) and source.get("type") == "text":
         return {"type": "text", "text": source.get("data")}
+    if isinstance(source, Mapping) and source.get("type") == "content":
+        # A "content" document is the client's own text blocks: their text is the document.
+        return {"type": "text", "text": "\n\n".join(_system_texts(source.get("content"), param))}
     # OpenAI file parts take inline data only, so url documents are refused.
     file = {
         "filename": block.get("title") or "document.pdf",
@@ -101,6 +110,16 @@ def _user_to_chat(blocks: list[Any], where: str) -> list[dict[str, Any]]:
     return tool_messages + ([{"role": "user", "content": _collapse(parts)}] if parts else [])
 
 
+def _system_texts(content: Any, param: str) -> list[str]:
+    """The texts of a system prompt or a system message: a string or text blocks."""
+    if isinstance(content, str) or content is None:
+        return [content] if content else []
+    blocks = content if isinstance(content, list) else [content]
+    if not all(is_text_block(block) for block in blocks):
+        raise InvalidRequest(f"{param}: only text blocks are supported here", param=param)
+    return [block["text"] for block in blocks if block["text"]]
+
+
 def _assistant_to_chat(blocks: list[Any], where: str) -> dict[str, Any]:
     texts: list[str] = []
     tool_calls: list[dict[str, Any]] = []
@@ -163,14 +182,18 @@ def messages_to_chat_request(body: Mapping[str, Any], *, upstream_model: str) ->
     top_k and cache_control are dropped (hints), server tools are refused (capabilities).
     """
     messages: list[dict[str, Any]] = []
-    system = body.get("system")
-    if isinstance(system, list):
-        system = "\n\n".join(block["text"] for block in system)
+    system = _system_texts(body.get("system"), "system")
     if system:
-        messages.append({"role": "system", "content": system})
+        messages.append({"role": "system", "content": "\n\n".join(system)})
     for i, message in enumerate(body["messages"]):
         content = message["content"]
-        if isinstance(content, str):
+        if message["role"] == "system":
+            # Claude Code sends instructions as a system message inside the conversation;
+            # chat takes system messages anywhere, so it stays where it was.
+            texts = _system_texts(content, f"messages.{i}.content")
+            if texts:
+                messages.append({"role": "system", "content": "\n\n".join(texts)})
+        elif isinstance(content, str):
             messages.append({"role": message["role"], "content": content})
         elif message["role"] == "assistant":
             messages.append(_assistant_to_chat(content, f"messages.{i}"))

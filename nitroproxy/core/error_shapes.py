@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from nitroproxy.core import anthropic_wire, openai_wire, sse
+from nitroproxy.core import anthropic_wire, openai_wire, responses_wire, sse
 from nitroproxy.core.errors import ProxyError, anthropic_type_of, openai_type_of
 from nitroproxy.core.types import ApiFormat
 
@@ -28,3 +28,19 @@ def stream_error_event(error: ProxyError, family: ApiFormat) -> bytes:
     if family is ApiFormat.ANTHROPIC:
         return sse.encode(payload, "error")
     return sse.encode(payload)
+
+
+def responses_failed_event(error: ProxyError, response_id: str) -> bytes:
+    """A Responses stream that fails before any event of it was sent (only keep-alive
+    comments were): ``response.failed`` as its first and last event. Once events have gone
+    out, the stream transform writes this itself, numbered after them."""
+    response: dict[str, Any] = {
+        "id": response_id,
+        "object": "response",
+        "status": "failed",
+        "output": [],
+        "error": responses_wire.failure_error(error.status, error.message),
+        "usage": None,
+    }
+    data = {"type": "response.failed", "response": response, "sequence_number": 0}
+    return sse.encode(orjson.dumps(data), "response.failed")

@@ -206,13 +206,14 @@ def finish_reason(chunk: Mapping[str, Any]) -> str | None:
     return None
 
 
+def model_object(name: str, *, created: int, owned_by: str = "nitroproxy") -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": owned_by}
+
+
 def model_list(
     names: Iterable[str], *, created: int, owned_by: str = "nitroproxy"
 ) -> dict[str, Any]:
     return {
         "object": "list",
-        "data": [
-            {"id": name, "object": "model", "created": created, "owned_by": owned_by}
-            for name in names
-        ],
+        "data": [model_object(name, created=created, owned_by=owned_by) for name in names],
     }

@@ -1,8 +1,10 @@
 """One upstream stream to one client stream, sans I/O: upstream bytes in, client bytes out.
 
 There is one class per *upstream* format (``upstream/openai`` and ``upstream/anthropic``
-choose theirs); each knows how to relay its events to a client that speaks the same format
-and how to translate them for one that speaks the other.
+choose theirs, and the OpenAI adapter ``ResponsesStream`` for an upstream with the Responses
+API); each knows how to relay its events to a client that speaks the same format and how to
+translate them for one that speaks another (a Responses client's stream is built by a
+``ResponsesBuilder`` that the adapter hands in).
 
 While bytes pass, the stream is metered: completion text is counted as it arrives, the
 provider's usage is kept when it comes, and the end of the stream is recognised, so the
@@ -30,9 +32,12 @@ from typing import Any, Protocol
 
 import orjson
 
-from nitroproxy.core import anthropic_wire, openai_wire, sse
+from nitroproxy.core import anthropic_wire, openai_wire, responses_wire, sse
 from nitroproxy.core.anthropic_stream import ChatToMessagesStream, MessagesToChatStream
+from nitroproxy.core.error_shapes import stream_error_event
 from nitroproxy.core.errors import ProxyError, UpstreamError
+from nitroproxy.core.responses_output import Event, ResponsesBuilder
+from nitroproxy.core.responses_stream import ChatToResponsesStream, MessagesToResponsesStream
 from nitroproxy.core.types import ApiFormat, Usage
 
 
@@ -114,6 +119,11 @@ class UpstreamStream(abc.ABC):
     def _usage_tail(self, usage: Usage) -> bytes:
         return b""
 
+    def error_event(self, error: ProxyError, family: ApiFormat) -> bytes:
+        """The in-band event that ends the client's stream with ``error`` (the status line
+        is gone). A Responses stream ends with its own ``response.failed``."""
+        return stream_error_event(error, family)
+
     def _dispatch(self, events: list[sse.Event]) -> bytes:
         if self.failure is not None:
             return b""
@@ -148,7 +158,7 @@ class OpenAIStream(UpstreamStream):
     """An OpenAI chat/completions stream, relayed to an OpenAI client or translated to an
     Anthropic Messages stream."""
 
-    __slots__ = ("_anthropic_out", "_envelope", "_strip_usage", "_wants_usage")
+    __slots__ = ("_anthropic_out", "_envelope", "_responses_out", "_strip_usage", "_wants_usage")
 
     def __init__(
         self,
@@ -160,13 +170,19 @@ class OpenAIStream(UpstreamStream):
         message_id: str = "",
         prompt_tokens: int = 0,
         wants_usage: bool = False,
+        responses: ResponsesBuilder | None = None,
     ) -> None:
-        super().__init__(same_format=client is ApiFormat.OPENAI, counter=counter)
+        super().__init__(
+            same_format=client is ApiFormat.OPENAI and responses is None, counter=counter
+        )
         self._strip_usage = strip_usage
-        # An Anthropic client always gets usage (message_delta carries the output count).
-        self._wants_usage = (wants_usage or client is ApiFormat.ANTHROPIC) and counter is not None
+        # Anthropic and Responses clients always get usage (message_delta carries the
+        # output count; response.completed the totals).
+        always = client is ApiFormat.ANTHROPIC or responses is not None
+        self._wants_usage = (wants_usage or always) and counter is not None
         self._envelope: dict[str, Any] = {}
         self._anthropic_out: ChatToMessagesStream | None = None
+        self._responses_out = ChatToResponsesStream(responses) if responses is not None else None
         if client is ApiFormat.ANTHROPIC:
             self._anthropic_out = ChatToMessagesStream(
                 model=model, message_id=message_id, prompt_tokens=prompt_tokens
@@ -180,7 +196,9 @@ class OpenAIStream(UpstreamStream):
             if self.usage is None and self._wants_usage:
                 self.awaiting_usage = True  # the caller counts, then asks for usage_tail()
             elif self._anthropic_out is not None:
-                out.extend(_encode_anthropic(self._anthropic_out.finish()))
+                out.extend(_encode_named(self._anthropic_out.finish()))
+            elif self._responses_out is not None:
+                out.extend(_encode_named(self._responses_out.finish()))
             else:
                 out.append(event.raw)
             return
@@ -204,7 +222,9 @@ class OpenAIStream(UpstreamStream):
         if reason is not None:
             self.finish_reason = reason
         if self._anthropic_out is not None:
-            out.extend(_encode_anthropic(self._anthropic_out.feed(chunk)))
+            out.extend(_encode_named(self._anthropic_out.feed(chunk)))
+        elif self._responses_out is not None:
+            out.extend(_encode_named(self._responses_out.feed(chunk)))
         elif self._strip_usage:
             if not usage_only:
                 out.append(event.raw.replace(_USAGE_NULL, b"", 1))
@@ -213,17 +233,25 @@ class OpenAIStream(UpstreamStream):
 
     def _usage_tail(self, usage: Usage) -> bytes:
         if self._anthropic_out is not None:
-            return b"".join(_encode_anthropic(self._anthropic_out.finish(usage=usage)))
+            return b"".join(_encode_named(self._anthropic_out.finish(usage=usage)))
+        if self._responses_out is not None:
+            return b"".join(_encode_named(self._responses_out.finish(usage=usage)))
         # OpenAI's own usage chunk: no choices, the totals, after the finish_reason chunk.
         chunk = {**self._envelope, "choices": [], "usage": anthropic_wire.usage_to_openai(usage)}
         return sse.encode(orjson.dumps(chunk)) + sse.DONE
+
+    def error_event(self, error: ProxyError, family: ApiFormat) -> bytes:
+        if self._responses_out is None:
+            return super().error_event(error, family)
+        events = self._responses_out.builder.fail(error.status, error.message)
+        return b"".join(_encode_named(events))
 
 
 class AnthropicStream(UpstreamStream):
     """An Anthropic Messages stream, relayed to an Anthropic client or translated to an
     OpenAI chat completions stream."""
 
-    __slots__ = ("_openai_out",)
+    __slots__ = ("_openai_out", "_responses_out")
 
     def __init__(
         self,
@@ -233,10 +261,14 @@ class AnthropicStream(UpstreamStream):
         model: str = "",
         created: int = 0,
         include_usage: bool = False,
+        responses: ResponsesBuilder | None = None,
     ) -> None:
         super().__init__(same_format=client is ApiFormat.ANTHROPIC, counter=counter)
         self._openai_out: MessagesToChatStream | None = None
-        if client is ApiFormat.OPENAI:
+        self._responses_out = (
+            MessagesToResponsesStream(responses) if responses is not None else None
+        )
+        if client is ApiFormat.OPENAI and responses is None:
             self._openai_out = MessagesToChatStream(
                 model=model, created=created, include_usage=include_usage
             )
@@ -255,10 +287,18 @@ class AnthropicStream(UpstreamStream):
                 out.append(sse.encode(orjson.dumps(chunk)))
             if kind == "message_stop":
                 out.append(sse.DONE)
+        elif self._responses_out is not None:
+            out.extend(_encode_named(self._responses_out.feed(kind, payload)))
         else:
             out.append(event.raw)
         if kind == "message_stop":
             self.completed = True
+
+    def error_event(self, error: ProxyError, family: ApiFormat) -> bytes:
+        if self._responses_out is None:
+            return super().error_event(error, family)
+        events = self._responses_out.builder.fail(error.status, error.message)
+        return b"".join(_encode_named(events))
 
     def _meter(self, kind: str | None, payload: dict[str, Any]) -> None:
         if kind == "content_block_delta":
@@ -288,6 +328,58 @@ class AnthropicStream(UpstreamStream):
                 self.usage = base
 
 
+class ResponsesStream(UpstreamStream):
+    """A Responses API stream from an upstream that speaks it, relayed to a Responses client
+    as it came. Text deltas are counted as they pass; the usage is ``response.completed``'s
+    (or ``response.incomplete``'s). An upstream ``response.failed`` or ``error`` event is not
+    relayed: it becomes the stream's failure, so the client gets one ``response.failed``,
+    written by ``error_event`` with the upstream's message and the next sequence number."""
+
+    __slots__ = ("_next_seq", "_snapshot")
+
+    def __init__(self, *, counter: Counter | None) -> None:
+        super().__init__(same_format=True, counter=counter)
+        self._snapshot: dict[str, Any] = {}
+        self._next_seq = 0
+
+    def _data(self, event: sse.Event, out: list[bytes]) -> None:
+        data = event.data
+        assert data is not None
+        if data == b"[DONE]":
+            return  # not part of the Responses API, but some servers add it
+        payload = _loads(data)
+        kind = payload.get("type", event.event)
+        if isinstance(payload.get("sequence_number"), int):
+            self._next_seq = payload["sequence_number"] + 1
+        if isinstance(payload.get("response"), dict):
+            self._snapshot = payload["response"]
+        if kind in ("response.failed", "error"):
+            error = self._snapshot.get("error") if kind == "response.failed" else payload
+            message = error.get("message") if isinstance(error, dict) else None
+            raise UpstreamError(
+                str(message or "upstream reported an error mid-stream"),
+                code="upstream_stream_error",
+            )
+        text = responses_wire.event_text(payload)
+        if text:
+            self._meter_text(text)
+        if kind in responses_wire.TERMINAL_EVENTS:
+            self.usage = responses_wire.usage_from_responses(self._snapshot.get("usage"))
+            if kind == "response.incomplete":
+                self.finish_reason = "incomplete"
+            self.completed = True
+        out.append(event.raw)
+
+    def error_event(self, error: ProxyError, family: ApiFormat) -> bytes:
+        response = {
+            **self._snapshot,
+            "status": "failed",
+            "error": responses_wire.failure_error(error.status, error.message),
+        }
+        data = {"type": "response.failed", "response": response, "sequence_number": self._next_seq}
+        return sse.encode(orjson.dumps(data), "response.failed")
+
+
 def _loads(data: bytes) -> dict[str, Any]:
     try:
         value = orjson.loads(data)
@@ -298,5 +390,6 @@ def _loads(data: bytes) -> dict[str, Any]:
     return value
 
 
-def _encode_anthropic(events: list[tuple[str, dict[str, Any]]]) -> list[bytes]:
+def _encode_named(events: list[Event]) -> list[bytes]:
+    """Events with an ``event:`` line (Anthropic's and the Responses API's)."""
     return [sse.encode(orjson.dumps(data), name) for name, data in events]

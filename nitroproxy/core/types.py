@@ -18,6 +18,16 @@ class Endpoint(StrEnum):
     COMPLETIONS = "completions"
     EMBEDDINGS = "embeddings"
     MESSAGES = "messages"
+    RESPONSES = "responses"
+    COUNT_TOKENS = "messages.count_tokens"
+    """Anthropic's POST /v1/messages/count_tokens."""
+    INPUT_TOKENS = "responses.input_tokens"
+    """OpenAI's POST /v1/responses/input_tokens."""
+
+    @property
+    def counts_tokens(self) -> bool:
+        """Token counting: answered without generating anything, and never billed."""
+        return self in (Endpoint.COUNT_TOKENS, Endpoint.INPUT_TOKENS)
 
 
 class UsageSource(StrEnum):

@@ -13,7 +13,12 @@ tokens they go out in one write (cheap for benchmarks). Use ``delay=`` to test a
 handling of events that arrive one by one.
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``POST /v1/embeddings``,
-``GET /v1/models`` and ``POST /v1/messages``.
+``GET /v1/models``, ``POST /v1/messages``, ``POST /v1/messages/count_tokens``, and the
+Responses API: ``POST /v1/responses`` and ``POST /v1/responses/input_tokens``.
+
+Tools: a request that offers tools gets a tool call (see ``nitroproxy.mock.tools``); the
+``text`` directive asks for text instead, and ``MockState.script_tool_call`` makes the next
+answer call a given tool with given arguments, as a test of a real client's tool needs.
 
 Disconnects: the mock notices a client that goes away mid-answer only if the server runs with
 ``handler_cancellation=True``. ``run_mock`` sets it. aiohttp's ``TestServer`` (behind the

@@ -14,12 +14,12 @@ from nitroproxy.mock.content import (
     WORDS,
     chat_prompt_tokens,
     completion_text,
-    echo_tool_call,
     echo_words,
     last_user_text,
 )
 from nitroproxy.mock.errors import InvalidRequest
 from nitroproxy.mock.exchange import Call, StreamPlan, send_json, send_stream
+from nitroproxy.mock.tools import plan_tool_call
 
 
 def _event(name: str, payload: dict[str, Any]) -> bytes:
@@ -57,10 +57,11 @@ async def messages(call: Call) -> web.StreamResponse:
     prompt = chat_prompt_tokens(turns, body.get("system"))
     cached = min(script.cached, prompt)
     ident = call.state.next_id()
-    tool = _tool_name(body)
     echo = last_user_text(turns) if call.echoes else None
+    planned = plan_tool_call(call, *_offered_tools(body), echo)
+    tool = planned.name if planned is not None else None
     words = echo_words(echo) if echo is not None and tool is None else None
-    arguments = MOCK_TOOL_CALL if echo is None or tool is None else echo_tool_call(echo)
+    arguments = planned.call if planned is not None else MOCK_TOOL_CALL
     block: dict[str, Any]
     if tool is None:
         available = script.tokens if words is None else len(words)
@@ -145,17 +146,19 @@ def _output_length(body: dict[str, Any], tokens: int) -> tuple[int, str]:
     return (limit, "max_tokens") if tokens > limit else (tokens, "end_turn")
 
 
-def _tool_name(body: dict[str, Any]) -> str | None:
-    """The tool to use: tool_choice's if it names one, else the first tool's."""
+def _offered_tools(body: dict[str, Any]) -> tuple[list[str], str | None]:
+    """The tools offered, and the one tool_choice names (``mock.tools`` picks)."""
     tools, choice = body.get("tools"), body.get("tool_choice")
     if not tools or (isinstance(choice, dict) and choice.get("type") == "none"):
-        return None
+        return [], None
     if not isinstance(tools, list):
         raise InvalidRequest("tools: must be a list", "tools")
+    names = [t["name"] for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)]
+    forced = None
     if isinstance(choice, dict) and choice.get("type") == "tool":
-        name = choice.get("name")
-    else:
-        name = tools[0].get("name") if isinstance(tools[0], dict) else None
-    if not isinstance(name, str):
+        forced = choice.get("name")
+        if not isinstance(forced, str):
+            raise InvalidRequest("tool_choice.name: must be a string", "tool_choice")
+    elif not (isinstance(tools[0], dict) and isinstance(tools[0].get("name"), str)):
         raise InvalidRequest("tools.0.name: must be a string", "tools")
-    return name
+    return names, forced

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from nitroproxy.mock import anthropic_routes, openai_routes
+from nitroproxy.mock import anthropic_routes, openai_routes, responses_routes
 from nitroproxy.mock.errors import (
     Family,
     InvalidRequest,
@@ -31,6 +31,14 @@ def create_mock_app(settings: MockSettings | None = None) -> web.Application:
         ("/v1/completions", "openai", ("model", "prompt"), openai_routes.completions),
         ("/v1/embeddings", "openai", ("model", "input"), openai_routes.embeddings),
         ("/v1/messages", "anthropic", ("model", "messages"), anthropic_routes.messages),
+        ("/v1/responses", "openai", ("model",), responses_routes.responses),
+        ("/v1/responses/input_tokens", "openai", ("model",), responses_routes.input_tokens),
+        (
+            "/v1/messages/count_tokens",
+            "anthropic",
+            ("model", "messages"),
+            responses_routes.count_tokens,
+        ),
     )
     for path, family, required, route in routes:
         app.router.add_post(path, _endpoint(family, required, route))

@@ -2,9 +2,11 @@
 
 Prompt tokens are a documented formula, not a tokenizer, so tests can predict them:
 
-- chat / messages: ``3 + sum(3 + words(m) for m in messages)``, plus ``3 + words(system)``
-  when an Anthropic system prompt is given; ``words`` counts whitespace-separated words of
-  all text in the content (strings, ``text`` parts, nested ``content`` such as tool results).
+- chat / messages / responses: ``3 + sum(3 + words(m) for m in messages)``, plus
+  ``3 + words(system)`` when an Anthropic system prompt (or Responses ``instructions``) is
+  given; ``words`` counts whitespace-separated words of all text in the content (strings,
+  ``text`` parts, nested ``content`` such as tool results, a Responses item's ``output``).
+  A Responses ``input`` string is one message. Count-tokens routes answer the same number.
 - legacy completions and embeddings: words of each string, length of each token array.
 
 Under the ``echo`` directive the completion is the last user text instead of ``WORDS`` (see
@@ -18,7 +20,7 @@ import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -48,7 +50,7 @@ TOOL_ARGUMENT_FRAGMENTS = ('{"', "query", '": "', "mock", " value", '"}')
 class ToolCall:
     """The arguments of a tool-call answer, whole and as streamed fragments."""
 
-    input: dict[str, str]
+    input: dict[str, Any]
     """The arguments as an object (Anthropic's ``input``)."""
     arguments: str
     """The arguments JSON-encoded (OpenAI's ``arguments``); the fragments joined."""
@@ -94,9 +96,9 @@ def echo_tool_call(text: str) -> ToolCall:
 
 
 def last_user_text(messages: Sequence[object]) -> str:
-    """The text of the last ``"role": "user"`` message (chat and Anthropic Messages): its string
-    content, or its ``text`` parts joined by newlines; other parts (images, tool results) are
-    skipped. Empty if there is no user message."""
+    """The text of the last ``"role": "user"`` message (chat, Anthropic Messages and Responses
+    input items): its string content, or its ``text``/``input_text`` parts joined by newlines;
+    other parts (images, tool results) are skipped. Empty if there is no user message."""
     for message in reversed(messages):
         if isinstance(message, dict) and message.get("role") == "user":
             content = message.get("content")
@@ -107,7 +109,7 @@ def last_user_text(messages: Sequence[object]) -> str:
                     part["text"]
                     for part in content
                     if isinstance(part, dict)
-                    and part.get("type") == "text"
+                    and part.get("type") in ("text", "input_text")
                     and isinstance(part.get("text"), str)
                 )
             return ""
@@ -189,7 +191,8 @@ def _text_of(content: object) -> str:
     if isinstance(content, list):
         return " ".join(_text_of(part) for part in content)
     if isinstance(content, dict):
-        # A message ({"role", "content"}), a text part ({"type": "text", "text"}) or an
-        # Anthropic tool_result block ({"content": ...}).
-        return " ".join(_text_of(content.get(key)) for key in ("text", "content"))
+        # A message ({"role", "content"}), a text part ({"type": "text", "text"}), an
+        # Anthropic tool_result block ({"content": ...}) or a Responses tool output
+        # ({"output": ...}).
+        return " ".join(_text_of(content.get(key)) for key in ("text", "content", "output"))
     return ""

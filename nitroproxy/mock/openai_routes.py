@@ -11,7 +11,6 @@ from nitroproxy.mock.content import (
     MOCK_TOOL_CALL,
     chat_prompt_tokens,
     completion_text,
-    echo_tool_call,
     echo_words,
     embedding_base64,
     embedding_items,
@@ -24,6 +23,7 @@ from nitroproxy.mock.content import (
 from nitroproxy.mock.errors import InvalidRequest
 from nitroproxy.mock.exchange import Call, StreamPlan, send_json, send_stream
 from nitroproxy.mock.script import Script
+from nitroproxy.mock.tools import plan_tool_call
 
 MODEL_IDS = ("mock-gpt", "mock-gpt-mini", "mock-claude", "mock-embedding")
 MODELS_BODY = orjson.dumps(
@@ -56,10 +56,11 @@ async def chat(call: Call) -> web.StreamResponse:
     messages = body["messages"]
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array.", "messages")
-    tool = _tool_name(body)
     echo = last_user_text(messages) if call.echoes else None
+    planned = plan_tool_call(call, *_offered_tools(body), echo)
+    tool = planned.name if planned is not None else None
     words = echo_words(echo) if echo is not None and tool is None else None
-    arguments = MOCK_TOOL_CALL if echo is None or tool is None else echo_tool_call(echo)
+    arguments = planned.call if planned is not None else MOCK_TOOL_CALL
     if tool is None:
         tokens, finish = _completion_length(call, words)
     else:
@@ -245,19 +246,25 @@ def _chat_usage(prompt: int, completion: int, script: Script) -> dict[str, Any]:
     }
 
 
-def _tool_name(body: dict[str, Any]) -> str | None:
-    """The function to call: tool_choice's if it names one, else the first tool's."""
+def _function_name(tool: Any) -> str | None:
+    function = tool.get("function") if isinstance(tool, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _offered_tools(body: dict[str, Any]) -> tuple[list[str], str | None]:
+    """The functions offered, and the one tool_choice names (``mock.tools`` picks)."""
     tools, choice = body.get("tools"), body.get("tool_choice")
     if not tools or choice == "none":
-        return None
+        return [], None
     if not isinstance(tools, list):
         raise InvalidRequest("'tools' must be an array.", "tools")
+    names = [name for name in map(_function_name, tools) if name is not None]
+    forced = None
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-        name = choice["function"].get("name")
-    else:
-        first = tools[0]
-        function = first.get("function") if isinstance(first, dict) else None
-        name = function.get("name") if isinstance(function, dict) else None
-    if not isinstance(name, str):
+        forced = choice["function"].get("name")
+        if not isinstance(forced, str):
+            raise InvalidRequest("'tool_choice.function.name' must be a string.", "tool_choice")
+    elif _function_name(tools[0]) is None:
         raise InvalidRequest("'tools[0].function.name' must be a string.", "tools")
-    return name
+    return names, forced

@@ -29,6 +29,10 @@ Grammar: ``<name>[+<directive>]...``; the name is free text and is echoed back a
                 arguments become ``{"query": <that text>}``. Not a fault: a queued
                 entry keeps it. Made for privacy tests: a canary in the prompt comes
                 back in the text and in tool arguments.
+``text``        answer with text even when tools are offered (a scripted call,
+                ``MockState.script_tool_call``, is still made): what a coding agent
+                that sends its tools with every turn needs for a plain answer.
+                Not a fault: a queued entry keeps it.
 =============== ===================================================================
 
 Unknown directives are a 400, so that a typo in a test fails loudly instead of passing.
@@ -41,9 +45,9 @@ from typing import Any
 
 from nitroproxy.mock.settings import MockSettings
 
-_FLAGS = frozenset({"hang", "reset", "drop", "slowfirst", "nousage", "garbage", "echo"})
+_FLAGS = frozenset({"hang", "reset", "drop", "slowfirst", "nousage", "garbage", "echo", "text"})
 # Flags that shape the answer rather than fault it: a queued entry does not replace them.
-_CONTENT_FLAGS = frozenset({"echo"})
+_CONTENT_FLAGS = frozenset({"echo", "text"})
 _COUNTS = {
     "tokens": "tokens",
     "cached": "cached",

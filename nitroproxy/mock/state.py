@@ -4,7 +4,7 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -61,6 +61,7 @@ class MockState:
         """Client disconnects seen while a response was still being produced (streaming,
         waiting out a delay, or hanging)."""
         self._faults: dict[str, deque[str]] = {}
+        self._tool_calls: dict[str, deque[tuple[str, dict[str, Any]]]] = {}
         self._ids = itertools.count(1)
         self._disconnected = asyncio.Event()
 
@@ -84,6 +85,26 @@ class MockState:
                 entry = queue.popleft()
                 if not queue:
                     del self._faults[key]
+                return entry
+        return None
+
+    def script_tool_call(
+        self, upstream_model: str, name: str, arguments: Mapping[str, Any]
+    ) -> None:
+        """Make the next answer for ``upstream_model`` that offers tool ``name`` call it with
+        ``arguments`` (once; calls queue in order). The model matches as in
+        ``enqueue_faults``. Scripted calls win over the ``text`` directive."""
+        self._tool_calls.setdefault(upstream_model, deque()).append((name, dict(arguments)))
+
+    def take_tool_call(
+        self, model: str, offered: Sequence[str]
+    ) -> tuple[str, dict[str, Any]] | None:
+        for key in (model, model.partition("+")[0]):
+            queue = self._tool_calls.get(key)
+            if queue and queue[0][0] in offered:
+                entry = queue.popleft()
+                if not queue:
+                    del self._tool_calls[key]
                 return entry
         return None
 
@@ -126,6 +147,7 @@ class MockState:
         self.peak_in_flight = self.in_flight
         self.disconnects = 0
         self._faults.clear()
+        self._tool_calls.clear()
         self._ids = itertools.count(1)
         self._disconnected.clear()
 

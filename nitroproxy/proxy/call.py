@@ -7,7 +7,7 @@ settings again later.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nitroproxy.config import ModelSettings
@@ -42,6 +42,9 @@ class Call:
     user_agent: str | None = None
     path: str = ""
     method: str = "POST"
+    client_headers: dict[str, str] = field(default_factory=dict)
+    """The client's headers that some provider may forward (``anthropic-beta``,
+    ``anthropic-version``; lower-case names); each adapter takes what its settings allow."""
 
     @property
     def default_max_tokens(self) -> int:

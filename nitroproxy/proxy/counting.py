@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 
 from nitroproxy import data
-from nitroproxy.core import tokens
+from nitroproxy.core import responses_wire, tokens
 from nitroproxy.core.types import Endpoint
 from nitroproxy.proxy.call import Call
 
 
 def count_prompt(call: Call) -> int:
     enc = data.encoding_for_model(call.meter.upstream_model or call.model.name)
-    if call.endpoint is Endpoint.MESSAGES:
+    if call.endpoint in (Endpoint.MESSAGES, Endpoint.COUNT_TOKENS):
         return tokens.count_anthropic_prompt(enc, call.body)
+    if call.endpoint in (Endpoint.RESPONSES, Endpoint.INPUT_TOKENS):
+        return tokens.count_chat_prompt(enc, responses_wire.chat_view(call.body))
     if call.endpoint is Endpoint.COMPLETIONS:
         return tokens.count_completion_prompt(enc, call.body.get("prompt", ""))
     if call.endpoint is Endpoint.EMBEDDINGS:

@@ -30,10 +30,10 @@ from nitroproxy.core import replay, sse
 from nitroproxy.core.assembler import StreamAssembler
 from nitroproxy.core.cache_policy import CacheResult
 from nitroproxy.core.completion_counter import CompletionCounter
-from nitroproxy.core.error_shapes import stream_error_event
+from nitroproxy.core.error_shapes import responses_failed_event, stream_error_event
 from nitroproxy.core.errors import ProxyError, UpstreamError
 from nitroproxy.core.pipeline import UpstreamStream
-from nitroproxy.core.types import Outcome, Usage
+from nitroproxy.core.types import Endpoint, Outcome, Usage
 from nitroproxy.proxy import counting
 from nitroproxy.proxy.caching import HEADER, SAVED_HEADER, CachePlan
 from nitroproxy.proxy.call import Call
@@ -73,6 +73,8 @@ def context_for(clock: Clock, call: Call, route: Route) -> Context:
         created=int(clock.wall()),
         message_id=f"msg_{call.request_id}",
         prompt_tokens=call.meter.prompt_estimate or 0,
+        stem=call.request_id,
+        native_responses=route.provider.settings.responses,
     )
 
 
@@ -275,7 +277,7 @@ class UpstreamExchange(Exchange):
             if not self._sent:
                 raise
             meter.fail(exc.status, Outcome.STREAM_ERROR, exc.error_class)
-            yield stream_error_event(exc, call.client_format)
+            yield transform.error_event(exc, call.client_format)
         except Exception:
             if not self._sent:
                 raise
@@ -284,7 +286,7 @@ class UpstreamExchange(Exchange):
             _log.exception("stream failed", request_id=call.request_id)
             error = UpstreamError("the stream failed inside the proxy", code="stream_failed")
             meter.fail(error.status, Outcome.STREAM_ERROR, "internal_error")
-            yield stream_error_event(error, call.client_format)
+            yield transform.error_event(error, call.client_format)
         finally:
             meter.provider_usage = transform.usage
             meter.completed = transform.completed
@@ -383,8 +385,12 @@ class UpstreamExchange(Exchange):
         except ProxyError as exc:
             if not self._sent:
                 raise
-            self.call.meter.fail(*status_outcome(exc), exc.error_class)
-            yield stream_error_event(exc, self.call.client_format)
+            call = self.call
+            call.meter.fail(*status_outcome(exc), exc.error_class)
+            if call.endpoint is Endpoint.RESPONSES:
+                yield responses_failed_event(exc, f"resp_{call.request_id}")
+            else:
+                yield stream_error_event(exc, call.client_format)
             return
         self._opened_by(opened)
         if self._sent:

@@ -20,6 +20,7 @@ from nitroproxy.core import pricing, usage_wire
 from nitroproxy.core.accounting import Meter
 from nitroproxy.core.end_users import EndUsers
 from nitroproxy.core.errors import (
+    InvalidRequest,
     NoDeploymentAvailable,
     ProxyError,
     UpstreamError,
@@ -33,6 +34,7 @@ from nitroproxy.proxy import caching, counting
 from nitroproxy.proxy.caching import CachePlan
 from nitroproxy.proxy.call import Call
 from nitroproxy.proxy.clock import Clock
+from nitroproxy.proxy.counted import COUNT_HEADER, CountedExchange
 from nitroproxy.proxy.exchange import (
     CachedExchange,
     Exchange,
@@ -168,7 +170,8 @@ class Gateway:
             return None
         meter = call.meter
         tokens = cost = 0
-        if any(_needs_estimate(s.limits) for s in scopes):
+        # Token counting is never billed: it takes a request slot, no tokens, no budget.
+        if not call.endpoint.counts_tokens and any(_needs_estimate(s.limits) for s in scopes):
             if meter.prompt_estimate is None:
                 offload = self.settings.tokens.offload_chars
                 meter.prompt_estimate = await counting.count_prompt_async(call, offload)
@@ -202,6 +205,8 @@ class Gateway:
     async def _open(
         self, call: Call, headers: dict[str, str], plan: CachePlan | None, trace: CallTrace | None
     ) -> Exchange:
+        if call.endpoint.counts_tokens:
+            return await self._count(call, headers, trace)
         if plan is not None:
             entry = await caching.lookup(plan, call)
             if entry is not None:
@@ -221,6 +226,25 @@ class Gateway:
         if opened.answer is not None:
             await self._account_answer(call, ex, opened)
         return ex
+
+    async def _count(
+        self, call: Call, headers: dict[str, str], trace: CallTrace | None
+    ) -> Exchange:
+        """Token counting (``proxy.counted``): an upstream that counts answers if the model
+        routes to one; otherwise, or when it fails, the proxy counts. Never a generating
+        route, never billed (``meter.produced`` stays false)."""
+        if self.router.plan(call, self.clock.now(), optional=True):
+            try:
+                opened = await self._attempts(call, trace)
+            except ProxyError as exc:
+                # The client's own mistake stays its error; the upstream's is not worth one.
+                if isinstance(exc, InvalidRequest) or status_of(exc) in (400, 413):
+                    raise
+            else:
+                headers[COUNT_HEADER] = "provider"
+                return UpstreamExchange(self._parts, call, headers, opened=opened)
+        offload = self.settings.tokens.offload_chars
+        return CountedExchange(call, headers, await counting.count_prompt_async(call, offload))
 
     async def _account_answer(self, call: Call, ex: UpstreamExchange, opened: Opened) -> None:
         answer = opened.answer
@@ -307,7 +331,7 @@ class Gateway:
     async def _attempt(self, call: Call, route: Route) -> Opened:
         provider, deployment = route.provider, route.deployment
         body = provider.adapter.make_body(call, deployment.upstream_model, provider.settings)
-        resp = await self.client.send(provider, call.endpoint, body)
+        resp = await self.client.send(provider, call.endpoint, body, provider.request_headers(call))
         opened = Opened(route, resp)
         try:
             if call.stream:
@@ -318,7 +342,8 @@ class Gateway:
                 raw = await self.client.read(provider, resp)
                 ctx = context_for(self.clock, call, route)
                 opened.answer = provider.adapter.parse_answer(raw, call, ctx)
-                call.meter.produced = True  # a usable answer: from here on, it is billed
+                # A usable answer: from here on, it is billed (a count never is).
+                call.meter.produced = not call.endpoint.counts_tokens
         except BaseException:
             opened.close()
             raise

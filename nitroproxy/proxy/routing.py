@@ -50,7 +50,14 @@ class Router:
             for d in model.deployments:
                 health.seed(d.name, ttft_s=d.seed_ttft, tokens_per_s=d.seed_tokens_per_s)
 
-    def plan(self, call: Call, now: float) -> list[Route]:
+    def plan(self, call: Call, now: float, *, optional: bool = False) -> list[Route]:
+        """The routes to try, in order. With ``optional`` a model none of whose deployments
+        serves the endpoint gets no routes instead of a 400 (token counting, which the proxy
+        can answer itself)."""
+        if optional and not any(
+            r.provider.serves(call.endpoint) for r in self._in_order[call.model.name]
+        ):
+            return []
         health = self._health
         static = self._in_order[call.model.name]
         # The common case needs no ranking: config order, unless something cools down.

@@ -3,8 +3,9 @@
 There is one adapter per upstream format (``upstream.openai``, ``upstream.anthropic``); they
 are the only modules that branch on which format an upstream speaks. Each answers four
 questions, as TensorZero's providers do: where a call goes (``path``), what is sent
-(``headers``, ``make_body``), what came back (``parse_answer``, ``parse_error``) and how its
-stream reaches the client (``stream``). All of it is pure: bytes and dicts in and out.
+(``headers``, ``call_headers``, ``make_body``), what came back (``parse_answer``,
+``parse_error``) and how its stream reaches the client (``stream``). All of it is pure:
+bytes and dicts in and out.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any, Protocol
 
 from nitroproxy.config import ProviderSettings
 from nitroproxy.core.pipeline import Counter, UpstreamStream
+from nitroproxy.core.responses_output import ResponsesBuilder
+from nitroproxy.core.responses_tools import tool_names
 from nitroproxy.core.types import ApiFormat, Endpoint, Usage
 
 
@@ -38,6 +41,9 @@ class Outbound(Protocol):
 
     @property
     def default_max_tokens(self) -> int: ...
+
+    @property
+    def client_headers(self) -> Mapping[str, str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,17 +82,26 @@ class Context:
     created: int
     message_id: str
     prompt_tokens: int
+    stem: str = ""
+    """What the ids the proxy makes for this call share (``resp_<stem>``, ...)."""
+    native_responses: bool = False
+    """The provider speaks the Responses API itself (``ProviderSettings.responses``)."""
 
 
 class Adapter(Protocol):
     kind: ApiFormat
 
-    def path(self, endpoint: Endpoint) -> str | None:
-        """The upstream path for a client endpoint, or None if this format has no such API."""
+    def path(self, endpoint: Endpoint, settings: ProviderSettings) -> str | None:
+        """The upstream path for a client endpoint, or None if this provider has no such API."""
         ...
 
     def headers(self, settings: ProviderSettings) -> dict[str, str]:
         """The headers of every request to this provider, credential included (built once)."""
+        ...
+
+    def call_headers(self, call: Outbound, settings: ProviderSettings) -> dict[str, str]:
+        """The client's headers this call carries upstream (``settings.forward_headers``,
+        only to an upstream of the client's own format); usually none."""
         ...
 
     def make_body(self, call: Outbound, upstream_model: str, settings: ProviderSettings) -> bytes:
@@ -104,3 +119,24 @@ class Adapter(Protocol):
     def stream(self, call: Outbound, counter: Counter | None, ctx: Context) -> UpstreamStream:
         """The pure stream transform from this format to the client's."""
         ...
+
+
+def responses_builder(call: Outbound, ctx: Context) -> ResponsesBuilder:
+    """What writes a Responses client's answer from another API's: ids from the call, the
+    model that answered, and the prompt estimate until the upstream's usage arrives."""
+    return ResponsesBuilder(
+        call.body,
+        stem=ctx.stem,
+        created_at=ctx.created,
+        model=ctx.model,
+        names=tool_names(call.body),
+        usage=Usage(prompt_tokens=ctx.prompt_tokens),
+    )
+
+
+def forwarded(call: Outbound, settings: ProviderSettings) -> dict[str, str]:
+    """The allowed client headers of a call, for an upstream of the client's format."""
+    if call.client_format is not settings.kind:
+        return {}
+    headers = call.client_headers
+    return {name: headers[name] for name in settings.forward_headers if name in headers}

@@ -50,8 +50,11 @@ class Transport(Protocol):
 
     async def close(self) -> None: ...
 
-    async def post(self, provider: Provider, url: str, body: bytes) -> Response:
-        """Send and wait for the status line; any status comes back, foreign errors raise."""
+    async def post(
+        self, provider: Provider, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> Response:
+        """Send with ``headers`` and wait for the status line; any status comes back,
+        foreign errors raise."""
         ...
 
 
@@ -95,13 +98,15 @@ class AiohttpTransport:
             await self._session.close()
             self._session = None
 
-    async def post(self, provider: Provider, url: str, body: bytes) -> aiohttp.ClientResponse:
+    async def post(
+        self, provider: Provider, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> aiohttp.ClientResponse:
         if self._session is None:
             raise RuntimeError("AiohttpTransport is not started")
         return await self._session.post(
             url,
             data=body,
-            headers=provider.headers,
+            headers=headers,
             timeout=self._timeouts[provider.name],
             ssl=self._ssl.get(provider.name, True),
         )
@@ -119,13 +124,22 @@ class UpstreamClient:
     async def close(self) -> None:
         await self.transport.close()
 
-    async def send(self, provider: Provider, endpoint: Endpoint, body: bytes) -> Response:
+    async def send(
+        self,
+        provider: Provider,
+        endpoint: Endpoint,
+        body: bytes,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
         """POST and wait for a successful status line within the provider's first-byte
-        timeout. The caller owns the returned response and must release or close it."""
+        timeout. The caller owns the returned response and must release or close it.
+        ``headers`` default to the provider's own."""
         url = provider.url(endpoint)
         with provider.errors:
             async with asyncio.timeout(provider.settings.timeouts.first_byte):
-                resp = await self.transport.post(provider, url, body)
+                resp = await self.transport.post(
+                    provider, url, body, headers if headers is not None else provider.headers
+                )
         if resp.status >= 400:
             payload = b""
             try:

@@ -45,7 +45,7 @@ from nitroproxy.web.appkeys import (
 from nitroproxy.web.auth import Authenticator
 from nitroproxy.web.feed import CallFeed
 from nitroproxy.web.middleware import error_middleware
-from nitroproxy.web.routes import admin, anthropic, me, openai, ops, privacy, ui
+from nitroproxy.web.routes import admin, anthropic, me, models, openai, ops, privacy, ui
 from nitroproxy.web.session import SESSIONS, SessionBook
 
 
@@ -83,6 +83,7 @@ def create_app(
     app.cleanup_ctx.append(_metrics_listener)
     openai.add_routes(app)
     anthropic.add_routes(app)
+    models.add_routes(app)
     ops.add_routes(app)
     admin.add_routes(app)
     me.add_routes(app)

@@ -9,7 +9,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from nitroproxy.core import anthropic_request, cache_policy, end_users, openai_wire, selection
+from nitroproxy.core import (
+    anthropic_request,
+    cache_policy,
+    end_users,
+    openai_wire,
+    responses_wire,
+    selection,
+)
 from nitroproxy.core.accounting import client_ip
 from nitroproxy.core.errors import InvalidRequest, ModelNotFound, PermissionDenied
 from nitroproxy.core.types import ApiFormat, Endpoint
@@ -29,14 +36,29 @@ async def read_json(request: web.Request) -> Any:
 
 
 def _validator(endpoint: Endpoint) -> Callable[[Any], Mapping[str, Any]]:
-    if endpoint is Endpoint.MESSAGES:
+    if endpoint in (Endpoint.MESSAGES, Endpoint.COUNT_TOKENS):
+        counting = endpoint is Endpoint.COUNT_TOKENS
 
         def validate(body: Any) -> Mapping[str, Any]:
-            anthropic_request.validate_messages_request(body)
+            anthropic_request.validate_messages_request(body, counting=counting)
             return body  # type: ignore[no-any-return]
 
         return validate
+    if endpoint is Endpoint.RESPONSES:
+        return responses_wire.validate_responses_request
+    if endpoint is Endpoint.INPUT_TOKENS:
+        return lambda body: responses_wire.validate_responses_request(body, counting=True)
     return openai_wire.VALIDATORS[endpoint]
+
+
+def _forwardable(request: web.Request) -> dict[str, str]:
+    """The client headers some provider's ``forward_headers`` allow (lower-case names)."""
+    names = {name for p in request.app[SETTINGS].providers.values() for name in p.forward_headers}
+    return {name: request.headers[name] for name in names if name in request.headers}
+
+
+# Answered whole whatever ``stream`` says: embeddings, and token counting.
+_NEVER_STREAM = (Endpoint.EMBEDDINGS, Endpoint.COUNT_TOKENS, Endpoint.INPUT_TOKENS)
 
 
 def peer_address(request: web.Request, trust_forwarded: bool) -> str | None:
@@ -64,12 +86,12 @@ async def decode_call(request: web.Request, endpoint: Endpoint, fmt: ApiFormat) 
     prefs = selection.NO_PREFS
     if "provider" in body and fmt is ApiFormat.OPENAI:
         prefs = selection.parse_provider_prefs(body["provider"])
-    stream = body.get("stream") is True
-    if fmt is ApiFormat.OPENAI:
+    stream = body.get("stream") is True and endpoint not in _NEVER_STREAM
+    if endpoint is Endpoint.RESPONSES or fmt is ApiFormat.ANTHROPIC:
+        wants_usage = True  # Anthropic and Responses streams always carry usage
+    else:
         options = body.get("stream_options")
         wants_usage = isinstance(options, dict) and options.get("include_usage") is True
-    else:
-        wants_usage = True  # Anthropic streams always carry usage
     return Call(
         request_id=request[REQUEST_ID],
         endpoint=endpoint,
@@ -78,7 +100,7 @@ async def decode_call(request: web.Request, endpoint: Endpoint, fmt: ApiFormat) 
         model=model,
         strategy=forced or prefs.sort or model.strategy,
         prefs=prefs,
-        stream=stream and endpoint is not Endpoint.EMBEDDINGS,
+        stream=stream,
         principal=principal,
         meter=app[GATEWAY].new_meter(),
         client_ip=client_ip(
@@ -91,4 +113,5 @@ async def decode_call(request: web.Request, endpoint: Endpoint, fmt: ApiFormat) 
         wants_usage=wants_usage,
         cache_header=request.headers.get(cache_policy.HEADER),
         end_user=end_users.from_body(body, fmt),
+        client_headers=_forwardable(request),
     )

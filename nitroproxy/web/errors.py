@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import orjson
 from aiohttp import web
@@ -14,8 +15,14 @@ from nitroproxy.core.errors import ProxyError, UpstreamStatusError, status_of
 from nitroproxy.core.types import ApiFormat
 
 
-def family_of(path: str) -> ApiFormat:
-    return ApiFormat.ANTHROPIC if path.startswith("/v1/messages") else ApiFormat.OPENAI
+def family_of(path: str, headers: Mapping[str, str] | None = None) -> ApiFormat:
+    """Whose error shape a route answers in. /v1/models serves both APIs: an Anthropic
+    client says so with ``anthropic-version`` (its SDK always sends it)."""
+    if path.startswith("/v1/messages"):
+        return ApiFormat.ANTHROPIC
+    if path.startswith("/v1/models") and headers is not None and "anthropic-version" in headers:
+        return ApiFormat.ANTHROPIC
+    return ApiFormat.OPENAI
 
 
 def error_response(error: ProxyError, family: ApiFormat) -> web.Response:

@@ -57,21 +57,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         response = await handler(request)
     except ProxyError as exc:
-        response = error_response(exc, family_of(request.path))
+        response = error_response(exc, family_of(request.path, request.headers))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         error = _from_http(exc)
         if isinstance(exc, web.HTTPNotFound):
             error.message = f"unknown route: {request.method} {request.path}"
-        response = error_response(error, family_of(request.path))
+        response = error_response(error, family_of(request.path, request.headers))
     except ConnectionResetError:
         raise  # the client is gone: there is nobody to answer
     except Exception:
         _log.exception("unhandled error", request_id=rid, path=request.path)
         response = error_response(
             ProxyError("internal error; the request id identifies it in the server log"),
-            family_of(request.path),
+            family_of(request.path, request.headers),
         )
     if not response.prepared:
         response.headers["x-request-id"] = rid

@@ -95,7 +95,7 @@ class MockTransport:
     async def close(self) -> None:
         return None
 
-    async def post(self, provider: Any, url: str, body: bytes) -> FakeResponse:
+    async def post(self, provider: Any, url: str, body: bytes, headers: Any = None) -> FakeResponse:
         request = Sent(provider.name, url, orjson.loads(body))
         self.sent.append(request)
         result = self.handler(request)

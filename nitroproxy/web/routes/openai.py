@@ -1,13 +1,12 @@
-"""The OpenAI-compatible surface: /v1/chat/completions, /v1/completions, /v1/embeddings,
-/v1/models."""
+"""The OpenAI-compatible surface: /v1/chat/completions, /v1/completions, /v1/embeddings, and
+the Responses API: /v1/responses and /v1/responses/input_tokens (``/v1/models`` is in
+``routes.models``)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from nitroproxy.core import openai_wire
 from nitroproxy.core.types import ApiFormat, Endpoint
-from nitroproxy.web.appkeys import AUTH, SETTINGS
 from nitroproxy.web.calls import decode_call
 from nitroproxy.web.relay import relay
 
@@ -26,14 +25,19 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     return await relay(request, call)
 
 
-async def models(request: web.Request) -> web.Response:
-    principal = request.app[AUTH].authenticate(request.headers)
-    names = [n for n in request.app[SETTINGS].models if principal.may_use(n)]
-    return web.json_response(openai_wire.model_list(names, created=0))
+async def responses(request: web.Request) -> web.StreamResponse:
+    call = await decode_call(request, Endpoint.RESPONSES, ApiFormat.OPENAI)
+    return await relay(request, call)
+
+
+async def input_tokens(request: web.Request) -> web.StreamResponse:
+    call = await decode_call(request, Endpoint.INPUT_TOKENS, ApiFormat.OPENAI)
+    return await relay(request, call)
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
-    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/v1/responses/input_tokens", input_tokens)

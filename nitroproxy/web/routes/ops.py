@@ -1,4 +1,4 @@
-"""Operations: liveness, readiness, Prometheus metrics, and deployment status.
+"""Operations: the root, liveness, readiness, Prometheus metrics, and deployment status.
 
 ``/metrics`` is served on the API port, or with ``metrics.port`` only on a listener of its
 own (``metrics_app``); with ``metrics.token`` either one asks for that bearer token.
@@ -22,6 +22,11 @@ from nitroproxy.web.appkeys import GATEWAY, METRICS, SETTINGS, STORE, WRITER
 from nitroproxy.web.auth import extract_key
 from nitroproxy.web.middleware import error_middleware
 from nitroproxy.web.session import require_admin
+
+
+async def root(request: web.Request) -> web.Response:
+    """``GET /`` and ``HEAD /``: Claude Code checks the base URL answers before it starts."""
+    return web.json_response({"status": "ok", "service": "nitroproxy"})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -104,6 +109,7 @@ def metrics_app(settings: Settings, registry: Metrics) -> web.Application:
 
 
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", root)  # and HEAD
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     m = app[SETTINGS].metrics
