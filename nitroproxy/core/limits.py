@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 from nitroproxy.core.errors import QuotaExceeded, RateLimited
+from nitroproxy.core.money import usd
 
 __all__ = [
     "INTEGER_LIMITS",
@@ -348,7 +349,7 @@ def check_budget(
     ):
         if budget is not None and spent >= budget:
             return QuotaExceeded(
-                f"You exceeded your {period} budget of ${budget:.2f} (spent ${spent:.2f})"
+                f"You exceeded your {period} budget of ${usd(budget)} (spent ${usd(spent)})"
             )
     return None
 
