@@ -48,6 +48,11 @@ def read_env_file(path: Path) -> dict[str, str]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
+    except PermissionError:
+        # A service user that may not read it (systemd's EnvironmentFile= read it as root
+        # and passed the values on): the environment carries them, or ${VAR} says what is
+        # missing.
+        return {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     if mode & stat.S_IRWXO:

@@ -77,3 +77,35 @@ def dist_binary() -> Path:
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     return ROOT / "dist" / "nitroproxy"
+
+
+@pytest.fixture(scope="session")
+def wheel_build() -> tuple[Path, str]:
+    out = ROOT / "build" / "wheel-test"
+    shutil.rmtree(out, ignore_errors=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (wheel,) = out.glob("nitroproxy-*.whl")
+    return wheel, done.stderr
+
+
+@pytest.fixture(scope="session")
+def installed(wheel_build: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``bin/nitroproxy`` of a new venv holding the wheel and its runtime dependencies only."""
+    venv = tmp_path_factory.mktemp("clean-venv") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    done = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", str(wheel_build[0])],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return venv / "bin" / "nitroproxy"

@@ -3,46 +3,10 @@ request and a first key, with no network; and the warnings a newcomer used to se
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
 from tests.packaging.conftest import ROOT, fresh_env, intact, offline, run_session
-
-
-@pytest.fixture(scope="session")
-def wheel_build() -> tuple[Path, str]:
-    out = ROOT / "build" / "wheel-test"
-    shutil.rmtree(out, ignore_errors=True)
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    (wheel,) = out.glob("nitroproxy-*.whl")
-    return wheel, done.stderr
-
-
-@pytest.fixture(scope="session")
-def installed(wheel_build: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``bin/nitroproxy`` of a new venv holding the wheel and its runtime dependencies only."""
-    venv = tmp_path_factory.mktemp("clean-venv") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    done = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", str(wheel_build[0])],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return venv / "bin" / "nitroproxy"
 
 
 def test_building_the_wheel_prints_no_setuptools_warning(wheel_build: tuple[Path, str]) -> None:
