@@ -61,7 +61,11 @@ def resolve(
             merged.update(dict.fromkeys(unset, ""))
         settings = load(absolute, env=merged)
     except ConfigError as exc:
-        raise _located(found, str(exc).replace(str(absolute), str(found.path))) from None
+        message = str(exc).replace(str(absolute), str(found.path))
+        if message.endswith(" is not set"):
+            where = env_file_for(found.path)
+            message += f" (export it, or put it in {where})"
+        raise _located(found, message) from None
     if require_models and not settings.models:
         raise _located(found, "models: none configured, so every request would be refused")
     return Resolved(

@@ -150,6 +150,7 @@ def test_commands_that_call_no_provider_run_without_provider_keys(tmp_path: Path
     with pytest.raises(ConfigError) as info:
         resolve(shipped, env=env, cwd=tmp_path, providers=True)
     assert str(info.value).startswith(f"{shipped}: ") and "API_KEY} is not set" in str(info.value)
+    assert str(info.value).endswith(f"(export it, or put it in {ROOT}/config/nitroproxy.env)")
 
 
 def test_a_configuration_without_models_is_refused_in_one_line(tmp_path: Path) -> None:
