@@ -3,12 +3,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SENTINEL := $(VENV)/.installed
+# `make run` needs the runtime dependencies only; `make test` adds the test and bench tools.
+RUN_SENTINEL := $(VENV)/.installed-run
+# The one-file build has a venv of its own: runtime dependencies and PyInstaller, nothing
+# from the test toolchain, so none of it ends up in dist/nitroproxy.
+DIST_VENV := build/dist-venv
+DIST_SENTINEL := $(DIST_VENV)/.installed
+DIST_SOURCES := $(shell find nitroproxy config -type f -not -name '*.pyc' 2>/dev/null)
 CONFIG ?= config/demo.yaml
 RUFF_RULES := E,F,W,I,B,UP,RUF,TRY201,TRY203,ASYNC,SIM
 SRC := nitroproxy tests benchmarks
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: venv run test pytest lint typecheck fmt bench bench-quick bench-peers mock clean browser
+.PHONY: venv dist run test pytest lint typecheck fmt bench bench-quick bench-peers mock clean browser
 
 venv: $(SENTINEL)
 
@@ -18,8 +25,28 @@ $(SENTINEL): setup.cfg
 	$(BIN)/pip install -q -e '.[test,bench]'
 	touch $@
 
-run: $(SENTINEL)
+$(RUN_SENTINEL): setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+run: $(RUN_SENTINEL)
 	$(BIN)/nitroproxy serve --config $(CONFIG)
+
+$(DIST_SENTINEL): setup.cfg
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/pip install -q --upgrade pip
+	$(DIST_VENV)/bin/pip install -q -e '.[dist]'
+	touch $@
+
+# dist/nitroproxy: one executable with Python, the dependencies and the tokenizer files
+# inside (PyInstaller one-file; benchmarks/RESULTS.md says why not a zipapp).
+dist: dist/nitroproxy
+
+dist/nitroproxy: $(DIST_SENTINEL) packaging/nitroproxy.spec $(DIST_SOURCES)
+	$(DIST_VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN \
+		--distpath dist --workpath build/pyinstaller packaging/nitroproxy.spec
 
 mock: $(SENTINEL)
 	$(BIN)/nitroproxy mock-provider --port 8081
@@ -60,4 +87,4 @@ bench-peers: $(SENTINEL)
 	$(BIN)/python -m benchmarks.run --profile full --peers
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -20,6 +20,8 @@ from typing import Any
 import orjson
 
 from nitroproxy.cli import privacy as cli_privacy
+from nitroproxy.cli import tables
+from nitroproxy.cli.loading import add_config_option
 from nitroproxy.cli.privacy import audit_end_user_export, cli_actor
 from nitroproxy.config import Settings, StartupError
 from nitroproxy.core.end_users import EndUsers
@@ -32,49 +34,29 @@ from nitroproxy.store.keys import IssuedKey, KeySpec
 from nitroproxy.store.meta import installation_secret
 from nitroproxy.store.rights import erase_user, export_user
 
-Loader = Callable[[str], Settings]
+Loader = Callable[[str | None], Settings]
 Action = Callable[[AccountStore, argparse.Namespace], Awaitable[Any]]
 _USER_COLUMNS = ("id", "name", "email", "tier", "status", "created")
-_KEY_COLUMNS = ("id", "prefix", "name", "user_id", "models", "expires_at", "revoked")
+_KEY_COLUMNS = ("name", "prefix", "id", "user_id", "models", "expires_at", "revoked", "created")
 
 
 # -- output -------------------------------------------------------------------------------
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines += [
-        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    ]
-    return "\n".join(lines) if cells else lines[0] + "\n(none)"
-
-
-def _fields(item: dict[str, Any]) -> str:
-    width = max(len(k) for k in item)
-    return "\n".join(f"{k.ljust(width)}  {_cell(v)}" for k, v in item.items())
 
 
 def _print(result: Any, args: argparse.Namespace) -> None:
     if isinstance(result, str):  # a document already rendered (CSV)
         print(result, end="")
         return
+    if getattr(args, "secret_only", False):
+        print(result["secret"])
+        return
     documents = isinstance(result, dict) and ("format" in result or "object" in result)
     if args.json or documents:  # exports and statements are always JSON
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     elif isinstance(result, list):
-        print(table(result, args.columns))
+        print(tables.table(result, args.columns))
     else:
-        print(_fields(result))
+        print(tables.fields(result))
     if isinstance(result, dict) and "secret" in result:
         print("the secret is shown this once: store it now", file=sys.stderr)
 
@@ -246,32 +228,46 @@ def _command(
     help: str,
     action: Action,
     load: Loader,
-    default_config: str,
     columns: Sequence[str] = (),
 ) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(name, help=help)
-    p.add_argument("--config", "-c", default=default_config)
+    p: argparse.ArgumentParser = sub.add_parser(
+        name, help=help, description=help[0].upper() + help[1:] + "."
+    )
+    add_config_option(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_run(action, load), columns=columns)
     return p
 
 
-def add_parsers(sub: Any, *, load: Loader, default_config: str) -> None:
-    def command(parent: Any, name: str, help: str, action: Action, **kw: Any) -> Any:
-        return _command(parent, name, help, action, load, default_config, **kw)
+def _group(sub: Any, name: str, help: str, description: str) -> Any:
+    parser = sub.add_parser(name, help=help, description=description)
+    return parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    user_cmds = sub.add_parser("users", help="manage users").add_subparsers(
-        dest="action", required=True
+
+def add_parsers(sub: Any, *, load: Loader) -> None:
+    def command(parent: Any, name: str, help: str, action: Action, **kw: Any) -> Any:
+        return _command(parent, name, help, action, load, **kw)
+
+    user_cmds = _group(
+        sub,
+        "users",
+        "manage users (the people keys belong to)",
+        "Manage users on the configured database, as the admin API does; a running server "
+        "sees each change within a second.",
     )
     p = command(user_cmds, "create", "create a user", _user_create)
-    p.add_argument("--name")
-    p.add_argument("--email")
-    p.add_argument("--tier", default="default")
+    p.add_argument("--name", help="the user's name (stored encrypted)")
+    p.add_argument("--email", help="the user's email (stored encrypted)")
+    p.add_argument(
+        "--tier", default="default", help="limits tier from the config (default: default)"
+    )
     p = command(user_cmds, "list", "list users", _user_list, columns=_USER_COLUMNS)
-    p.add_argument("--status", choices=["active", "suspended", "erased"])
+    p.add_argument(
+        "--status", choices=["active", "suspended", "erased"], help="only users in this state"
+    )
     p.add_argument("--email", help="find by email")
     p.add_argument("--after", help="the last id of the previous page")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     for name, help, action in (
         ("show", "show a user", _user_show),
         (
@@ -281,54 +277,67 @@ def add_parsers(sub: Any, *, load: Loader, default_config: str) -> None:
         ),
         ("activate", "reactivate a suspended user", _set_status("active")),
     ):
-        command(user_cmds, name, help, action).add_argument("id")
+        command(user_cmds, name, help, action).add_argument("id", help="the user's id")
     p = command(user_cmds, "export", "everything held about a user (JSON, or CSV)", _user_export)
-    p.add_argument("id")
-    p.add_argument("--format", default="json", choices=["json", "csv"])
+    p.add_argument("id", help="the user's id")
+    p.add_argument("--format", default="json", choices=["json", "csv"], help="default json")
     p.add_argument("--part", default="usage_records", choices=list(CSV_PARTS), help="for CSV")
     p = command(user_cmds, "update", "rectify name or email, or change tier", _user_update)
-    p.add_argument("id")
-    p.add_argument("--name")
-    p.add_argument("--email")
-    p.add_argument("--clear-name", action="store_true")
-    p.add_argument("--clear-email", action="store_true")
-    p.add_argument("--tier")
+    p.add_argument("id", help="the user's id")
+    p.add_argument("--name", help="the corrected name")
+    p.add_argument("--email", help="the corrected email")
+    p.add_argument("--clear-name", action="store_true", help="remove the name")
+    p.add_argument("--clear-email", action="store_true", help="remove the email")
+    p.add_argument("--tier", help="move the user to this tier")
     p.add_argument("--analytics", choices=["on", "off"], help="off: the user objects")
     p.add_argument("--cache", choices=["on", "off"], help="off: never use the response cache")
     p = command(user_cmds, "erase", "erase a user (irreversible)", _user_erase)
-    p.add_argument("id")
+    p.add_argument("id", help="the user's id")
     p.add_argument("--yes", action="store_true", help="confirm the erase")
 
-    key_cmds = sub.add_parser("keys", help="manage API keys").add_subparsers(
-        dest="action", required=True
+    key_cmds = _group(
+        sub,
+        "keys",
+        "manage client API keys",
+        "Manage client keys on the configured database, as the admin API does; a running "
+        "server sees each change within a second. Needs no provider API key.",
     )
     p = command(key_cmds, "create", "create a key; prints its secret once", _key_create)
-    p.add_argument("--name", required=True)
+    p.add_argument("--name", required=True, help="a label for the key, shown in tables")
     p.add_argument("--user", help="owner user id")
     p.add_argument("--model", action="append", help="allowed model (repeat); default all")
-    p.add_argument("--rpm", type=int)
-    p.add_argument("--tpm", type=int)
-    p.add_argument("--max-concurrent", type=int)
+    p.add_argument("--rpm", type=int, help="requests per minute; default: the tier's")
+    p.add_argument("--tpm", type=int, help="tokens per minute; default: the tier's")
+    p.add_argument("--max-concurrent", type=int, help="streams at once; default: the tier's")
     p.add_argument("--budget-day", type=float, help="USD per UTC day")
     p.add_argument("--budget-month", type=float, help="USD per UTC month")
     p.add_argument("--expires", help="ISO date/datetime (UTC) or Unix seconds")
     p.add_argument("--cache", action="store_true", help="opt in to the response cache")
+    p.add_argument(
+        "--secret-only", action="store_true", help="print only the secret, for KEY=$(...)"
+    )
     p = command(key_cmds, "list", "list keys", _key_list, columns=_KEY_COLUMNS)
     p.add_argument("--user", help="only this user's keys")
     p.add_argument("--active-only", action="store_true", help="hide revoked keys")
     p.add_argument("--after", help="the last id of the previous page")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     for name, help, action in (
         ("show", "show a key's metadata", _key_show),
         ("revoke", "revoke a key", _key_revoke),
         ("rotate", "new secret for the key; prints it once", _key_rotate),
     ):
-        command(key_cmds, name, help, action).add_argument("id")
+        p = command(key_cmds, name, help, action)
+        p.add_argument("id", help="the key's id (see keys list)")
+        if name == "rotate":
+            p.add_argument("--secret-only", action="store_true", help="print only the new secret")
 
-    eu_cmds = sub.add_parser(
+    eu_cmds = _group(
+        sub,
         "end-users",
-        help="data rights of your clients' end users (OpenAI user, Anthropic metadata.user_id)",
-    ).add_subparsers(dest="action", required=True)
+        "data rights of your clients' end users (OpenAI user, Anthropic metadata.user_id)",
+        "Export or erase what the records keep of one end user your clients name; the "
+        "records themselves stay, so billing totals do not change.",
+    )
     p = command(eu_cmds, "export", "an end user's usage records, as JSON", _end_user_export)
     p.add_argument("end_user", help="the end user as your client sends it")
     p = command(

@@ -6,19 +6,27 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from nitroproxy import config
+from nitroproxy import __version__, config
 from nitroproxy.cli import accounts as cli_accounts
+from nitroproxy.cli import init as cli_init
+from nitroproxy.cli.loading import add_config_option, load_settings, resolve_or_exit
 
-DEFAULT_CONFIG = "config/nitroproxy.yaml"
+DESCRIPTION = (
+    "NitroProxy: one self-hosted endpoint for the OpenAI and Anthropic APIs that routes "
+    "each request across your providers and counts every token, without storing prompts."
+)
+EPILOG = """\
+first steps:
+  nitroproxy init                        write a starter configuration and fresh keys
+  nitroproxy serve                       run the proxy (http://127.0.0.1:8080)
+  nitroproxy keys create --name NAME     make a client key; it is printed once
 
-
-def _load(path: str) -> config.Settings:
-    try:
-        return config.load(path)
-    except config.ConfigError as exc:
-        print(f"nitroproxy: config error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+Every command reads the configuration named by --config, else $NITROPROXY_CONFIG,
+./nitroproxy.yaml, config/demo.yaml in a checkout, then
+$XDG_CONFIG_HOME/nitroproxy/config.yaml, and the nitroproxy.env file beside it.
+`nitroproxy COMMAND --help` describes each command."""
 
 
 def _fail(exc: Exception) -> int:
@@ -29,7 +37,7 @@ def _fail(exc: Exception) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from nitroproxy.web.server import serve
 
-    settings = _load(args.config)
+    settings = resolve_or_exit(args.config, providers=True, require_models=True).settings
     try:
         serve(settings)
     except config.StartupError as exc:
@@ -43,19 +51,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings = _load(args.file)
+    resolved = resolve_or_exit(args.file or args.config, require_models=True)
+    settings = resolved.settings
     deployments = sum(len(m.deployments) for m in settings.models.values())
     print(
-        f"{args.file}: ok ({len(settings.providers)} providers, {len(settings.models)} models, "
-        f"{deployments} deployments)"
+        f"{resolved.found.path}: ok ({len(settings.providers)} providers, "
+        f"{len(settings.models)} models, {deployments} deployments; "
+        f"data in {settings.storage.path})"
     )
+    if resolved.unset_secrets:
+        names = ", ".join(f"${n}" for n in resolved.unset_secrets)
+        print(f"nitroproxy: note: {names} not set; `serve` needs it", file=sys.stderr)
     return 0
 
 
 def cmd_privacy_report(args: argparse.Namespace) -> int:
     from nitroproxy.web.routes.privacy import privacy_report_json, privacy_report_text
 
-    settings = _load(args.config)
+    settings = load_settings(args.config)
     print(privacy_report_json(settings) if args.json else privacy_report_text(settings))
     return 0
 
@@ -70,7 +83,7 @@ def cmd_mock_provider(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from nitroproxy.store.sweeper import RetentionSweeper, SweepResult, retention_policy
 
-    settings = _load(args.config)
+    settings = load_settings(args.config)
     r = settings.retention
     policy = retention_policy(r)
 
@@ -97,7 +110,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_usage(args: argparse.Namespace) -> int:
     from nitroproxy.reports.usage import usage_report
 
-    settings = _load(args.config)
+    settings = load_settings(args.config)
     try:
         report = asyncio.run(
             usage_report(settings, args.start, args.end, args.group_by, args.format)
@@ -108,43 +121,73 @@ def cmd_usage(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nitroproxy", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=help, description=help[0].upper() + help[1:] + "."
+    )
+    return parser
 
-    p = sub.add_parser("serve", help="run the proxy")
-    p.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nitroproxy",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"nitroproxy {__version__}", help="print the version"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    cli_init.add_parser(sub)
+
+    p = _add(sub, "serve", "run the proxy until SIGTERM or Ctrl-C")
+    add_config_option(p)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("check-config", help="validate a config file and exit")
-    p.add_argument("file")
+    p = _add(sub, "check-config", "validate a configuration file and exit (2 on an error)")
+    p.add_argument("file", nargs="?", metavar="FILE", help="the file; default: as --config")
+    add_config_option(p)
     p.set_defaults(func=cmd_check_config)
 
-    p = sub.add_parser("privacy-report", help="what is stored, where, how long, who reads it")
-    p.add_argument("--config", "-c", default=DEFAULT_CONFIG)
-    p.add_argument("--json", action="store_true")
+    p = _add(sub, "privacy-report", "what is stored, where, for how long, and who reads it")
+    add_config_option(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_privacy_report)
 
-    p = sub.add_parser("mock-provider", help="run the bundled mock LLM provider")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8081)
-    p.add_argument("--tokens", type=int, default=12)
-    p.add_argument("--delay-ms", type=float, default=0.0)
+    p = _add(sub, "mock-provider", "run the bundled mock LLM provider (OpenAI and Anthropic)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8081, help="port to listen on (default 8081)")
+    p.add_argument("--tokens", type=int, default=12, help="tokens per answer (default 12)")
+    p.add_argument(
+        "--delay-ms", type=float, default=0.0, help="pause before each token (default 0)"
+    )
     p.set_defaults(func=cmd_mock_provider)
 
-    p = sub.add_parser("sweep", help="run the retention sweeper once")
-    p.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    p = _add(sub, "sweep", "run the retention sweeper once")
+    add_config_option(p)
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("usage", help="usage totals from the usage records")
-    p.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    p = _add(sub, "usage", "usage totals from the usage records")
+    add_config_option(p)
     p.add_argument("--from", dest="start", help="ISO date or datetime (UTC), inclusive")
     p.add_argument("--to", dest="end", help="ISO date or datetime (UTC), exclusive")
-    p.add_argument("--group-by", default="day", choices=["day", "model", "provider", "key", "user"])
-    p.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    p.add_argument(
+        "--group-by",
+        default="day",
+        choices=["day", "model", "provider", "key", "user"],
+        help="one row per day (default), model, provider, key or user",
+    )
+    p.add_argument(
+        "--format",
+        default="table",
+        choices=["table", "json", "csv"],
+        help="table (default), json or csv",
+    )
     p.set_defaults(func=cmd_usage)
 
-    cli_accounts.add_parsers(sub, load=_load, default_config=DEFAULT_CONFIG)
+    cli_accounts.add_parsers(sub, load=load_settings)
     return parser
 
 

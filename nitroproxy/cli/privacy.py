@@ -154,13 +154,16 @@ def add_parsers(sub: Any, user_cmds: Any, command: Command) -> None:
     p = command(user_cmds, "statements", "a user's monthly statements", _statements)
     p.add_argument("id", help="a user id, an erased user's id or a billing pseudonym")
     p.add_argument("--period", help="one month, YYYY-MM")
-    p.add_argument("--format", default="json", choices=["json", "csv"])
+    p.add_argument("--format", default="json", choices=["json", "csv"], help="default json")
     p = command(user_cmds, "close", "close an account: erased after the grace", _close)
-    p.add_argument("id")
+    p.add_argument("id", help="the user's id")
 
-    admin_cmds = sub.add_parser("admins", help="named admin keys").add_subparsers(
-        dest="action", required=True
-    )
+    admin_cmds = sub.add_parser(
+        "admins",
+        help="named admin keys",
+        description="Named admin keys kept in the database (the config may name more); each "
+        "admin's name is the actor of the audit entries they cause.",
+    ).add_subparsers(dest="action", required=True, metavar="ACTION")
     p = command(admin_cmds, "create", "a new admin key; prints its secret once", _admin_create)
     p.add_argument("name", help="the admin's name: the actor of their audit entries")
     command(
@@ -171,7 +174,7 @@ def add_parsers(sub: Any, user_cmds: Any, command: Command) -> None:
         columns=("name", "prefix", "source", "revoked", "created"),
     )
     p = command(admin_cmds, "revoke", "revoke a database admin key", _admin_revoke)
-    p.add_argument("name")
+    p.add_argument("name", help="the admin's name (see admins list)")
 
     p = command(
         sub,
@@ -179,7 +182,13 @@ def add_parsers(sub: Any, user_cmds: Any, command: Command) -> None:
         "re-encrypt user data and the response cache under the first NITROPROXY_DATA_KEY key",
         _rotate,
     )
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument(
+        "--batch-size", type=int, default=100, help="users per transaction (default 100)"
+    )
 
-    p = sub.add_parser("export-schema", help="the JSON Schema of export documents")
+    p = sub.add_parser(
+        "export-schema",
+        help="the JSON Schema of export documents",
+        description="Print the JSON Schema that every user export document follows.",
+    )
     p.set_defaults(func=_print_schema)

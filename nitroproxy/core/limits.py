@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 from nitroproxy.core.errors import QuotaExceeded, RateLimited
+from nitroproxy.core.money import usd
 
 __all__ = [
     "INTEGER_LIMITS",
@@ -28,7 +29,6 @@ __all__ = [
     "RateLimits",
     "check_budget",
     "format_duration",
-    "format_usd",
     "layered",
     "limits_of",
     "ratelimit_headers",
@@ -409,24 +409,16 @@ def check_budget(
         cap, used = round(budget * 1e9), round(spent * 1e9)
         if used >= cap:
             return QuotaExceeded(
-                f"You exceeded your {period} budget of {format_usd(budget)} "
-                f"(spent {format_usd(spent)})"
+                f"You exceeded your {period} budget of ${usd(budget)} (spent ${usd(spent)})"
             )
         if used + cost > cap:
             return QuotaExceeded(
-                f"This request may cost up to {format_usd(cost_usd)} (its prompt and "
-                f"max_tokens at the dearest deployment's prices), more than the "
-                f"{format_usd(budget - spent)} left of your {period} budget of "
-                f"{format_usd(budget)}; send a lower max_tokens or wait for the budget to reset"
+                f"This request may cost up to ${usd(cost_usd)} (its prompt and max_tokens at "
+                f"the dearest deployment's prices), more than the ${usd(budget - spent)} left "
+                f"of your {period} budget of ${usd(budget)}; send a lower max_tokens or wait "
+                "for the budget to reset"
             )
     return None
-
-
-def format_usd(amount: float) -> str:
-    """Dollars with enough digits to be non-zero: ``$5.00``, ``$0.0003``, ``$0.000125``."""
-    if amount == 0 or abs(amount) >= 0.01:
-        return f"${amount:,.2f}"
-    return "$" + f"{amount:.9f}".rstrip("0")
 
 
 def to_error(adm: Admission) -> RateLimited:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from nitroproxy.config import Settings
+from nitroproxy.core.money import usd
 from nitroproxy.store.db import open_db
 from nitroproxy.store.usage import UsageRow, query_usage
 
@@ -46,7 +47,11 @@ def row_dict(row: UsageRow) -> dict[str, Any]:
     }
 
 
-def render(rows: Sequence[UsageRow], fmt: str, group_by: str) -> str:
+def render(
+    rows: Sequence[UsageRow], fmt: str, group_by: str, names: Mapping[str, str] | None = None
+) -> str:
+    """``names`` labels groups in the table (a key's name for its id); JSON and CSV keep
+    the ids, which are what programs join on."""
     dicts = [row_dict(r) for r in rows]
     if fmt == "json":
         return orjson.dumps(
@@ -59,7 +64,8 @@ def render(rows: Sequence[UsageRow], fmt: str, group_by: str) -> str:
         writer.writerows(dicts)
         return out.getvalue().rstrip("\n")
     header = [group_by if c == "group" else c for c in COLUMNS]
-    cells = [[f"{d[c]:.6f}" if c == "cost_usd" else str(d[c]) for c in COLUMNS] for d in dicts]
+    labels = names or {}
+    cells = [[_cell(c, d[c], labels) for c in COLUMNS] for d in dicts]
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines += [
@@ -72,6 +78,22 @@ def render(rows: Sequence[UsageRow], fmt: str, group_by: str) -> str:
     return "\n".join(lines) if cells else lines[0] + "\n(no usage in this range)"
 
 
+def _cell(column: str, value: Any, names: Mapping[str, str]) -> str:
+    if column == "cost_usd":
+        return usd(value)
+    if column == "group":
+        return names.get(value, value) or "(none)"
+    return str(value)
+
+
+async def _key_names(conn: Any) -> dict[str, str]:
+    """Key id -> "name (prefix)" for the table: names need not be unique, prefixes are what
+    the key's holder sees. A config-file key's id is already ``cfg:NAME``."""
+    async with conn.execute("SELECT id, name, prefix FROM api_keys") as cursor:
+        rows = await cursor.fetchall()
+    return {str(key_id): f"{name} ({prefix})" for key_id, name, prefix in rows}
+
+
 async def usage_report(
     settings: Settings, start: str | None, end: str | None, group_by: str, fmt: str
 ) -> str:
@@ -80,6 +102,7 @@ async def usage_report(
         rows = await query_usage(
             conn, start=parse_time(start), end=parse_time(end), group_by=group_by
         )
+        names = await _key_names(conn) if group_by == "key" and fmt == "table" else {}
     finally:
         await conn.close()
-    return render(rows, fmt, group_by)
+    return render(rows, fmt, group_by, names)

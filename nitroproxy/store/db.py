@@ -312,8 +312,16 @@ def create_private_file(path: Path) -> None:
     if not parent.exists():
         parent.mkdir(parents=True, exist_ok=True)
         os.chmod(parent, 0o700)  # mkdir's mode is filtered by umask; be explicit
-    # Create the file ourselves so it never exists with a wider mode than 0600.
-    fd = os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o600)
+    # Create the file ourselves so it never exists with a wider mode than 0600. Never open
+    # a database that exists: closing any descriptor of a file drops every POSIX lock this
+    # process holds on it, so the SQLite connections already open here would lose theirs,
+    # and the next process to close could checkpoint and reset the WAL under them (seen:
+    # "wrong # of entries in index" after `keys create` beside a running server).
+    flags = os.O_CREAT | os.O_EXCL | os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        return
     os.close(fd)
 
 

@@ -89,7 +89,7 @@ def test_keys_lifecycle(cfg: str, capsys) -> None:
     fields = dict(line.split(None, 1) for line in created.splitlines())
     kid, secret = fields["id"], fields["secret"]
     assert secret.startswith("np-") and fields["models"] == "gpt"
-    assert fields["expires_at"] == "1893456000"
+    assert fields["expires_at"] == "2030-01-01T00:00:00Z"  # stored as 1893456000
     listed = run(capsys, "keys", "list", "-c", cfg)
     assert kid in listed and secret not in listed
     shown = run_json(capsys, "keys", "show", "-c", cfg, kid)

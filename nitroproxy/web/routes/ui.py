@@ -75,11 +75,12 @@ ASSETS = web.AppKey("ui_assets", dict[str, Asset])
 
 
 def load_assets() -> dict[str, Asset]:
-    """Every file of ``nitroproxy/web/static`` by name (the directory is flat)."""
+    """Every file of ``nitroproxy/web/static`` by name (the directory is flat; it is a package
+    only so that setuptools ships it as package data without a warning)."""
     out: dict[str, Asset] = {}
     for item in resources.files("nitroproxy.web").joinpath("static").iterdir():
-        if not item.is_file() or item.name.startswith("."):
-            continue
+        if not item.is_file() or item.name.startswith(".") or item.name.endswith((".py", ".pyc")):
+            continue  # the package's own __init__.py is not an asset
         body = item.read_bytes()
         content_type = mimetypes.guess_type(item.name)[0] or "application/octet-stream"
         if content_type.startswith("text/") or content_type.endswith("javascript"):
