@@ -22,6 +22,7 @@ from nitroproxy.config.reader import Reader
 from nitroproxy.config.schema import (
     AuthSettings,
     CacheSettings,
+    ClientTimeouts,
     Deployment,
     KeySettings,
     LimitSettings,
@@ -33,6 +34,7 @@ from nitroproxy.config.schema import (
     ProviderSettings,
     RetentionSettings,
     RoutingSettings,
+    ServerLimits,
     ServerSettings,
     Settings,
     StatsSettings,
@@ -153,11 +155,14 @@ def parse(data: Any) -> Settings:
 def _server(r: Reader) -> ServerSettings:
     r.only(
         "host port max_body_bytes shutdown_grace keepalive_interval trust_forwarded_for "
-        "backlog mock_provider tls"
+        "backlog mock_provider tls timeouts limits"
     )
     d = ServerSettings()
     mock = r.child("mock_provider")
     tls = r.child("tls")
+    timeouts, limits = r.child("timeouts"), r.child("limits")
+    timeouts.only("header body keepalive")
+    limits.only("connections body_bytes_in_flight")
     return ServerSettings(
         host=r.text("host", d.host),
         port=r.port("port", d.port),
@@ -168,6 +173,17 @@ def _server(r: Reader) -> ServerSettings:
         backlog=r.integer("backlog", d.backlog, minimum=1, maximum=65535),
         mock_provider=_mock(mock) if mock.present else None,
         tls=_tls(tls) if tls.present else None,
+        timeouts=ClientTimeouts(
+            header=timeouts.duration("header", d.timeouts.header),
+            body=timeouts.duration("body", d.timeouts.body),
+            keepalive=timeouts.duration("keepalive", d.timeouts.keepalive),
+        ),
+        limits=ServerLimits(
+            connections=limits.integer("connections", d.limits.connections, minimum=1),
+            body_bytes_in_flight=limits.integer(
+                "body_bytes_in_flight", d.limits.body_bytes_in_flight, minimum=1024
+            ),
+        ),
     )
 
 
@@ -309,14 +325,26 @@ def _routing(r: Reader) -> RoutingSettings:
 
 
 def _storage(r: Reader) -> StorageSettings:
-    r.only("enabled path batch_size flush_interval max_queue")
+    r.only(
+        "enabled path batch_size flush_interval max_queue high_water busy_timeout "
+        "journal_dir journal_after on_failure journal_before_answer"
+    )
     d = StorageSettings()
+    path = r.text("path", d.path)
+    max_queue = r.integer("max_queue", d.max_queue, minimum=1)
     return StorageSettings(
         enabled=r.flag("enabled", d.enabled),
-        path=r.text("path", d.path),
+        path=path,
         batch_size=r.integer("batch_size", d.batch_size, minimum=1),
         flush_interval=r.duration("flush_interval", d.flush_interval),
-        max_queue=r.integer("max_queue", d.max_queue, minimum=1),
+        max_queue=max_queue,
+        # Unset: 80 % of the memory bound, so readiness fails before the bound is reached.
+        high_water=r.integer("high_water", max(1, max_queue * 4 // 5), minimum=1),
+        busy_timeout=r.duration("busy_timeout", d.busy_timeout),
+        journal_dir=r.text("journal_dir", str(Path(path).parent / "journal")),
+        journal_after=r.duration("journal_after", d.journal_after),
+        on_failure=r.choice("on_failure", ["refuse", "serve"], d.on_failure),
+        journal_before_answer=r.flag("journal_before_answer", d.journal_before_answer),
     )
 
 
