@@ -299,6 +299,16 @@ async def check_writable(conn: aiosqlite.Connection) -> bool:
     return True
 
 
+async def probe_write(conn: aiosqlite.Connection) -> None:
+    """A real, tiny write (a row of ``meta``): raises while the database cannot take one
+    (locked past busy_timeout, a full disk, read-only). Unlike ``check_writable`` it reaches
+    the disk, so a writer that failed learns when it may try again."""
+    await conn.execute(
+        "INSERT INTO meta (name, value) VALUES ('writer_probe', 1) "
+        "ON CONFLICT (name) DO UPDATE SET value = value + 1"
+    )
+
+
 async def _user_version(conn: aiosqlite.Connection) -> int:
     async with conn.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()

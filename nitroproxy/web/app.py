@@ -155,16 +155,28 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     metrics = app[METRICS]
+    storage = settings.storage
     writer = UsageWriter(
-        settings.storage.path,
-        batch_size=settings.storage.batch_size,
-        flush_interval=settings.storage.flush_interval,
-        max_queue=settings.storage.max_queue,
+        storage.path,
+        batch_size=storage.batch_size,
+        flush_interval=storage.flush_interval,
+        max_queue=storage.max_queue,
+        high_water=storage.high_water,
+        busy_timeout=storage.busy_timeout,
+        journal_dir=storage.journal_dir,
+        journal_after=storage.journal_after,
+        on_failure=storage.on_failure,
         on_written=metrics.usage_written,
         on_dropped=metrics.usage_dropped,
+        on_failed=metrics.usage_write_failed,
+        on_journaled=metrics.usage_journaled,
+        on_replayed=metrics.usage_replayed,
     )
-    await writer.start()
+    await writer.start()  # replays what an earlier run left in the journal
     metrics.set_queue_depth_source(lambda: float(writer.queue_depth))
+    metrics.set_storage_source(
+        lambda: (float(writer.status().writable), float(writer.journal_pending))
+    )
     app[WRITER] = writer
     yield
     await writer.close(timeout=app[SETTINGS].server.shutdown_grace)
