@@ -33,6 +33,7 @@ from nitroproxy.telemetry.metrics import Metrics
 from nitroproxy.telemetry.traces import Tracing
 from nitroproxy.web.appkeys import (
     AUTH,
+    BODIES,
     CACHE,
     FEED,
     GATEWAY,
@@ -40,9 +41,12 @@ from nitroproxy.web.appkeys import (
     SETTINGS,
     STORE,
     TRACING,
+    TRACKER,
     WRITER,
 )
 from nitroproxy.web.auth import Authenticator
+from nitroproxy.web.bodies import BodyBudget
+from nitroproxy.web.connections import Tracker
 from nitroproxy.web.feed import CallFeed
 from nitroproxy.web.middleware import error_middleware
 from nitroproxy.web.routes import admin, anthropic, me, models, openai, ops, privacy, ui
@@ -71,6 +75,9 @@ def create_app(
     app[SESSIONS] = SessionBook(settings.ui)
     # Before the server waits for open handlers: live-feed streams end at once.
     app.on_shutdown.append(_close_feed)
+    app[BODIES] = BodyBudget(settings.server.limits.body_bytes_in_flight)
+    app[TRACKER] = Tracker()
+    app[TRACKER].on_refused = app[METRICS].refused
     # First: it refuses to start on a wrong data key before anything else is running.
     app.cleanup_ctx.append(admin.accounts_context)
     app.cleanup_ctx.append(_mock_provider)

@@ -14,6 +14,8 @@ from nitroproxy.telemetry.metrics import Metrics
 from nitroproxy.telemetry.traces import Tracing
 from nitroproxy.web.auth import Authenticator
 from nitroproxy.web.feed import CallFeed
+from nitroproxy.web.bodies import BodyBudget
+from nitroproxy.web.connections import Tracker
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
@@ -25,3 +27,5 @@ ACCOUNTS = web.AppKey("accounts", AccountStore)
 CACHE = web.AppKey("cache", ResponseCache)
 FEED = web.AppKey("feed", CallFeed)
 TRACING = web.AppKey("tracing", Tracing)
+BODIES = web.AppKey("bodies", BodyBudget)
+TRACKER = web.AppKey("tracker", Tracker)

@@ -21,12 +21,20 @@ from nitroproxy.core.accounting import client_ip
 from nitroproxy.core.errors import InvalidRequest, ModelNotFound, PermissionDenied
 from nitroproxy.core.types import ApiFormat, Endpoint
 from nitroproxy.proxy.call import Call
-from nitroproxy.web.appkeys import AUTH, GATEWAY, SETTINGS
+from nitroproxy.web.appkeys import AUTH, BODIES, GATEWAY, SETTINGS
+from nitroproxy.web.bodies import read_body
 from nitroproxy.web.middleware import REQUEST_ID
 
 
 async def read_json(request: web.Request) -> Any:
-    raw = await request.read()  # bounded by the application's client_max_size
+    """The parsed body. The raw bytes are dropped once parsed (``web.bodies``)."""
+    server = request.app[SETTINGS].server
+    raw = await read_body(
+        request,
+        request.app[BODIES],
+        max_bytes=server.max_body_bytes,
+        timeout=server.timeouts.body,
+    )
     if not raw:
         raise InvalidRequest("the request body is empty; expected a JSON object")
     try:

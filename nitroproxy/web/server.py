@@ -8,15 +8,18 @@ import ssl
 
 from aiohttp import web
 
-from nitroproxy.config import Settings
+from nitroproxy.config import ServerSettings, Settings
 from nitroproxy.security import tls
 from nitroproxy.telemetry import logs
 from nitroproxy.web.app import create_app
+from nitroproxy.web.appkeys import SETTINGS, TRACKER
+from nitroproxy.web.connections import ListenSite, Tracker
 
 # A client that hangs up cancels its handler at once, so the upstream request is closed
 # instead of running on into the void. The access line is ours (with tokens and latency),
 # written by the gateway, so aiohttp's is off.
 HANDLER_CANCELLATION = True
+LINGERING_S = 1.0
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
@@ -39,10 +42,14 @@ async def start(
 ) -> tuple[web.AppRunner, int]:
     """Start ``app`` on ``host:port`` (0 picks a free port) the way ``serve`` does; returns the
     runner and the bound port. Tests use this to run the real server. With ``ssl_context``
-    (``tls.server_context_for(settings)``) the listener speaks HTTPS.
+    (``tls.server_context_for(settings)``) the listener speaks HTTPS. The client timeouts
+    and the connection limit come from the app's settings (``web.connections``).
 
     If any component fails to start, those already started are stopped again before the
     error propagates, so a failed start leaves no thread or connection behind."""
+    settings = app.get(SETTINGS)
+    server = settings.server if settings is not None else ServerSettings()
+    tracker = app.get(TRACKER) or Tracker()
     runner = web.AppRunner(
         app,
         shutdown_timeout=shutdown_grace,
@@ -53,7 +60,23 @@ async def start(
         await runner.setup()
         # A burst of new connections (1,000 clients opening streams at once) overflows the
         # default backlog of 128; the kernel then drops SYNs and clients retry a second later.
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=backlog)
+        site = ListenSite(
+            runner,
+            host,
+            port,
+            tracker=tracker,
+            limit=server.limits.connections,
+            header_timeout=server.timeouts.header,
+            ssl_context=ssl_context,
+            backlog=backlog,
+            # aiohttp's own timer: an idle connection between requests.
+            keepalive_timeout=server.timeouts.keepalive,
+            # After an answer given before the body was read (413, 408, 503), the rest of
+            # the body is read and discarded so the client sees the answer; for 1 s, not
+            # aiohttp's 10 s that a slow client could fill a byte at a time.
+            lingering_time=LINGERING_S,
+            access_log=None,
+        )
         await site.start()
     except BaseException:
         await runner.cleanup()
