@@ -372,7 +372,7 @@ class UsageWriter:
 
     def _committed(self, batch: list[Entry]) -> None:
         if self._error is not None:
-            self._log.warning("usage database writable again: %s", self._error)
+            self._log.warning("usage database writable again (it had failed with %s)", self._error)
             self._error = None
             self._replay_due = True
         self._done(batch)
