@@ -170,7 +170,7 @@ async def test_request_bodies_past_the_bytes_in_flight_cap_are_refused_503(
     proxy = await make_proxy(proxy_config)
     # One body of 80 kB arrives slowly and holds its bytes while it does.
     slow_reader, slow_writer = await connect(proxy.url)
-    padded = BODY[:-1] + ', "user": "' + "x" * 80_000 + '"}'
+    padded = BODY.replace('"hi"', '"' + "x" * 80_000 + '"')
     slow_writer.write(f"{HEAD}Content-Length: {len(padded)}\r\n\r\n".encode())
     slow_writer.write(padded[:100].encode())
     await slow_writer.drain()
