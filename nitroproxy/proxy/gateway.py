@@ -23,13 +23,14 @@ from nitroproxy.core.errors import (
     InvalidRequest,
     NoDeploymentAvailable,
     ProxyError,
+    ServerShuttingDown,
     UpstreamError,
     UpstreamTimeout,
     status_of,
 )
 from nitroproxy.core.health import HealthBook
 from nitroproxy.core.limits import KeyLimits, ratelimit_headers, to_error
-from nitroproxy.core.types import Usage
+from nitroproxy.core.types import Outcome, Usage
 from nitroproxy.proxy import caching, counting
 from nitroproxy.proxy.caching import CachePlan
 from nitroproxy.proxy.call import Call
@@ -110,6 +111,8 @@ class Gateway:
             sink=sink,
         )
         self._parts = Parts(settings, self.clock, metrics, self.client)
+        self._streams: set[UpstreamExchange] = set()
+        self.ending = False  # the shutdown grace is over (end_streams)
         metrics.set_health_source(self._report_health)
 
     async def start(self) -> None:
@@ -118,6 +121,16 @@ class Gateway:
     async def close(self) -> None:
         await self.settler.close()
         await self.client.close()
+
+    def end_streams(self) -> int:
+        """The server's shutdown grace is over: end every upstream stream still running
+        (each gets an in-band error; its record says ``server_shutdown``), and record any
+        call cancelled from now on the same way. Returns how many streams were ended."""
+        self.ending = True
+        streams = list(self._streams)
+        for ex in streams:
+            ex.end()
+        return len(streams)
 
     def new_meter(self) -> Meter:
         """The meter a new call starts with, on the gateway's clock."""
@@ -143,13 +156,19 @@ class Gateway:
             plan = caching.plan(self.cache, call, self.settings.cache.scope, headers)
             ticket = await self.admit(call, headers)
             ex = await self._open(call, headers, plan, trace)
+            if isinstance(ex, UpstreamExchange) and ex.streaming:
+                self._streams.add(ex)
             yield ex
         except BaseException as exc:
-            note_exit(call.meter, exc)
+            if self.ending and isinstance(exc, asyncio.CancelledError):
+                call.meter.fail(503, Outcome.SERVER_SHUTDOWN, ServerShuttingDown.__name__)
+            else:
+                note_exit(call.meter, exc)
             raise
         finally:
             try:
                 if ex is not None:
+                    self._streams.discard(ex)
                     await ex.release()
             finally:
                 if trace is not None and ex is not None:
