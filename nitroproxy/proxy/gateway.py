@@ -24,6 +24,7 @@ from nitroproxy.core.errors import (
     NoDeploymentAvailable,
     ProxyError,
     ServerShuttingDown,
+    StorageUnavailable,
     UpstreamError,
     UpstreamTimeout,
     status_of,
@@ -75,9 +76,11 @@ class Gateway:
         cache: ResponseCache | None = None,
         end_users: EndUsers | None = None,
         tracing: Tracing | None = None,
+        can_record: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.tracing = tracing
+        self._can_record = can_record
         self.metrics = metrics
         self.clock = clock if isinstance(clock, Clock) else Clock(clock or time.monotonic)
         self.limiter: Limiter = limiter if limiter is not None else InMemoryLimiter(self.clock)
@@ -152,6 +155,12 @@ class Gateway:
                 stream=call.stream,
             )
         try:
+            if self._can_record is not None and not self._can_record():
+                # storage.on_failure: refuse. An answer now could not be billed.
+                self.metrics.refused("storage")
+                raise StorageUnavailable(
+                    "usage records cannot be stored right now; retry shortly", retry_after=5
+                )
             headers: dict[str, str] = {}
             plan = caching.plan(self.cache, call, self.settings.cache.scope, headers)
             ticket = await self.admit(call, headers)
