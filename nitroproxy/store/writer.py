@@ -243,17 +243,19 @@ class UsageWriter:
         ``max_queue`` with ``on_failure: serve`` while the journal cannot take it)."""
         return self._put(record) is not None
 
-    async def put_durable(self, record: UsageRecord) -> bool:
-        """Queue a record and return once a copy is fsync-ed in the journal (True), or
-        when that failed (False: the record is still queued in memory)."""
+    def put_durable(self, record: UsageRecord) -> asyncio.Future[bool]:
+        """Queue a record now (as ``put``); the future is True once a copy is fsync-ed in
+        the journal, False if that failed (the record still waits in memory)."""
         entry = self._put(record)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
         if entry is None or self._spool is None:
-            return False
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            waiter.set_result(False)
+            return waiter
         self._wal_waiting.append((entry, waiter))
         if self._wal_task is None or self._wal_task.done():
-            self._wal_task = asyncio.get_running_loop().create_task(self._wal_loop())
-        return await asyncio.shield(waiter)
+            self._wal_task = loop.create_task(self._wal_loop())
+        return waiter
 
     def _put(self, record: UsageRecord) -> Entry | None:
         if self._closing:
