@@ -55,7 +55,7 @@ from nitroproxy.proxy.limiter import (
     key_scope,
 )
 from nitroproxy.proxy.routing import Route, Router
-from nitroproxy.proxy.settle import RecordSink, Settler, note_exit
+from nitroproxy.proxy.settle import DurableSink, RecordSink, Settler, note_exit
 from nitroproxy.telemetry.metrics import Metrics
 from nitroproxy.telemetry.traces import CallTrace, Tracing
 from nitroproxy.upstream.client import AiohttpTransport, Transport, UpstreamClient
@@ -77,6 +77,7 @@ class Gateway:
         end_users: EndUsers | None = None,
         tracing: Tracing | None = None,
         can_record: Callable[[], bool] | None = None,
+        durable_sink: DurableSink | None = None,
     ) -> None:
         self.settings = settings
         self.tracing = tracing
@@ -112,6 +113,7 @@ class Gateway:
             limiter=self.limiter,
             end_users=self.end_users,
             sink=sink,
+            durable_sink=durable_sink,
         )
         self._parts = Parts(settings, self.clock, metrics, self.client)
         self._streams: set[UpstreamExchange] = set()
@@ -182,9 +184,11 @@ class Gateway:
             finally:
                 if trace is not None and ex is not None:
                     trace.finish_reasons = ex.finish_reasons()
-                self.settler.settle(
+                durable = self.settler.settle(
                     call, ticket, ex.cache_write() if ex is not None else None, trace
                 )
+                if durable is not None:  # storage.journal_before_answer
+                    await durable
 
     async def admit(self, call: Call, headers: dict[str, str]) -> Ticket | None:
         """Reserve the call's worst case against its key's (and end user's) limits and
