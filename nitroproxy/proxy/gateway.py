@@ -21,6 +21,7 @@ from nitroproxy.core.accounting import Meter
 from nitroproxy.core.end_users import EndUsers
 from nitroproxy.core.errors import (
     InvalidRequest,
+    ModelNotFound,
     NoDeploymentAvailable,
     ProxyError,
     ServerShuttingDown,
@@ -127,6 +128,20 @@ class Gateway:
         await self.settler.close()
         await self.client.close()
 
+    async def reload(self, settings: Settings) -> None:
+        """Routing from a reloaded config file (SIGHUP): providers and models, with their
+        deployments and prices. Calls in flight keep the routes they hold; health and
+        measurements carry over by deployment name. Raises ``ConfigError`` (and changes
+        nothing) if a provider's trust settings cannot be loaded."""
+        await self.client.configure(settings.providers.values())
+        self.providers = {n: Provider(p) for n, p in settings.providers.items()}
+        self.router = Router(settings, self.providers, self.health)
+        self._ceilings = {
+            m.name: pricing.ceiling_price(d.price for d in m.deployments)
+            for m in settings.models.values()
+        }
+        self.settings = self._parts.settings = settings
+
     def end_streams(self) -> int:
         """The server's shutdown grace is over: end every upstream stream still running
         (each gets an in-band error; its record says ``server_shutdown``), and record any
@@ -163,6 +178,8 @@ class Gateway:
                 raise StorageUnavailable(
                     "usage records cannot be stored right now; retry shortly", retry_after=5
                 )
+            if call.model.name not in self.settings.models:  # a reload removed it just now
+                raise ModelNotFound(f"the model '{call.model.name}' does not exist", param="model")
             headers: dict[str, str] = {}
             plan = caching.plan(self.cache, call, self.settings.cache.scope, headers)
             ticket = await self.admit(call, headers)
