@@ -297,3 +297,81 @@ async def test_a_full_disk_loses_nothing_and_flips_readiness(
         assert set(client.answered) <= stored_request_ids(db)
         assert list((tmp_path / "journal").iterdir()) == []
     assert len(client.answered) >= 300
+
+
+async def test_when_neither_database_nor_journal_takes_records_new_requests_get_503(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    unusable = tmp_path / "a-file"
+    unusable.write_text("")  # a journal directory below a file can never be created
+    cfg = config(
+        upstream,
+        tmp_path,
+        busy_timeout=0.05,
+        journal_after=0.1,
+        max_queue=10,
+        journal_dir=str(unusable / "journal"),
+    )
+    db = Path(cfg["storage"]["path"])
+    async with serving(cfg, tmp_path) as client:
+        hold = (
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+            "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); sys.stdin.readline(); "
+            "c.execute('ROLLBACK')"
+        )
+        locker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            hold,
+            str(db),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert locker.stdin is not None and locker.stdout is not None
+        assert await locker.stdout.readline() == b"locked\n"
+        statuses = [await client.ask() for _ in range(20)]
+        assert statuses[:10] == [200] * 10  # memory holds max_queue records
+        assert set(statuses[10:]) == {503}  # then nothing could keep a record: refused
+        async with client.session.post(
+            client.proxy.url + "/v1/messages",
+            json={**CHAT, "model": "claude-test", "max_tokens": 5},
+            headers={"x-api-key": CLIENT_KEY},
+        ) as r:
+            assert r.status == 503 and r.headers["Retry-After"] == "5"
+            assert (await r.json())["error"]["type"] == "overloaded_error"  # Anthropic's shape
+        async with asyncio.timeout(10):
+            while True:
+                status, body = await client.ready()
+                checks = body["checks"]
+                if checks["database"] != "ok":
+                    break
+                await asyncio.sleep(0.05)
+        assert status == 503
+        assert (checks["database"], checks["journal"]) == ("not writable", "not writable")
+        locker.stdin.write(b"\n")
+        await locker.stdin.drain()
+        assert await locker.wait() == 0
+        async with asyncio.timeout(10):
+            while await client.ask() != 200:  # noqa: ASYNC110 - polls a server
+                await asyncio.sleep(0.05)
+        async with asyncio.timeout(10):
+            while not set(client.answered) <= stored_request_ids(db):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+
+
+async def test_with_journal_before_answer_a_sigkill_loses_nothing_answered(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    # A minute between batches: without the journal every record would still be in memory.
+    cfg = config(upstream, tmp_path, flush_interval=60, journal_before_answer=True)
+    db = Path(cfg["storage"]["path"])
+    async with serving(cfg, tmp_path) as client:
+        for _ in range(20):
+            assert await client.ask() == 200
+        client.proxy.signal(signal.SIGKILL)
+        await client.proxy.wait()
+    assert stored_request_ids(db).isdisjoint(client.answered)  # none had reached the database
+    async with serving(cfg, tmp_path):  # start-up replays the journal
+        pass
+    assert set(client.answered) <= stored_request_ids(db)
+    assert list((tmp_path / "journal").iterdir()) == []

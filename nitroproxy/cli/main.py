@@ -39,7 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = resolve_or_exit(args.config, providers=True, require_models=True).settings
     try:
-        serve(settings)
+        serve(settings, config_path=args.config)
     except config.StartupError as exc:
         # Raised while the app starts (a wrong data key, an unreadable certificate, a
         # database from a newer NitroProxy): one line, no traceback.

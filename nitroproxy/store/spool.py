@@ -59,7 +59,12 @@ class Spool:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     async def prepare(self) -> None:
-        await self._in_io(self.journal.prepare)
+        """Create the directory. A failure does not stop the server (the database may work
+        well); it is logged, readiness shows it, and every append tries again."""
+        try:
+            await self._in_io(self.journal.prepare)
+        except OSError as exc:
+            self._failed(exc)
 
     def usable(self, now: float) -> bool:
         """Worth an append now: the last one worked, or its retry delay has passed."""

@@ -327,6 +327,13 @@ def _gateway(
         # Without a database nothing is recorded, so a per-process key serves the limits.
         secret = os.urandom(32) if conn is None else await installation_secret(conn, "end_user")
         end_users = EndUsers(settings.privacy.end_user, secret)
+        storage = settings.storage
+        can_record = durable = None
+        if writer is not None:
+            if storage.on_failure == "refuse":  # turn requests away while records can't be kept
+                can_record = _accepting(writer)
+            if storage.journal_before_answer:
+                durable = writer.put_durable
         gateway = Gateway(
             settings,
             app[METRICS],
@@ -335,6 +342,8 @@ def _gateway(
             cache=app.get(CACHE),
             end_users=end_users,
             tracing=app.get(TRACING),
+            can_record=can_record,
+            durable_sink=durable,
         )
         await gateway.start()
         try:
@@ -348,3 +357,7 @@ def _gateway(
             await gateway.close()
 
     return ctx
+
+
+def _accepting(writer: UsageWriter) -> Callable[[], bool]:
+    return lambda: writer.accepting

@@ -61,7 +61,8 @@ def _validator(endpoint: Endpoint) -> Callable[[Any], Mapping[str, Any]]:
 
 def _forwardable(request: web.Request) -> dict[str, str]:
     """The client headers some provider's ``forward_headers`` allow (lower-case names)."""
-    names = {name for p in request.app[SETTINGS].providers.values() for name in p.forward_headers}
+    providers = request.app[GATEWAY].settings.providers.values()  # SIGHUP reloads them
+    names = {name for p in providers for name in p.forward_headers}
     return {name: request.headers[name] for name in names if name in request.headers}
 
 
@@ -83,7 +84,7 @@ async def decode_call(request: web.Request, endpoint: Endpoint, fmt: ApiFormat) 
     principal = app[AUTH].authenticate(request.headers)
     body = _validator(endpoint)(await read_json(request))
     name, forced = selection.split_model_suffix(body["model"])
-    model = settings.models.get(name)
+    model = app[GATEWAY].settings.models.get(name)  # the gateway's: SIGHUP reloads them
     if model is None:
         raise ModelNotFound(
             f"the model '{name}' does not exist or you do not have access to it",
