@@ -288,21 +288,10 @@ async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[None]:
         raise
 
 
-async def check_writable(conn: aiosqlite.Connection) -> bool:
-    """True if the database accepts writes now (for /readyz). Waits up to busy_timeout."""
-    # A no-op DELETE takes the write lock and fails on a read-only or locked database, yet
-    # is a single statement: safe even on a connection that other tasks are using.
-    try:
-        await conn.execute("DELETE FROM usage WHERE 0")
-    except (sqlite3.Error, ValueError):
-        return False
-    return True
-
-
 async def probe_write(conn: aiosqlite.Connection) -> None:
     """A real, tiny write (a row of ``meta``): raises while the database cannot take one
-    (locked past busy_timeout, a full disk, read-only). Unlike ``check_writable`` it reaches
-    the disk, so a writer that failed learns when it may try again."""
+    (locked past busy_timeout, a full disk, read-only). It reaches the disk, so a writer
+    that failed learns when it may try again."""
     await conn.execute(
         "INSERT INTO meta (name, value) VALUES ('writer_probe', 1) "
         "ON CONFLICT (name) DO UPDATE SET value = value + 1"

@@ -24,8 +24,9 @@ Insert = Callable[[Sequence[UsageRecord]], Awaitable[None]]
 
 
 class Entry:
-    """A record on its way to the database: when it arrived, and the ``wal`` segment that
-    holds a copy of it (``put_durable``), if any."""
+    """A record on its way to the database: when it arrived, the ``wal`` segment that holds
+    a copy of it (``put_durable``), and ``done`` once that copy is no longer needed (the
+    database or a spill segment holds the record, or it was dropped)."""
 
     __slots__ = ("arrived", "done", "record", "wal")
 
@@ -54,6 +55,8 @@ class Spool:
         self._retry_at = 0.0
         self.pending = 0  # this run's records in spill segments, not yet in the database
         self.journaled = 0
+        self._durable: list[tuple[Entry, asyncio.Future[bool]]] = []
+        self._durable_task: asyncio.Task[None] | None = None
 
     async def _in_io(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
@@ -87,23 +90,37 @@ class Spool:
         self.journaled += len(entries)
         self.pending += len(entries)
         for entry in entries:
+            entry.done = True  # for its wal copy: the spill segment holds it now
             entry.release_wal()
         return True
 
-    async def log_durably(self, entries: Sequence[Entry]) -> bool:
-        """Append ``entries`` to the ``wal`` segment with one fsync; each entry that is not
-        in the database yet keeps the segment until it is."""
-        try:
-            segment = await self._in_io(self.journal.append, WAL, [e.record for e in entries])
-        except OSError as exc:
-            self._failed(exc)
-            return False
-        self.error = None
-        for entry in entries:
-            if not entry.done:
-                entry.wal = segment
-                segment.outstanding += 1
-        return True
+    def log_durably(self, entry: Entry) -> asyncio.Future[bool]:
+        """Append ``entry`` to the ``wal`` segment; the future is True once it is fsync-ed.
+        Entries that arrive while an fsync runs share the next one."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._durable.append((entry, waiter))
+        if self._durable_task is None or self._durable_task.done():
+            self._durable_task = loop.create_task(self._log_durably())
+        return waiter
+
+    async def _log_durably(self) -> None:
+        while self._durable:
+            group, self._durable = self._durable, []
+            try:
+                records = [e.record for e, _ in group]
+                segment = await self._in_io(self.journal.append, WAL, records)
+            except OSError as exc:
+                self._failed(exc)
+                segment = None
+            else:
+                self.error = None
+            for entry, waiter in group:
+                if segment is not None and not entry.done:
+                    entry.wal = segment  # kept until the database holds the record
+                    segment.outstanding += 1
+                if not waiter.done():
+                    waiter.set_result(segment is not None)
 
     async def replay(self, insert: Insert, batch_size: int) -> tuple[int, int]:
         """Insert every replayable segment and delete it. Returns (records replayed, of
@@ -144,6 +161,8 @@ class Spool:
                 await self._in_io(self.journal.remove, segment.path)
 
     async def close(self) -> None:
+        if self._durable_task is not None:
+            await asyncio.gather(self._durable_task, return_exceptions=True)
         with contextlib.suppress(OSError):
             await self._in_io(self.journal.close)
         await self.remove_done_wal()

@@ -125,8 +125,6 @@ class UsageWriter:
         self._halt = asyncio.Event()  # close() deadline passed: stop retrying
         self._conn: aiosqlite.Connection | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._wal_task: asyncio.Task[None] | None = None
-        self._wal_waiting: list[tuple[Entry, asyncio.Future[bool]]] = []
         self._closing = False
         self._closed = False
         self._error: str | None = None  # the database's last failure, None once it works
@@ -151,10 +149,6 @@ class UsageWriter:
     @property
     def dropped(self) -> int:
         return self._counts["dropped"]
-
-    @property
-    def write_failures(self) -> int:
-        return self._counts["failures"]
 
     @property
     def journaled(self) -> int:
@@ -218,8 +212,6 @@ class UsageWriter:
                     self._wake.set()
                     self._spill_wake.set()
                 await asyncio.gather(*self._tasks, return_exceptions=True)
-            if self._wal_task is not None:
-                await asyncio.gather(self._wal_task, return_exceptions=True)
         finally:
             for task in self._tasks:
                 if not task.done():  # close() itself was cancelled
@@ -247,15 +239,11 @@ class UsageWriter:
         """Queue a record now (as ``put``); the future is True once a copy is fsync-ed in
         the journal, False if that failed (the record still waits in memory)."""
         entry = self._put(record)
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[bool] = loop.create_future()
         if entry is None or self._spool is None:
+            waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             waiter.set_result(False)
             return waiter
-        self._wal_waiting.append((entry, waiter))
-        if self._wal_task is None or self._wal_task.done():
-            self._wal_task = loop.create_task(self._wal_loop())
-        return waiter
+        return self._spool.log_durably(entry)
 
     def _put(self, record: UsageRecord) -> Entry | None:
         if self._closing:
@@ -463,16 +451,6 @@ class UsageWriter:
         if replayed:
             self._hook(4, replayed)
         return True
-
-    async def _wal_loop(self) -> None:
-        """Append waiting ``put_durable`` records to the journal, one fsync per group."""
-        assert self._spool is not None
-        while self._wal_waiting:
-            group, self._wal_waiting = self._wal_waiting, []
-            ok = await self._spool.log_durably([entry for entry, _ in group])
-            for _, waiter in group:
-                if not waiter.done():
-                    waiter.set_result(ok)
 
     # -- counting -------------------------------------------------------------------------
 

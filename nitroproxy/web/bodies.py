@@ -28,12 +28,11 @@ BODY_BYTES = web.RequestKey("body_bytes", int)
 class BodyBudget:
     """The bytes of request bodies held in memory, summed. One event loop; no lock."""
 
-    __slots__ = ("held", "limit", "peak")
+    __slots__ = ("held", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.held = 0
-        self.peak = 0
 
     def take(self, request: web.Request, n: int) -> None:
         """Count ``n`` more bytes for ``request``, or raise a 503 if that passes the cap."""
@@ -44,7 +43,6 @@ class BodyBudget:
                 retry_after=1,
             )
         self.held += n
-        self.peak = max(self.peak, self.held)
         request[BODY_BYTES] = request.get(BODY_BYTES, 0) + n
 
     def release(self, request: web.Request) -> None:

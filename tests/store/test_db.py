@@ -1,6 +1,7 @@
 import asyncio
 import contextlib
 import os
+import sqlite3
 import stat
 import sys
 from dataclasses import fields
@@ -13,10 +14,10 @@ from nitroproxy.core.types import UsageRecord
 from nitroproxy.store.db import (
     MIGRATIONS,
     SchemaTooNewError,
-    check_writable,
     create_private_file,
     migrate,
     open_db,
+    probe_write,
     transaction,
 )
 
@@ -163,38 +164,22 @@ async def test_transaction_rolls_back_on_error(tmp_path):
         await conn.close()
 
 
-async def test_check_writable_reports_a_writable_database(tmp_path):
-    conn = await open_db(tmp_path / "np.db")
-    try:
-        assert await check_writable(conn)
-    finally:
-        await conn.close()
-
-
-async def test_check_writable_is_false_while_another_connection_holds_the_write_lock(
-    tmp_path,
-):
+async def test_probe_write_reaches_the_disk_and_fails_while_another_holds_the_lock(tmp_path):
     path = tmp_path / "np.db"
-    conn = await open_db(path)
+    conn = await open_db(path, busy_timeout=0.05)
     holder = await open_db(path)
     try:
-        await conn.execute("PRAGMA busy_timeout = 50")
+        await probe_write(conn)
         await holder.execute("BEGIN IMMEDIATE")
-        assert not await check_writable(conn)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await probe_write(conn)
         await holder.execute("ROLLBACK")
-        assert await check_writable(conn)
+        await probe_write(conn)
+        assert await _scalar(conn, "SELECT value FROM meta WHERE name = 'writer_probe'") == 2
+        assert await _scalar(conn, "PRAGMA busy_timeout") == 50
     finally:
         await holder.close()
         await conn.close()
-
-
-async def test_check_writable_is_false_for_read_only_and_closed_connections(tmp_path):
-    path = tmp_path / "np.db"
-    conn = await open_db(path)
-    await conn.close()
-    assert not await check_writable(conn)
-    async with aiosqlite.connect(f"file:{path}?mode=ro", uri=True) as ro:
-        assert not await check_writable(ro)
 
 
 def _deleted_descriptors(prefix: str) -> list[str]:
