@@ -3,8 +3,6 @@ timeouts and limits, and the bundled mock provider) and its ``storage``."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from nitroproxy.config.reader import Reader
 from nitroproxy.config.schema import (
     ClientTimeouts,
@@ -88,7 +86,7 @@ def storage(r: Reader) -> StorageSettings:
         # Unset: 80 % of the memory bound, so readiness fails before the bound is reached.
         high_water=r.integer("high_water", max(1, max_queue * 4 // 5), minimum=1),
         busy_timeout=r.duration("busy_timeout", d.busy_timeout),
-        journal_dir=r.text("journal_dir", str(Path(path).parent / "journal")),
+        journal_dir=r.text("journal_dir", d.journal_dir),
         journal_after=r.duration("journal_after", d.journal_after),
         on_failure=r.choice("on_failure", ["refuse", "serve"], d.on_failure),
         journal_before_answer=r.flag("journal_before_answer", d.journal_before_answer),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nitroproxy.core.end_users import EndUserMode
 from nitroproxy.core.limits import KeyLimits
@@ -159,10 +160,13 @@ class StorageSettings:
     max_queue: int = 50_000
     high_water: int = 40_000
     busy_timeout: float = 5.0
-    journal_dir: str = "data/journal"
+    journal_dir: str = ""  # "": a ``journal`` directory beside the database
     journal_after: float = 1.0
     on_failure: str = "refuse"
     journal_before_answer: bool = False
+
+    def journal_path(self) -> str:
+        return self.journal_dir or str(Path(self.path).parent / "journal")
 
 
 @dataclass(frozen=True, slots=True)

@@ -349,7 +349,7 @@ def _journal(settings: Settings, *, public: bool) -> dict[str, Any]:
         "kept_for": "until replayed into the database, then deleted",
     }
     if not public:
-        out["directory"] = st.journal_dir
+        out["directory"] = st.journal_path()
     return out
 
 

@@ -170,7 +170,7 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
         max_queue=storage.max_queue,
         high_water=storage.high_water,
         busy_timeout=storage.busy_timeout,
-        journal_dir=storage.journal_dir,
+        journal_dir=storage.journal_path(),
         journal_after=storage.journal_after,
         on_failure=storage.on_failure,
         on_written=metrics.usage_written,

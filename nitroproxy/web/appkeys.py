@@ -13,9 +13,9 @@ from nitroproxy.store.writer import UsageWriter
 from nitroproxy.telemetry.metrics import Metrics
 from nitroproxy.telemetry.traces import Tracing
 from nitroproxy.web.auth import Authenticator
-from nitroproxy.web.feed import CallFeed
 from nitroproxy.web.bodies import BodyBudget
 from nitroproxy.web.connections import Tracker
+from nitroproxy.web.feed import CallFeed
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from pathlib import Path
 
 from aiohttp import web
 
 from nitroproxy import config, data
 from nitroproxy.config import Settings
+from nitroproxy.config.resolved import resolve
 from nitroproxy.telemetry import logs
 from nitroproxy.web.appkeys import ACCOUNTS, AUTH, GATEWAY
 
@@ -47,6 +49,7 @@ class Reloader:
     def __init__(self, app: web.Application, path: str | Path) -> None:
         self._app = app
         self._path = Path(path)
+        self._cwd = Path.cwd()  # the file is read again as it was at start-up
         self._log = logs.get_logger("nitroproxy")
         self._task: asyncio.Task[bool] | None = None
         self._again = False
@@ -70,10 +73,16 @@ class Reloader:
             applied = await self.reload()
         return applied
 
+    def _load(self) -> Settings:
+        """As ``serve`` read it: its env file too, and the data directory placed."""
+        return resolve(
+            str(self._path), env=os.environ, cwd=self._cwd, providers=True, require_models=True
+        ).settings
+
     async def reload(self) -> bool:
         """Load and apply the file; False (and one log line) if it was refused."""
         try:
-            loaded = await asyncio.to_thread(config.load, self._path)
+            loaded = await asyncio.to_thread(self._load)
         except config.ConfigError as exc:
             self._log.error("config reload refused; the running config is kept", error=str(exc))
             return False

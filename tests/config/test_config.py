@@ -145,7 +145,8 @@ models:
 def test_durability_and_client_limits_have_safe_defaults_and_parse(tmp_path: Path) -> None:
     s = config.parse({"storage": {"path": str(tmp_path / "db" / "np.db"), "max_queue": 100}})
     assert s.storage.on_failure == "refuse"
-    assert s.storage.journal_dir == str(tmp_path / "db" / "journal")  # beside, not inside
+    assert s.storage.journal_dir == ""
+    assert s.storage.journal_path() == str(tmp_path / "db" / "journal")  # beside, not inside
     assert s.storage.high_water == 80
     assert not s.storage.journal_before_answer
     assert (s.server.timeouts.header, s.server.timeouts.body) == (60.0, 60.0)
