@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiosqlite
 from aiohttp import web, web_response
@@ -22,7 +22,7 @@ from nitroproxy.core.types import UsageRecord
 from nitroproxy.mock import MockSettings, create_mock_app
 from nitroproxy.proxy.gateway import Gateway
 from nitroproxy.proxy.limiter import Limiter, end_user_scope, key_scope
-from nitroproxy.proxy.settle import RecordSink
+from nitroproxy.proxy.settle import DurableSink, RecordSink
 from nitroproxy.store.db import open_db
 from nitroproxy.store.meta import installation_secret
 from nitroproxy.store.rights import erased_usage_step
@@ -124,6 +124,19 @@ def _sink(writer: UsageWriter | None, feed: CallFeed) -> RecordSink:
         kept = put(record)
         publish(record)
         return kept
+
+    return sink
+
+
+def _durable_sink(writer: UsageWriter, feed: CallFeed) -> DurableSink:
+    """``storage.journal_before_answer``: as ``_sink``, and the call waits for the fsync."""
+    publish = feed.publish
+    put = writer.put_durable
+
+    def sink(record: UsageRecord) -> Awaitable[bool]:
+        written = put(record)
+        publish(record)
+        return written
 
     return sink
 
@@ -333,7 +346,7 @@ def _gateway(
             if storage.on_failure == "refuse":  # turn requests away while records can't be kept
                 can_record = _accepting(writer)
             if storage.journal_before_answer:
-                durable = writer.put_durable
+                durable = _durable_sink(writer, app[FEED])
         gateway = Gateway(
             settings,
             app[METRICS],

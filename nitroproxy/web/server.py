@@ -104,6 +104,9 @@ async def drain(runner: web.AppRunner, app: web.Application, grace: float) -> No
         await site.stop()
     if runner.server is not None:
         runner.server.pre_shutdown()  # idle keep-alive connections now, busy ones when done
+    # on_shutdown, as aiohttp runs it before waiting for handlers: the dashboard's live
+    # feed ends now rather than holding the grace open (runner.cleanup runs it again).
+    await app.shutdown()
     tracker = app[TRACKER]
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(grace):
