@@ -37,9 +37,9 @@ def _fail(exc: Exception) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from nitroproxy.web.server import serve
 
-    settings = resolve_or_exit(args.config, providers=True, require_models=True).settings
+    resolved = resolve_or_exit(args.config, providers=True, require_models=True)
     try:
-        serve(settings)
+        serve(resolved.settings, config_path=resolved.found.path)
     except config.StartupError as exc:
         # Raised while the app starts (a wrong data key, an unreadable certificate, a
         # database from a newer NitroProxy): one line, no traceback.

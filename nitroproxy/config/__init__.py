@@ -9,6 +9,7 @@ from nitroproxy.config.loader import interpolate, load, parse
 from nitroproxy.config.schema import (
     AuthSettings,
     CacheSettings,
+    ClientTimeouts,
     Deployment,
     KeySettings,
     LimitSettings,
@@ -20,6 +21,7 @@ from nitroproxy.config.schema import (
     ProviderSettings,
     RetentionSettings,
     RoutingSettings,
+    ServerLimits,
     ServerSettings,
     Settings,
     StatsSettings,
@@ -35,6 +37,7 @@ from nitroproxy.config.schema import (
 __all__ = [
     "AuthSettings",
     "CacheSettings",
+    "ClientTimeouts",
     "ConfigError",
     "Deployment",
     "KeySettings",
@@ -47,6 +50,7 @@ __all__ = [
     "ProviderSettings",
     "RetentionSettings",
     "RoutingSettings",
+    "ServerLimits",
     "ServerSettings",
     "Settings",
     "StartupError",

@@ -107,6 +107,10 @@ def storage_path(path: str, env: Mapping[str, str], cwd: Path) -> str:
 def with_data_dir(settings: Settings, env: Mapping[str, str], cwd: Path) -> Settings:
     storage = settings.storage
     resolved = storage_path(storage.path, env, cwd)
-    if resolved == storage.path:
+    # An explicit journal directory is placed by the same rules (unset, it is beside the
+    # database wherever that is).
+    journal = storage_path(storage.journal_dir, env, cwd) if storage.journal_dir else ""
+    if resolved == storage.path and journal == storage.journal_dir:
         return settings
-    return dataclasses.replace(settings, storage=dataclasses.replace(storage, path=resolved))
+    placed = dataclasses.replace(storage, path=resolved, journal_dir=journal)
+    return dataclasses.replace(settings, storage=placed)

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from nitroproxy import data
+from nitroproxy.config import process
 from nitroproxy.config.errors import ConfigError
 from nitroproxy.config.providers import read_providers, read_upstream
 from nitroproxy.config.reader import Reader
@@ -128,12 +129,12 @@ def parse(data: Any) -> Settings:
     providers = read_providers(root.child("providers"))
     tiers = {name: _limits(r) for name, r in root.child("tiers").items()}
     return Settings(
-        server=_server(root.child("server")),
+        server=process.server(root.child("server")),
         upstream=read_upstream(root.child("upstream")),
         providers=providers,
         models=_models(root.child("models"), providers),
         routing=_routing(root.child("routing")),
-        storage=_storage(root.child("storage")),
+        storage=process.storage(root.child("storage")),
         retention=_retention(root.child("retention")),
         privacy=_privacy(root.child("privacy")),
         logging=_logging(root.child("logging")),
@@ -147,36 +148,6 @@ def parse(data: Any) -> Settings:
         end_users=_limits(root.child("end_users")),
         tracing=_tracing(root.child("tracing")),
         ui=_ui(root.child("ui")),
-    )
-
-
-def _server(r: Reader) -> ServerSettings:
-    r.only(
-        "host port max_body_bytes shutdown_grace keepalive_interval trust_forwarded_for "
-        "backlog mock_provider tls"
-    )
-    d = ServerSettings()
-    mock = r.child("mock_provider")
-    tls = r.child("tls")
-    return ServerSettings(
-        host=r.text("host", d.host),
-        port=r.port("port", d.port),
-        max_body_bytes=r.integer("max_body_bytes", d.max_body_bytes, minimum=1024),
-        shutdown_grace=r.duration("shutdown_grace", d.shutdown_grace),
-        keepalive_interval=r.duration("keepalive_interval", d.keepalive_interval),
-        trust_forwarded_for=r.flag("trust_forwarded_for", d.trust_forwarded_for),
-        backlog=r.integer("backlog", d.backlog, minimum=1, maximum=65535),
-        mock_provider=_mock(mock) if mock.present else None,
-        tls=_tls(tls) if tls.present else None,
-    )
-
-
-def _tls(r: Reader) -> TLSSettings:
-    r.only("cert key client_ca")
-    return TLSSettings(
-        cert=r.text("cert", None, required=True),
-        key=r.text("key", None, required=True),
-        client_ca=r.text("client_ca", None) or None,
     )
 
 
@@ -199,17 +170,6 @@ def _stats(r: Reader) -> StatsSettings:
         min_bucket=r.integer("min_bucket", 10, minimum=1),
         # Fewer than ten people behind a number would let one of them be singled out.
         min_users=r.integer("min_users", 10, minimum=10),
-    )
-
-
-def _mock(r: Reader) -> MockProviderSettings:
-    r.only("host port tokens delay_ms")
-    d = MockProviderSettings()
-    return MockProviderSettings(
-        host=r.text("host", d.host),
-        port=r.port("port", d.port),
-        tokens=r.integer("tokens", d.tokens, minimum=0),
-        delay_ms=r.number("delay_ms", d.delay_ms, minimum=0.0),
     )
 
 
@@ -305,18 +265,6 @@ def _routing(r: Reader) -> RoutingSettings:
         ewma_alpha=r.number("ewma_alpha", d.ewma_alpha, minimum=0.001, maximum=1.0),
         min_samples=r.integer("min_samples", d.min_samples, minimum=0),
         seed=None if seed < 0 else seed,
-    )
-
-
-def _storage(r: Reader) -> StorageSettings:
-    r.only("enabled path batch_size flush_interval max_queue")
-    d = StorageSettings()
-    return StorageSettings(
-        enabled=r.flag("enabled", d.enabled),
-        path=r.text("path", d.path),
-        batch_size=r.integer("batch_size", d.batch_size, minimum=1),
-        flush_interval=r.duration("flush_interval", d.flush_interval),
-        max_queue=r.integer("max_queue", d.max_queue, minimum=1),
     )
 
 

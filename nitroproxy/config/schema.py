@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nitroproxy.core.end_users import EndUserMode
 from nitroproxy.core.limits import KeyLimits
@@ -44,6 +45,29 @@ class TLSSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientTimeouts:
+    """Seconds a client may take, in the spirit of nginx's ``client_header_timeout`` and
+    ``client_body_timeout`` (60 s) and ``keepalive_timeout`` (75 s). ``header``: from the
+    first byte of a request (or from connecting) until its head is complete; ``body``: the
+    whole body (nginx times the gap between two reads, which a byte a second never trips);
+    ``keepalive``: an idle connection between requests."""
+
+    header: float = 60.0
+    body: float = 60.0
+    keepalive: float = 75.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """``connections``: open client connections (past it a new one is answered 503 and
+    closed); ``body_bytes_in_flight``: the request bodies held in memory at once, summed
+    (past it a request is answered 503 before its body is read)."""
+
+    connections: int = 4096
+    body_bytes_in_flight: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -54,6 +78,8 @@ class ServerSettings:
     backlog: int = 1024
     mock_provider: MockProviderSettings | None = None
     tls: TLSSettings | None = None
+    timeouts: ClientTimeouts = ClientTimeouts()
+    limits: ServerLimits = ServerLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +143,30 @@ class RoutingSettings:
 
 @dataclass(frozen=True, slots=True)
 class StorageSettings:
+    """Usage records: batches of up to ``batch_size`` every ``flush_interval`` seconds.
+
+    While the database cannot take them, records wait in memory (up to ``max_queue``, and
+    for at most ``journal_after`` seconds), then in an append-only journal in ``journal_dir``
+    (another directory, ideally on another disk), replayed into the database once it works
+    again and at start-up. If neither can take them, ``on_failure: refuse`` answers new
+    requests 503 instead of serving them unrecorded (``serve`` keeps serving). Readiness
+    fails while records cannot be written or more than ``high_water`` wait in memory.
+    ``journal_before_answer`` journals each record (fsync) before its answer completes."""
+
     enabled: bool = True
     path: str = "data/nitroproxy.db"
     batch_size: int = 500
     flush_interval: float = 0.2
     max_queue: int = 50_000
+    high_water: int = 40_000
+    busy_timeout: float = 5.0
+    journal_dir: str = ""  # "": a ``journal`` directory beside the database
+    journal_after: float = 1.0
+    on_failure: str = "refuse"
+    journal_before_answer: bool = False
+
+    def journal_path(self) -> str:
+        return self.journal_dir or str(Path(self.path).parent / "journal")
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,22 @@ class PayloadTooLarge(ProxyError):
     default_code = "request_too_large"
 
 
+class RequestTimeout(ProxyError):
+    """The client took longer than allowed to send its request (``server.timeouts``)."""
+
+    status = 408
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
+class HeadersTooLarge(ProxyError):
+    status = 431
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    default_code = "request_header_fields_too_large"
+
+
 class RateLimited(ProxyError):
     status = 429
     openai_type = "rate_limit_error"
@@ -126,6 +142,22 @@ class Overloaded(ProxyError):
     openai_type = "server_error"
     anthropic_type = "overloaded_error"
     default_code = "overloaded"
+
+
+class StorageUnavailable(Overloaded):
+    """Usage records can be neither written nor journalled (``storage.on_failure: refuse``):
+    an answer now could not be billed, so none is given."""
+
+    default_code = "storage_unavailable"
+
+
+class ServerShuttingDown(ProxyError):
+    """The server stopped while the call was still running (its shutdown grace ended)."""
+
+    status = 503
+    openai_type = "server_error"
+    anthropic_type = "overloaded_error"
+    default_code = "server_shutting_down"
 
 
 class UpstreamStatusError(ProxyError):

@@ -47,6 +47,7 @@ class Outcome(StrEnum):
     CLIENT_DISCONNECTED = "client_disconnected"
     STREAM_ERROR = "stream_error"
     CACHE_HIT = "cache_hit"
+    SERVER_SHUTDOWN = "server_shutdown"  # still running when the shutdown grace ended
 
 
 @dataclass(slots=True)

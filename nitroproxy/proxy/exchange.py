@@ -31,7 +31,7 @@ from nitroproxy.core.assembler import StreamAssembler
 from nitroproxy.core.cache_policy import CacheResult
 from nitroproxy.core.completion_counter import CompletionCounter
 from nitroproxy.core.error_shapes import responses_failed_event, stream_error_event
-from nitroproxy.core.errors import ProxyError, UpstreamError
+from nitroproxy.core.errors import ProxyError, ServerShuttingDown, UpstreamError
 from nitroproxy.core.pipeline import UpstreamStream
 from nitroproxy.core.types import Endpoint, Outcome, Usage
 from nitroproxy.proxy import counting
@@ -164,10 +164,12 @@ class UpstreamExchange(Exchange):
     __slots__ = (
         "_cache_plan",
         "_document",
+        "_ended",
         "_finish",
         "_gen",
         "_opened",
         "_opener",
+        "_opening",
         "_parts",
         "_sent",
     )
@@ -191,8 +193,19 @@ class UpstreamExchange(Exchange):
         self._gen: AsyncGenerator[bytes, None] | None = None
         self._sent = False
         self._finish: str | None = None
+        self._ended = False
+        self._opening: asyncio.Future[Opened] | None = None
         if opened is not None:
             self._opened_by(opened)
+
+    def end(self) -> None:
+        """The server's shutdown grace is over: stop reading the upstream. A stream that
+        sent bytes ends with an in-band error, and its record says ``server_shutdown``."""
+        self._ended = True
+        if self._opening is not None:
+            self._opening.cancel()
+        if self._opened is not None:
+            self._opened.close()  # the pending read fails at once
 
     def _opened_by(self, opened: Opened) -> None:
         self._opened = opened
@@ -273,10 +286,12 @@ class UpstreamExchange(Exchange):
                     transform.commit()  # written: its tokens reached the client
                     if assembler is not None:
                         assembler.feed_bytes(out)
-        except ProxyError as exc:
+        except ProxyError as raised:
+            exc = _shutting_down() if self._ended else raised  # end() closed the upstream
             if not self._sent:
-                raise
-            meter.fail(exc.status, Outcome.STREAM_ERROR, exc.error_class)
+                raise exc from None
+            outcome = Outcome.SERVER_SHUTDOWN if self._ended else Outcome.STREAM_ERROR
+            meter.fail(exc.status, outcome, exc.error_class)
             yield transform.error_event(exc, call.client_format)
         except Exception:
             if not self._sent:
@@ -366,7 +381,7 @@ class UpstreamExchange(Exchange):
         connection. Once they are out, failover errors go in-band."""
         assert self._opener is not None
         interval = self._parts.settings.server.keepalive_interval
-        task = asyncio.ensure_future(self._opener())
+        task = self._opening = asyncio.ensure_future(self._opener())
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=interval)
@@ -380,17 +395,26 @@ class UpstreamExchange(Exchange):
                 await asyncio.wait({task})
                 with contextlib.suppress(BaseException):
                     task.result().close()  # opened just as we were cancelled
+        error: ProxyError | None = None
         try:
             opened = task.result()
-        except ProxyError as exc:
-            if not self._sent:
+        except asyncio.CancelledError:
+            if not self._ended:
                 raise
+            error = _shutting_down()  # end() cancelled the attempts
+        except ProxyError as exc:
+            error = exc
+        if error is not None:
             call = self.call
-            call.meter.fail(*status_outcome(exc), exc.error_class)
+            if not self._sent:
+                raise error
+            status, outcome = status_outcome(error)
+            outcome = Outcome.SERVER_SHUTDOWN if self._ended else outcome
+            call.meter.fail(status, outcome, error.error_class)
             if call.endpoint is Endpoint.RESPONSES:
-                yield responses_failed_event(exc, f"resp_{call.request_id}")
+                yield responses_failed_event(error, f"resp_{call.request_id}")
             else:
-                yield stream_error_event(exc, call.client_format)
+                yield stream_error_event(error, call.client_format)
             return
         self._opened_by(opened)
         if self._sent:
@@ -399,3 +423,7 @@ class UpstreamExchange(Exchange):
             names = ("provider", "deployment", "upstream-model", "attempts")
             fields = " ".join(f"{n}={self._headers[f'x-nitroproxy-{n}']}" for n in names)
             yield sse.comment(f"nitroproxy {fields}")
+
+
+def _shutting_down() -> ServerShuttingDown:
+    return ServerShuttingDown("the server is shutting down; this call was ended")

@@ -21,15 +21,18 @@ from nitroproxy.core.accounting import Meter
 from nitroproxy.core.end_users import EndUsers
 from nitroproxy.core.errors import (
     InvalidRequest,
+    ModelNotFound,
     NoDeploymentAvailable,
     ProxyError,
+    ServerShuttingDown,
+    StorageUnavailable,
     UpstreamError,
     UpstreamTimeout,
     status_of,
 )
 from nitroproxy.core.health import HealthBook
 from nitroproxy.core.limits import KeyLimits, ratelimit_headers, to_error
-from nitroproxy.core.types import Usage
+from nitroproxy.core.types import Outcome, Usage
 from nitroproxy.proxy import caching, counting
 from nitroproxy.proxy.caching import CachePlan
 from nitroproxy.proxy.call import Call
@@ -53,7 +56,7 @@ from nitroproxy.proxy.limiter import (
     key_scope,
 )
 from nitroproxy.proxy.routing import Route, Router
-from nitroproxy.proxy.settle import RecordSink, Settler, note_exit
+from nitroproxy.proxy.settle import DurableSink, RecordSink, Settler, note_exit
 from nitroproxy.telemetry.metrics import Metrics
 from nitroproxy.telemetry.traces import CallTrace, Tracing
 from nitroproxy.upstream.client import AiohttpTransport, Transport, UpstreamClient
@@ -74,9 +77,12 @@ class Gateway:
         cache: ResponseCache | None = None,
         end_users: EndUsers | None = None,
         tracing: Tracing | None = None,
+        can_record: Callable[[], bool] | None = None,
+        durable_sink: DurableSink | None = None,
     ) -> None:
         self.settings = settings
         self.tracing = tracing
+        self._can_record = can_record
         self.metrics = metrics
         self.clock = clock if isinstance(clock, Clock) else Clock(clock or time.monotonic)
         self.limiter: Limiter = limiter if limiter is not None else InMemoryLimiter(self.clock)
@@ -108,8 +114,11 @@ class Gateway:
             limiter=self.limiter,
             end_users=self.end_users,
             sink=sink,
+            durable_sink=durable_sink,
         )
         self._parts = Parts(settings, self.clock, metrics, self.client)
+        self._streams: set[UpstreamExchange] = set()
+        self.ending = False  # the shutdown grace is over (end_streams)
         metrics.set_health_source(self._report_health)
 
     async def start(self) -> None:
@@ -118,6 +127,30 @@ class Gateway:
     async def close(self) -> None:
         await self.settler.close()
         await self.client.close()
+
+    async def reload(self, settings: Settings) -> None:
+        """Routing from a reloaded config file (SIGHUP): providers and models, with their
+        deployments and prices. Calls in flight keep the routes they hold; health and
+        measurements carry over by deployment name. Raises ``ConfigError`` (and changes
+        nothing) if a provider's trust settings cannot be loaded."""
+        await self.client.configure(settings.providers.values())
+        self.providers = {n: Provider(p) for n, p in settings.providers.items()}
+        self.router = Router(settings, self.providers, self.health)
+        self._ceilings = {
+            m.name: pricing.ceiling_price(d.price for d in m.deployments)
+            for m in settings.models.values()
+        }
+        self.settings = self._parts.settings = settings
+
+    def end_streams(self) -> int:
+        """The server's shutdown grace is over: end every upstream stream still running
+        (each gets an in-band error; its record says ``server_shutdown``), and record any
+        call cancelled from now on the same way. Returns how many streams were ended."""
+        self.ending = True
+        streams = list(self._streams)
+        for ex in streams:
+            ex.end()
+        return len(streams)
 
     def new_meter(self) -> Meter:
         """The meter a new call starts with, on the gateway's clock."""
@@ -139,24 +172,40 @@ class Gateway:
                 stream=call.stream,
             )
         try:
+            if self._can_record is not None and not self._can_record():
+                # storage.on_failure: refuse. An answer now could not be billed.
+                self.metrics.refused("storage")
+                raise StorageUnavailable(
+                    "usage records cannot be stored right now; retry shortly", retry_after=5
+                )
+            if call.model.name not in self.settings.models:  # a reload removed it just now
+                raise ModelNotFound(f"the model '{call.model.name}' does not exist", param="model")
             headers: dict[str, str] = {}
             plan = caching.plan(self.cache, call, self.settings.cache.scope, headers)
             ticket = await self.admit(call, headers)
             ex = await self._open(call, headers, plan, trace)
+            if isinstance(ex, UpstreamExchange) and ex.streaming:
+                self._streams.add(ex)
             yield ex
         except BaseException as exc:
-            note_exit(call.meter, exc)
+            if self.ending and isinstance(exc, asyncio.CancelledError):
+                call.meter.fail(503, Outcome.SERVER_SHUTDOWN, ServerShuttingDown.__name__)
+            else:
+                note_exit(call.meter, exc)
             raise
         finally:
             try:
                 if ex is not None:
+                    self._streams.discard(ex)
                     await ex.release()
             finally:
                 if trace is not None and ex is not None:
                     trace.finish_reasons = ex.finish_reasons()
-                self.settler.settle(
+                durable = self.settler.settle(
                     call, ticket, ex.cache_write() if ex is not None else None, trace
                 )
+                if durable is not None:  # storage.journal_before_answer
+                    await durable
 
     async def admit(self, call: Call, headers: dict[str, str]) -> Ticket | None:
         """Reserve the call's worst case against its key's (and end user's) limits and

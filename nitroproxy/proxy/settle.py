@@ -13,7 +13,7 @@ status and outcome, so "what was the client told" is decided in one place.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from nitroproxy.config import Settings
@@ -34,6 +34,8 @@ from nitroproxy.telemetry.metrics import Metrics
 from nitroproxy.telemetry.traces import CallTrace
 
 RecordSink = Callable[[UsageRecord], object]
+DurableSink = Callable[[UsageRecord], Awaitable[object]]
+"""Takes a record and finishes once it is on disk (``storage.journal_before_answer``)."""
 CLIENT_GONE = 499  # nginx's convention for "client closed the request"
 
 
@@ -84,6 +86,7 @@ class Settler:
         limiter: Limiter,
         end_users: EndUsers,
         sink: RecordSink | None,
+        durable_sink: DurableSink | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
@@ -92,6 +95,7 @@ class Settler:
         self._limiter = limiter
         self._end_users = end_users
         self._sink = sink
+        self._durable = durable_sink
         self._new_id = IdSource()
         self._log = logs.get_logger("nitroproxy.access")
         self._pending: set[asyncio.Task[None]] = set()
@@ -102,7 +106,9 @@ class Settler:
         ticket: Ticket | None,
         cache: CacheWrite | None,
         trace: CallTrace | None = None,
-    ) -> None:
+    ) -> Awaitable[object] | None:
+        """Settle now; with a durable sink, returns what to await before the answer may
+        complete (the record on disk)."""
         meter = call.meter
         if meter.ended_at is None:
             meter.ended_at = self._clock.now()
@@ -111,20 +117,21 @@ class Settler:
         )
         if needs_prompt and meter.produced:
             if prompt_is_large(call, self._settings.tokens.offload_chars):
-                self._spawn(self._count_then_record(call, ticket, cache, trace))
-                return
+                task = self._spawn(self._count_then_record(call, ticket, cache, trace))
+                return task if self._durable is not None else None
             meter.prompt_estimate = count_prompt(call)
-        self._record(call, ticket, cache, trace)
+        return self._record(call, ticket, cache, trace)
 
     async def close(self) -> None:
         """Wait for settlements still counting a prompt or settling limits."""
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        return task
 
     async def _count_then_record(
         self, call: Call, ticket: Ticket | None, cache: CacheWrite | None, trace: CallTrace | None
@@ -133,14 +140,19 @@ class Settler:
         try:
             call.meter.prompt_estimate = await loop.run_in_executor(None, count_prompt, call)
         finally:
-            self._record(call, ticket, cache, trace)
+            durable = self._record(call, ticket, cache, trace)
+            if durable is not None:
+                await durable
 
     def _record(
         self, call: Call, ticket: Ticket | None, cache: CacheWrite | None, trace: CallTrace | None
-    ) -> None:
+    ) -> Awaitable[object] | None:
         meter = call.meter
         record = build_record(self._facts(call), meter)
-        if self._sink is not None:
+        durable = None
+        if self._durable is not None:
+            durable = self._durable(record)
+        elif self._sink is not None:
             self._sink(record)
         if ticket is not None:
             # The reservation gives way to what was used: zero for a call no provider
@@ -168,6 +180,7 @@ class Settler:
         if cache is not None and meter.outcome is Outcome.OK:
             usage, _ = settle(meter)
             caching.store(cache.plan, call, cache.document, usage, record.cost_nanos)
+        return durable
 
     def _health_of(self, meter: Meter, record: UsageRecord) -> None:
         if meter.deployment is None:

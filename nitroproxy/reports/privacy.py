@@ -334,6 +334,25 @@ def _cache(settings: Settings, tables: Collection[str], *, public: bool) -> dict
     }
 
 
+def _journal(settings: Settings, *, public: bool) -> dict[str, Any]:
+    """Usage records on their way to the database (``store.journal``): the same fields."""
+    st = settings.storage
+    if not st.enabled:
+        return {"enabled": False}
+    held = "every record until the database holds it, and " if st.journal_before_answer else ""
+    out: dict[str, Any] = {
+        "enabled": True,
+        "stores": f"usage records (the usage table's fields; no text): {held}those the "
+        "database could not take in time",
+        "file": "append-only segments, created mode 0600 (directory 0700 when created); "
+        "not encrypted",
+        "kept_for": "until replayed into the database, then deleted",
+    }
+    if not public:
+        out["directory"] = st.journal_path()
+    return out
+
+
 def build(
     settings: Settings,
     routes: Collection[str],
@@ -385,6 +404,7 @@ def build(
             "held": "in memory as SHA-256 digests; the key text stays in your config file",
         },
         "response_cache": _cache(s, cache, public=public),
+        "usage_journal": _journal(s, public=public),
         "logs": {
             "destination": f"standard output ({s.logging.format} format); retention is up to "
             "whatever collects it",

@@ -5,6 +5,16 @@ on its own unless it runs inside ``async with transaction(conn):``. A transactio
 several awaits, so two tasks must not run transactions on one connection at the same time;
 components that write in the background (the usage writer, the retention sweeper) open their
 own connection. Single-statement reads are safe on any connection.
+
+Sharing the file: SQLite coordinates every connection, in this process or another (the CLI,
+a ``sqlite3`` shell, ``.backup``, ``VACUUM INTO``), through POSIX locks on the database and
+``-shm`` files. POSIX locks belong to the process, and closing *any* descriptor of a file
+drops all of them, so a stray ``open()``/``close()`` of a live database (to create it or fix
+its mode) leaves this process's connections unprotected: another process then believes it
+is alone, checkpoints and deletes the ``-wal`` and ``-shm`` files under us, and what was
+committed since is lost. Hence the rule kept here: the file is created and chmod-ed once,
+before the first connection, with ``O_CREAT | O_EXCL`` (which never opens an existing file),
+and nothing but SQLite ever opens a descriptor of it.
 """
 
 from __future__ import annotations
@@ -219,15 +229,23 @@ async def set_wal(conn: aiosqlite.Connection, attempts: int = 100) -> None:
             await asyncio.sleep(0.02)
 
 
-async def open_db(path: str | Path) -> aiosqlite.Connection:
-    """Open (creating it 0600, in a 0700 directory if that is new), configure and migrate."""
+DEFAULT_BUSY_TIMEOUT_S = 5.0
+
+
+async def open_db(
+    path: str | Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S
+) -> aiosqlite.Connection:
+    """Open (creating it 0600, in a 0700 directory if that is new), configure and migrate.
+
+    ``busy_timeout`` (seconds) is how long a statement waits for another connection's lock
+    before failing with "database is locked"."""
     memory = str(path) == ":memory:"
     if not memory:
         await asyncio.to_thread(create_private_file, Path(path))
     conn = await aiosqlite.connect(path, isolation_level=None)
     try:
         # busy_timeout first, so the journal-mode switch waits for other connections.
-        await conn.execute("PRAGMA busy_timeout = 5000")
+        await conn.execute(f"PRAGMA busy_timeout = {max(0, round(busy_timeout * 1000))}")
         await set_wal(conn)
         await conn.execute("PRAGMA synchronous = NORMAL")
         await conn.execute("PRAGMA foreign_keys = ON")
@@ -270,15 +288,14 @@ async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[None]:
         raise
 
 
-async def check_writable(conn: aiosqlite.Connection) -> bool:
-    """True if the database accepts writes now (for /readyz). Waits up to busy_timeout."""
-    # A no-op DELETE takes the write lock and fails on a read-only or locked database, yet
-    # is a single statement: safe even on a connection that other tasks are using.
-    try:
-        await conn.execute("DELETE FROM usage WHERE 0")
-    except (sqlite3.Error, ValueError):
-        return False
-    return True
+async def probe_write(conn: aiosqlite.Connection) -> None:
+    """A real, tiny write (a row of ``meta``): raises while the database cannot take one
+    (locked past busy_timeout, a full disk, read-only). It reaches the disk, so a writer
+    that failed learns when it may try again."""
+    await conn.execute(
+        "INSERT INTO meta (name, value) VALUES ('writer_probe', 1) "
+        "ON CONFLICT (name) DO UPDATE SET value = value + 1"
+    )
 
 
 async def _user_version(conn: aiosqlite.Connection) -> int:
@@ -307,25 +324,33 @@ def _has_sql(text: str) -> bool:
     return any(line.strip(";") and not line.startswith("--") for line in lines)
 
 
-def create_private_file(path: Path) -> None:
+def create_private_file(path: Path) -> bool:
+    """Create ``path`` empty and 0600 (its directory 0700 if that is new) unless it exists;
+    True if this call created it.
+
+    An existing file is never opened: ``O_EXCL`` fails instead of opening it, so a
+    connection that already holds locks on it (in this process) keeps them. See the module
+    docstring for why that matters."""
     parent = path.parent
     if not parent.exists():
         parent.mkdir(parents=True, exist_ok=True)
         os.chmod(parent, 0o700)  # mkdir's mode is filtered by umask; be explicit
-    # Create the file ourselves so it never exists with a wider mode than 0600. Never open
-    # a database that exists: closing any descriptor of a file drops every POSIX lock this
-    # process holds on it, so the SQLite connections already open here would lose theirs,
-    # and the next process to close could checkpoint and reset the WAL under them (seen:
-    # "wrong # of entries in index" after `keys create` beside a running server).
-    flags = os.O_CREAT | os.O_EXCL | os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
+    if path.exists():
+        return False
     try:
-        fd = os.open(path, flags, 0o600)
+        # Created by us so it never exists with a wider mode than 0600. Nobody can hold a
+        # lock on a file that did not exist a moment ago, so closing this descriptor is safe.
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
     except FileExistsError:
-        return
+        return False  # another connection created it first: it is live now, leave it be
+    os.fchmod(fd, 0o600)  # O_CREAT's mode is filtered by umask too
     os.close(fd)
+    return True
 
 
 def restrict_sidecars(path: Path) -> None:
+    """chmod the ``-wal`` and ``-shm`` files (SQLite gives them the database's mode; this
+    is for files made by an older version). ``chmod`` takes a path, not a descriptor."""
     for suffix in ("-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.chmod(f"{path}{suffix}", 0o600)

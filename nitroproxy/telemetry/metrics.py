@@ -59,6 +59,10 @@ def _noop() -> None:
     return None
 
 
+def _no_storage() -> tuple[float, float]:
+    return 1.0, 0.0
+
+
 class Metrics:
     """The proxy's metrics. With ``enabled=False`` every method is a no-op and ``render``
     returns an empty exposition."""
@@ -116,6 +120,29 @@ class Metrics:
             "Usage records dropped because the writer queue was full or the write failed.",
             (),
         )
+        self._usage_write_failures = CounterVec(
+            "nitroproxy_usage_write_failures",
+            "Failed attempts to write usage records to the database (each is retried).",
+            (),
+        )
+        self._usage_journaled = CounterVec(
+            "nitroproxy_usage_records_journaled",
+            "Usage records moved to the journal because the database could not take them.",
+            (),
+        )
+        self._usage_replayed = CounterVec(
+            "nitroproxy_usage_records_replayed",
+            "Usage records replayed from the journal into the database.",
+            (),
+        )
+        self._refused = CounterVec(
+            "nitroproxy_refused_requests",
+            "Requests refused to protect the proxy: records that could not be kept "
+            "(storage), request bodies past the in-flight cap (body_bytes), connections "
+            "past the limit (connections), slow clients (header_timeout, body_timeout).",
+            ("reason",),
+        )
+        self._storage_source: Callable[[], tuple[float, float]] = _no_storage
         self._retention_deleted = CounterVec(
             "nitroproxy_retention_deleted_rows",
             "Rows deleted by retention sweeps.",
@@ -224,6 +251,28 @@ class Metrics:
         if self.enabled:
             self._usage_dropped.inc((), n)
 
+    def usage_write_failed(self, n: int) -> None:
+        if self.enabled:
+            self._usage_write_failures.inc((), n)
+
+    def usage_journaled(self, n: int) -> None:
+        if self.enabled:
+            self._usage_journaled.inc((), n)
+
+    def usage_replayed(self, n: int) -> None:
+        if self.enabled:
+            self._usage_replayed.inc((), n)
+
+    def refused(self, reason: str) -> None:
+        """``reason``: one of the fixed names in the metric's help text."""
+        if self.enabled:
+            self._refused.inc((reason,))
+
+    def set_storage_source(self, fn: Callable[[], tuple[float, float]]) -> None:
+        """``fn`` returns (1 if the database takes writes else 0, records waiting in the
+        journal) at scrape time; cheap, non-blocking."""
+        self._storage_source = fn
+
     def set_queue_depth_source(self, fn: Callable[[], float]) -> None:
         """``fn`` is called at scrape time (on the scraping thread) for the writer's queue
         depth; it must be cheap and must not block."""
@@ -281,6 +330,10 @@ class Metrics:
             self._rate_limited,
             self._usage_written,
             self._usage_dropped,
+            self._usage_write_failures,
+            self._usage_journaled,
+            self._usage_replayed,
+            self._refused,
             self._retention_deleted,
             self._cache_saved,
         ):
@@ -298,6 +351,20 @@ class Metrics:
             "nitroproxy_usage_queue_depth",
             "Usage records waiting in the writer queue.",
             depth,
+        )
+        try:
+            writable, pending = self._storage_source()
+        except Exception:  # a writer mid-shutdown must not fail the whole scrape
+            writable, pending = float("nan"), float("nan")
+        yield GaugeMetricFamily(
+            "nitroproxy_usage_database_writable",
+            "1 while usage records reach the database, 0 while writes fail.",
+            writable,
+        )
+        yield GaugeMetricFamily(
+            "nitroproxy_usage_journal_pending",
+            "Usage records in the journal, waiting for the database.",
+            pending,
         )
         try:
             tasks = float(self._tasks())

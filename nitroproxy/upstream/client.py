@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Protocol
 
 import aiohttp
@@ -50,6 +50,10 @@ class Transport(Protocol):
 
     async def close(self) -> None: ...
 
+    async def configure(self, providers: Iterable[ProviderSettings]) -> None:
+        """Take reloaded provider settings; raises ``ConfigError`` if one cannot be used."""
+        ...
+
     async def post(
         self, provider: Provider, url: str, body: bytes, headers: Mapping[str, str]
     ) -> Response:
@@ -69,13 +73,21 @@ class AiohttpTransport:
         # Providers with their own trust settings (security.tls); the others use aiohttp's
         # default context (ssl=True), which verifies against the system store.
         self._ssl: dict[str, ssl.SSLContext] = {}
-        self._timeouts = {
-            p.name: aiohttp.ClientTimeout(
-                total=p.timeouts.total, sock_connect=p.timeouts.connect, sock_read=p.timeouts.idle
-            )
-            for p in self._providers
-        }
+        self._timeouts = {p.name: _timeout(p) for p in self._providers}
         self._session: aiohttp.ClientSession | None = None
+
+    async def configure(self, providers: Iterable[ProviderSettings]) -> None:
+        """Take reloaded provider settings (SIGHUP): timeouts and trust for each. A provider
+        the reload removed keeps its entries, for the attempts still using it."""
+        providers = tuple(providers)
+        contexts = await asyncio.to_thread(tls.client_contexts, providers)
+        for p in providers:
+            self._timeouts[p.name] = _timeout(p)
+            if p.name in contexts:
+                self._ssl[p.name] = contexts[p.name]
+            else:
+                self._ssl.pop(p.name, None)
+        self._providers = providers
 
     async def start(self) -> None:
         self._ssl = await asyncio.to_thread(tls.client_contexts, self._providers)
@@ -103,13 +115,35 @@ class AiohttpTransport:
     ) -> aiohttp.ClientResponse:
         if self._session is None:
             raise RuntimeError("AiohttpTransport is not started")
+        data: bytes | AsyncIterator[memoryview] = body
+        if len(body) > _LARGE_BODY:
+            # Handed over whole, the part of a large body the socket does not take at once
+            # is copied into the transport's buffer: a third copy beside the parsed request
+            # and this body. In pieces, with a drain after each, that copy stays small.
+            data = _pieces(body)
+            headers = {**headers, "Content-Length": str(len(body))}
         return await self._session.post(
             url,
-            data=body,
+            data=data,
             headers=headers,
             timeout=self._timeouts[provider.name],
             ssl=self._ssl.get(provider.name, True),
         )
+
+
+def _timeout(p: ProviderSettings) -> aiohttp.ClientTimeout:
+    t = p.timeouts
+    return aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.idle)
+
+
+_LARGE_BODY = 1024 * 1024
+_PIECE = 256 * 1024
+
+
+async def _pieces(body: bytes) -> AsyncIterator[memoryview]:
+    view = memoryview(body)
+    for start in range(0, len(view), _PIECE):
+        yield view[start : start + _PIECE]
 
 
 class UpstreamClient:
@@ -123,6 +157,9 @@ class UpstreamClient:
 
     async def close(self) -> None:
         await self.transport.close()
+
+    async def configure(self, providers: Iterable[ProviderSettings]) -> None:
+        await self.transport.configure(providers)
 
     async def send(
         self,

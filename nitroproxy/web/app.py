@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiosqlite
 from aiohttp import web, web_response
@@ -22,7 +22,7 @@ from nitroproxy.core.types import UsageRecord
 from nitroproxy.mock import MockSettings, create_mock_app
 from nitroproxy.proxy.gateway import Gateway
 from nitroproxy.proxy.limiter import Limiter, end_user_scope, key_scope
-from nitroproxy.proxy.settle import RecordSink
+from nitroproxy.proxy.settle import DurableSink, RecordSink
 from nitroproxy.store.db import open_db
 from nitroproxy.store.meta import installation_secret
 from nitroproxy.store.rights import erased_usage_step
@@ -33,6 +33,7 @@ from nitroproxy.telemetry.metrics import Metrics
 from nitroproxy.telemetry.traces import Tracing
 from nitroproxy.web.appkeys import (
     AUTH,
+    BODIES,
     CACHE,
     FEED,
     GATEWAY,
@@ -40,9 +41,12 @@ from nitroproxy.web.appkeys import (
     SETTINGS,
     STORE,
     TRACING,
+    TRACKER,
     WRITER,
 )
 from nitroproxy.web.auth import Authenticator
+from nitroproxy.web.bodies import BodyBudget
+from nitroproxy.web.connections import Tracker
 from nitroproxy.web.feed import CallFeed
 from nitroproxy.web.middleware import error_middleware
 from nitroproxy.web.routes import admin, anthropic, me, models, openai, ops, privacy, ui
@@ -71,6 +75,9 @@ def create_app(
     app[SESSIONS] = SessionBook(settings.ui)
     # Before the server waits for open handlers: live-feed streams end at once.
     app.on_shutdown.append(_close_feed)
+    app[BODIES] = BodyBudget(settings.server.limits.body_bytes_in_flight)
+    app[TRACKER] = Tracker()
+    app[TRACKER].on_refused = app[METRICS].refused
     # First: it refuses to start on a wrong data key before anything else is running.
     app.cleanup_ctx.append(admin.accounts_context)
     app.cleanup_ctx.append(_mock_provider)
@@ -121,6 +128,19 @@ def _sink(writer: UsageWriter | None, feed: CallFeed) -> RecordSink:
     return sink
 
 
+def _durable_sink(writer: UsageWriter, feed: CallFeed) -> DurableSink:
+    """``storage.journal_before_answer``: as ``_sink``, and the call waits for the fsync."""
+    publish = feed.publish
+    put = writer.put_durable
+
+    def sink(record: UsageRecord) -> Awaitable[bool]:
+        written = put(record)
+        publish(record)
+        return written
+
+    return sink
+
+
 async def _mock_provider(app: web.Application) -> AsyncIterator[None]:
     """The demo config runs the bundled mock upstream in the same process and loop."""
     mock = app[SETTINGS].server.mock_provider
@@ -155,16 +175,28 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     metrics = app[METRICS]
+    storage = settings.storage
     writer = UsageWriter(
-        settings.storage.path,
-        batch_size=settings.storage.batch_size,
-        flush_interval=settings.storage.flush_interval,
-        max_queue=settings.storage.max_queue,
+        storage.path,
+        batch_size=storage.batch_size,
+        flush_interval=storage.flush_interval,
+        max_queue=storage.max_queue,
+        high_water=storage.high_water,
+        busy_timeout=storage.busy_timeout,
+        journal_dir=storage.journal_path(),
+        journal_after=storage.journal_after,
+        on_failure=storage.on_failure,
         on_written=metrics.usage_written,
         on_dropped=metrics.usage_dropped,
+        on_failed=metrics.usage_write_failed,
+        on_journaled=metrics.usage_journaled,
+        on_replayed=metrics.usage_replayed,
     )
-    await writer.start()
+    await writer.start()  # replays what an earlier run left in the journal
     metrics.set_queue_depth_source(lambda: float(writer.queue_depth))
+    metrics.set_storage_source(
+        lambda: (float(writer.status().writable), float(writer.journal_pending))
+    )
     app[WRITER] = writer
     yield
     await writer.close(timeout=app[SETTINGS].server.shutdown_grace)
@@ -308,6 +340,13 @@ def _gateway(
         # Without a database nothing is recorded, so a per-process key serves the limits.
         secret = os.urandom(32) if conn is None else await installation_secret(conn, "end_user")
         end_users = EndUsers(settings.privacy.end_user, secret)
+        storage = settings.storage
+        can_record = durable = None
+        if writer is not None:
+            if storage.on_failure == "refuse":  # turn requests away while records can't be kept
+                can_record = _accepting(writer)
+            if storage.journal_before_answer:
+                durable = _durable_sink(writer, app[FEED])
         gateway = Gateway(
             settings,
             app[METRICS],
@@ -316,6 +355,8 @@ def _gateway(
             cache=app.get(CACHE),
             end_users=end_users,
             tracing=app.get(TRACING),
+            can_record=can_record,
+            durable_sink=durable,
         )
         await gateway.start()
         try:
@@ -329,3 +370,7 @@ def _gateway(
             await gateway.close()
 
     return ctx
+
+
+def _accepting(writer: UsageWriter) -> Callable[[], bool]:
+    return lambda: writer.accepting

@@ -13,6 +13,8 @@ from nitroproxy.store.writer import UsageWriter
 from nitroproxy.telemetry.metrics import Metrics
 from nitroproxy.telemetry.traces import Tracing
 from nitroproxy.web.auth import Authenticator
+from nitroproxy.web.bodies import BodyBudget
+from nitroproxy.web.connections import Tracker
 from nitroproxy.web.feed import CallFeed
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -25,3 +27,5 @@ ACCOUNTS = web.AppKey("accounts", AccountStore)
 CACHE = web.AppKey("cache", ResponseCache)
 FEED = web.AppKey("feed", CallFeed)
 TRACING = web.AppKey("tracing", Tracing)
+BODIES = web.AppKey("bodies", BodyBudget)
+TRACKER = web.AppKey("tracker", Tracker)

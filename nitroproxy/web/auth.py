@@ -166,6 +166,18 @@ class Authenticator:
         if new and self.on_cache_refused is not None:
             self.on_cache_refused(new)
 
+    async def reconfigure(self, settings: Settings) -> None:
+        """Take the keys and tiers of a reloaded config file (SIGHUP). The store's keys are
+        layered on the tiers too, so they are reloaded now as well; until the new table is
+        assigned, requests see the old one."""
+        self._tiers = settings.tiers
+        self._static = {key_digest(k.key): _config_entry(k, settings.tiers) for k in settings.keys}
+        if self._store is None:
+            self._entries = {d: _refusing(e, self.cache_refusers) for d, e in self._static.items()}
+            return
+        self._version = -1
+        await self.refresh()
+
     async def refresh(self) -> None:
         """Reload from the store now if its accounts changed since the last load."""
         store = self._store

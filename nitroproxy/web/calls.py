@@ -21,12 +21,20 @@ from nitroproxy.core.accounting import client_ip
 from nitroproxy.core.errors import InvalidRequest, ModelNotFound, PermissionDenied
 from nitroproxy.core.types import ApiFormat, Endpoint
 from nitroproxy.proxy.call import Call
-from nitroproxy.web.appkeys import AUTH, GATEWAY, SETTINGS
+from nitroproxy.web.appkeys import AUTH, BODIES, GATEWAY, SETTINGS
+from nitroproxy.web.bodies import read_body
 from nitroproxy.web.middleware import REQUEST_ID
 
 
 async def read_json(request: web.Request) -> Any:
-    raw = await request.read()  # bounded by the application's client_max_size
+    """The parsed body. The raw bytes are dropped once parsed (``web.bodies``)."""
+    server = request.app[SETTINGS].server
+    raw = await read_body(
+        request,
+        request.app[BODIES],
+        max_bytes=server.max_body_bytes,
+        timeout=server.timeouts.body,
+    )
     if not raw:
         raise InvalidRequest("the request body is empty; expected a JSON object")
     try:
@@ -53,7 +61,8 @@ def _validator(endpoint: Endpoint) -> Callable[[Any], Mapping[str, Any]]:
 
 def _forwardable(request: web.Request) -> dict[str, str]:
     """The client headers some provider's ``forward_headers`` allow (lower-case names)."""
-    names = {name for p in request.app[SETTINGS].providers.values() for name in p.forward_headers}
+    providers = request.app[GATEWAY].settings.providers.values()  # SIGHUP reloads them
+    names = {name for p in providers for name in p.forward_headers}
     return {name: request.headers[name] for name in names if name in request.headers}
 
 
@@ -75,7 +84,7 @@ async def decode_call(request: web.Request, endpoint: Endpoint, fmt: ApiFormat) 
     principal = app[AUTH].authenticate(request.headers)
     body = _validator(endpoint)(await read_json(request))
     name, forced = selection.split_model_suffix(body["model"])
-    model = settings.models.get(name)
+    model = app[GATEWAY].settings.models.get(name)  # the gateway's: SIGHUP reloads them
     if model is None:
         raise ModelNotFound(
             f"the model '{name}' does not exist or you do not have access to it",

@@ -90,6 +90,9 @@ def test_secrets_do_not_show_in_repr(tmp_path: Path) -> None:
             "models.m.deployments: at least one deployment",
         ),
         ("a: [\n", "invalid YAML"),
+        ("storage: {on_failure: drop}\n", "storage.on_failure: must be one of refuse, serve"),
+        ("server: {timeouts: {head: 5s}}\n", "server.timeouts.head: unknown setting"),
+        ("server: {limits: {connections: 0}}\n", "server.limits.connections: must be at least 1"),
     ],
 )
 def test_errors_name_the_yaml_path(tmp_path: Path, text: str, message: str) -> None:
@@ -137,3 +140,30 @@ models:
     known, unknown = s.models["m"].deployments
     assert known.price.input == 2.5 and known.price.output == 10
     assert unknown.price.input == 0 and unknown.price.output == 0
+
+
+def test_durability_and_client_limits_have_safe_defaults_and_parse(tmp_path: Path) -> None:
+    s = config.parse({"storage": {"path": str(tmp_path / "db" / "np.db"), "max_queue": 100}})
+    assert s.storage.on_failure == "refuse"
+    assert s.storage.journal_dir == ""
+    assert s.storage.journal_path() == str(tmp_path / "db" / "journal")  # beside, not inside
+    assert s.storage.high_water == 80
+    assert not s.storage.journal_before_answer
+    assert (s.server.timeouts.header, s.server.timeouts.body) == (60.0, 60.0)
+    text = """
+storage: {journal_dir: /mnt/other/journal, on_failure: serve, busy_timeout: 250ms,
+          high_water: 10, journal_after: 2s, journal_before_answer: true}
+server:
+  timeouts: {header: 5s, body: 10s, keepalive: 30s}
+  limits: {connections: 100, body_bytes_in_flight: 1048576}
+"""
+    s = config.load(write(tmp_path, text))
+    assert s.storage.journal_dir == "/mnt/other/journal"
+    assert (s.storage.on_failure, s.storage.busy_timeout, s.storage.high_water) == (
+        "serve",
+        0.25,
+        10,
+    )
+    assert s.storage.journal_after == 2.0 and s.storage.journal_before_answer
+    assert s.server.timeouts == config.ClientTimeouts(header=5.0, body=10.0, keepalive=30.0)
+    assert s.server.limits == config.ServerLimits(connections=100, body_bytes_in_flight=1048576)

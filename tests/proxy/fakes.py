@@ -95,6 +95,9 @@ class MockTransport:
     async def close(self) -> None:
         return None
 
+    async def configure(self, providers: Any) -> None:
+        return None
+
     async def post(self, provider: Any, url: str, body: bytes, headers: Any = None) -> FakeResponse:
         request = Sent(provider.name, url, orjson.loads(body))
         self.sent.append(request)

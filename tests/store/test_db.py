@@ -1,6 +1,9 @@
 import asyncio
+import contextlib
 import os
+import sqlite3
 import stat
+import sys
 from dataclasses import fields
 from typing import Any
 
@@ -11,9 +14,10 @@ from nitroproxy.core.types import UsageRecord
 from nitroproxy.store.db import (
     MIGRATIONS,
     SchemaTooNewError,
-    check_writable,
+    create_private_file,
     migrate,
     open_db,
+    probe_write,
     transaction,
 )
 
@@ -160,35 +164,65 @@ async def test_transaction_rolls_back_on_error(tmp_path):
         await conn.close()
 
 
-async def test_check_writable_reports_a_writable_database(tmp_path):
-    conn = await open_db(tmp_path / "np.db")
-    try:
-        assert await check_writable(conn)
-    finally:
-        await conn.close()
-
-
-async def test_check_writable_is_false_while_another_connection_holds_the_write_lock(
-    tmp_path,
-):
+async def test_probe_write_reaches_the_disk_and_fails_while_another_holds_the_lock(tmp_path):
     path = tmp_path / "np.db"
-    conn = await open_db(path)
+    conn = await open_db(path, busy_timeout=0.05)
     holder = await open_db(path)
     try:
-        await conn.execute("PRAGMA busy_timeout = 50")
+        await probe_write(conn)
         await holder.execute("BEGIN IMMEDIATE")
-        assert not await check_writable(conn)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await probe_write(conn)
         await holder.execute("ROLLBACK")
-        assert await check_writable(conn)
+        await probe_write(conn)
+        assert await _scalar(conn, "SELECT value FROM meta WHERE name = 'writer_probe'") == 2
+        assert await _scalar(conn, "PRAGMA busy_timeout") == 50
     finally:
         await holder.close()
         await conn.close()
 
 
-async def test_check_writable_is_false_for_read_only_and_closed_connections(tmp_path):
+def _deleted_descriptors(prefix: str) -> list[str]:
+    """This process's descriptors of files under ``prefix`` that were unlinked (Linux)."""
+    fd_dir = "/proc/self/fd"
+    found = []
+    for name in os.listdir(fd_dir):
+        with contextlib.suppress(FileNotFoundError):
+            target = os.readlink(os.path.join(fd_dir, name))
+            if target.startswith(prefix) and target.endswith("(deleted)"):
+                found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd (Linux)")
+async def test_opening_the_live_file_again_keeps_every_connection_s_locks(tmp_path):
     path = tmp_path / "np.db"
-    conn = await open_db(path)
-    await conn.close()
-    assert not await check_writable(conn)
-    async with aiosqlite.connect(f"file:{path}?mode=ro", uri=True) as ro:
-        assert not await check_writable(ro)
+    first = await open_db(path)
+    # The second open used to open and close the live file itself, which drops every POSIX
+    # lock this process holds on it: the next process then thought it was alone.
+    second = await open_db(path)
+    try:
+        await first.execute("INSERT INTO usage_daily VALUES ('d','','','m','',1,0,0,0,0,0,0,0)")
+        reader = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+        reader += "c.execute('SELECT COUNT(*) FROM usage_daily').fetchall(); c.close()"
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", reader, str(path))
+        assert await proc.wait() == 0
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["np.db", "np.db-shm", "np.db-wal"]
+        assert _deleted_descriptors(str(path)) == []
+        await second.execute("INSERT INTO usage_daily VALUES ('e','','','m','',1,0,0,0,0,0,0,0)")
+        assert await _scalar(first, "SELECT COUNT(*) FROM usage_daily") == 2
+    finally:
+        await second.close()
+        await first.close()
+
+
+def test_create_private_file_never_opens_an_existing_file(tmp_path, monkeypatch):
+    path = tmp_path / "np.db"
+    path.write_bytes(b"")
+    opened: list[object] = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    assert create_private_file(path) is False
+    assert opened == []
+    assert create_private_file(tmp_path / "new.db") is True
+    assert _mode(tmp_path / "new.db") == 0o600

@@ -41,6 +41,10 @@ def exposition() -> dict[str, set[str]]:
     m.retention_deleted("requests", 1)
     m.cache_saved("gpt-test", 5)
     m.set_deployment_health("primary", cooling_down=True)
+    m.usage_write_failed(1)
+    m.usage_journaled(1)
+    m.usage_replayed(1)
+    m.refused("storage")
     body, _ = m.render()
     out: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(body.decode()):

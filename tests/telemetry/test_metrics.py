@@ -207,6 +207,22 @@ def test_rare_events_stream_gauge_and_writer_counters() -> None:
     assert value(m, "nitroproxy_deployment_cooling_down", deployment="azure-eu") == 0
 
 
+def test_storage_durability_is_observable() -> None:
+    m = Metrics()
+    m.usage_write_failed(2)
+    m.usage_journaled(40)
+    m.usage_replayed(25)
+    m.refused("storage")
+    m.refused("body_bytes")
+    m.set_storage_source(lambda: (0.0, 15.0))
+    assert value(m, "nitroproxy_usage_write_failures_total") == 2
+    assert value(m, "nitroproxy_usage_records_journaled_total") == 40
+    assert value(m, "nitroproxy_usage_records_replayed_total") == 25
+    assert value(m, "nitroproxy_refused_requests_total", reason="storage") == 1
+    assert value(m, "nitroproxy_usage_database_writable") == 0
+    assert value(m, "nitroproxy_usage_journal_pending") == 15
+
+
 def test_unlabelled_counters_exist_before_their_first_increment() -> None:
     m = Metrics()
     assert value(m, "nitroproxy_usage_records_written_total") == 0

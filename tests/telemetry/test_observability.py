@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import stat
@@ -11,6 +12,7 @@ from typing import Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from nitroproxy.store.db import open_db
 from nitroproxy.telemetry import logs
 from tests.conftest import (
     ADMIN_KEY,
@@ -122,24 +124,40 @@ async def test_access_line_has_every_field_and_no_secret_or_prompt(
     assert line["status"] == 200 and line["key_id"] == "cfg:test"
 
 
-async def test_readyz_turns_503_when_the_database_is_not_writable(
-    proxy: Proxy, tmp_path: Path
+async def test_readyz_turns_503_while_usage_records_cannot_be_written(
+    make_proxy: ProxyFactory, proxy_config: dict[str, Any]
 ) -> None:
+    proxy_config["storage"].update(busy_timeout=0.05, journal_after=0.05)
+    proxy = await make_proxy(proxy_config)
     async with proxy.session.get(proxy.url + "/readyz") as r:
         assert r.status == 200
         assert (await r.json())["status"] == "ready"
     db = Path(proxy.settings.storage.path)
-    from nitroproxy.web.appkeys import STORE
-
-    conn = proxy.app[STORE]
-    await conn.execute("PRAGMA query_only = ON")  # the database stops taking writes
+    holder = await open_db(db)  # another process holds the write lock past busy_timeout
+    await holder.execute("BEGIN IMMEDIATE")
     try:
-        async with proxy.session.get(proxy.url + "/readyz") as r:
-            assert r.status == 503
-            body = await r.json()
-            assert body["checks"]["database"] == "not writable"
+        body = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
+        async with await proxy.post("/v1/chat/completions", body) as r:
+            assert r.status == 200  # memory and the journal still take its record
+        async with asyncio.timeout(5):
+            while True:
+                async with proxy.session.get(proxy.url + "/readyz") as r:
+                    if r.status == 503:
+                        checks = (await r.json())["checks"]
+                        break
+                await asyncio.sleep(0.02)
+        assert checks["database"] == "not writable"
+        assert checks["journal"] == "ok"
     finally:
-        await conn.execute("PRAGMA query_only = OFF")
+        await holder.execute("ROLLBACK")
+        await holder.close()
+    await wait_records(proxy, 1)
+    async with asyncio.timeout(5):
+        while True:
+            async with proxy.session.get(proxy.url + "/readyz") as r:
+                if r.status == 200:
+                    break
+            await asyncio.sleep(0.02)
     assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(db.parent).st_mode) in (0o700, 0o755)  # tmp_path pre-exists
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Proxy, ProxyFactory, Upstream, add_model
+from tests.conftest import Proxy, ProxyFactory, Upstream, add_model, wait_records
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -33,6 +33,37 @@ async def test_retryable_failures_are_served_by_the_next_deployment(
         assert resp.headers["x-nitroproxy-deployment"] == "m-1"
         await resp.read()
     assert models_called(upstream) == [f"a+{fault}", "b"]
+
+
+@pytest.mark.parametrize("fault", ["drop", "garbage"])
+@pytest.mark.parametrize(
+    ("path", "provider", "model_field"),
+    [
+        ("/v1/chat/completions", "mock-openai", {"messages": MESSAGES}),
+        ("/v1/messages", "mock-anthropic", {"messages": MESSAGES, "max_tokens": 16}),
+    ],
+)
+async def test_an_answer_that_breaks_after_its_headers_fails_over_when_not_streamed(
+    make_proxy: ProxyFactory,
+    proxy_config: dict[str, Any],
+    upstream: Upstream,
+    fault: str,
+    path: str,
+    provider: str,
+    model_field: dict[str, Any],
+) -> None:
+    # The upstream's status line and headers arrived, then the body broke off (drop) or was
+    # not JSON (garbage): nothing reached the client yet, so the next deployment answers.
+    proxy = await make_proxy(add_model(proxy_config, "m", f"a+{fault}", "b", provider=provider))
+    async with await proxy.post(path, {"model": "m", **model_field}) as resp:
+        assert resp.status == 200, await resp.text()
+        assert resp.headers["x-nitroproxy-attempts"] == "2"
+        assert resp.headers["x-nitroproxy-deployment"] == "m-1"
+        answer = await resp.json()
+    assert answer["model"] == "b"
+    assert models_called(upstream) == [f"a+{fault}", "b"]
+    (record,) = await wait_records(proxy, 1)
+    assert (record.status, record.outcome, record.attempts) == (200, "ok", 2)
 
 
 async def test_client_errors_are_returned_and_the_next_deployment_never_called(

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from nitroproxy.core import anthropic_wire, openai_wire
 from nitroproxy.core.errors import ModelNotFound
-from nitroproxy.web.appkeys import AUTH, SETTINGS
+from nitroproxy.web.appkeys import AUTH, GATEWAY
 
 
 def _anthropic(request: web.Request) -> bool:
@@ -17,7 +17,8 @@ def _anthropic(request: web.Request) -> bool:
 
 def _visible(request: web.Request) -> list[str]:
     principal = request.app[AUTH].authenticate(request.headers)
-    return [name for name in request.app[SETTINGS].models if principal.may_use(name)]
+    # The gateway's settings: SIGHUP reloads the models.
+    return [name for name in request.app[GATEWAY].settings.models if principal.may_use(name)]
 
 
 async def models(request: web.Request) -> web.Response:

@@ -16,9 +16,8 @@ from nitroproxy.config import Settings
 from nitroproxy.core.errors import Unauthenticated
 from nitroproxy.security import tls
 from nitroproxy.security.crypto import key_digest
-from nitroproxy.store.db import check_writable
 from nitroproxy.telemetry.metrics import Metrics
-from nitroproxy.web.appkeys import GATEWAY, METRICS, SETTINGS, STORE, WRITER
+from nitroproxy.web.appkeys import GATEWAY, METRICS, SETTINGS, WRITER
 from nitroproxy.web.auth import extract_key
 from nitroproxy.web.middleware import error_middleware
 from nitroproxy.web.session import require_admin
@@ -34,20 +33,25 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the config is loaded, the database takes writes, and every model has a
-    deployment that is not cooling down."""
+    """Ready when the config is loaded, usage records reach the database and no more of them
+    wait in memory than the high-water mark, and every model has a deployment that is not
+    cooling down. Unauthenticated, so it says what is wrong, not why (``/admin/status``)."""
     app = request.app
     checks: dict[str, object] = {"config": "ok"}
     ready = True
-    conn = app.get(STORE)
-    if conn is not None:
-        writable = await check_writable(conn)
-        checks["database"] = "ok" if writable else "not writable"
-        ready = ready and writable
+    writer = app.get(WRITER)
+    if writer is not None:
+        status = writer.status()
+        checks["database"] = "ok" if status.writable else "not writable"
+        checks["usage_queue"] = (
+            "ok" if status.queue_depth <= status.high_water else "past its high-water mark"
+        )
+        checks["journal"] = "ok" if status.journal_error is None else "not writable"
+        ready = ready and status.ready
     gateway = app[GATEWAY]
     now = gateway.clock()
     models: dict[str, str] = {}
-    for name, model in app[SETTINGS].models.items():
+    for name, model in gateway.settings.models.items():
         usable = any(gateway.health.available(d.name, now) for d in model.deployments)
         models[name] = "ok" if usable else "no usable deployment"
         ready = ready and usable
@@ -93,6 +97,7 @@ async def status(request: web.Request) -> web.Response:
             "usage_queue_depth": writer.queue_depth if writer is not None else None,
             "usage_written": writer.written if writer is not None else None,
             "usage_dropped": writer.dropped if writer is not None else None,
+            "usage_storage": asdict(writer.status()) if writer is not None else None,
             "warnings": tls.insecure_warnings(app[SETTINGS].providers),
         }
     )

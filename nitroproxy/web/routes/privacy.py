@@ -81,6 +81,10 @@ def render_text(report: Mapping[str, Any]) -> str:
     cache = report["response_cache"]
     lines += ["", "Response cache: " + ("ON" if cache["enabled"] else "off")]
     lines += [f"  {k}: {v}" for k, v in cache.items() if k != "enabled"]
+    journal = report["usage_journal"]
+    if journal["enabled"]:
+        lines += ["", "Usage journal:"]
+        lines += [f"  {k}: {v}" for k, v in journal.items() if k != "enabled"]
     log = report["logs"]
     keys = report["config_file_keys"]
     transport = report["transport"]
