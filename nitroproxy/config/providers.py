@@ -11,12 +11,13 @@ from nitroproxy.core.types import ApiFormat
 
 
 def read_upstream(r: Reader) -> UpstreamSettings:
-    r.only("max_connections max_connections_per_host keepalive_timeout")
+    r.only("max_connections max_connections_per_host keepalive_timeout client")
     d = UpstreamSettings()
     return UpstreamSettings(
         max_connections=r.integer("max_connections", d.max_connections, minimum=1),
         max_connections_per_host=r.integer("max_connections_per_host", 0, minimum=0),
         keepalive_timeout=r.duration("keepalive_timeout", d.keepalive_timeout),
+        client=r.choice("client", ["lean", "aiohttp"], d.client),
     )
 
 

@@ -87,6 +87,9 @@ class UpstreamSettings:
     max_connections: int = 1000
     max_connections_per_host: int = 0
     keepalive_timeout: float = 30.0
+    client: str = "lean"
+    """``lean`` (upstream.http1: keep-alive pools and httptools' parser) or ``aiohttp``
+    (its ClientSession, about 5x the CPU per call)."""
 
 
 @dataclass(frozen=True, slots=True)

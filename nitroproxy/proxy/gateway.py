@@ -61,6 +61,7 @@ from nitroproxy.telemetry.metrics import Metrics
 from nitroproxy.telemetry.traces import CallTrace, Tracing
 from nitroproxy.upstream.client import AiohttpTransport, Transport, UpstreamClient
 from nitroproxy.upstream.errors import is_retryable
+from nitroproxy.upstream.http1 import Http1Transport
 from nitroproxy.upstream.provider import Provider
 
 
@@ -103,9 +104,7 @@ class Gateway:
         )
         self.providers = {n: Provider(p) for n, p in settings.providers.items()}
         self.router = Router(settings, self.providers, self.health)
-        self.client = UpstreamClient(
-            transport or AiohttpTransport(settings.upstream, settings.providers.values())
-        )
+        self.client = UpstreamClient(transport or _transport(settings))
         self.settler = Settler(
             settings,
             clock=self.clock,
@@ -413,3 +412,9 @@ def _needs_estimate(limits: KeyLimits) -> bool:
         or limits.budget_day_usd is not None
         or limits.budget_month_usd is not None
     )
+
+
+def _transport(settings: Settings) -> Transport:
+    if settings.upstream.client == "aiohttp":
+        return AiohttpTransport(settings.upstream, settings.providers.values())
+    return Http1Transport(settings.upstream, settings.providers.values())

@@ -10,6 +10,7 @@ story while the rest of the proxy sees one error tree. An upstream 4xx/5xx becom
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Mapping
 from types import TracebackType
@@ -28,9 +29,25 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524
 FOREIGN = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
+class UpstreamDisconnected(ConnectionError):
+    """The upstream closed the connection before its response ended (``upstream.http1``)."""
+
+
+class UpstreamProtocolError(ConnectionError):
+    """The upstream's bytes are not an HTTP/1.1 response (``upstream.http1``)."""
+
+
 def transport_error(provider_name: str, exc: BaseException) -> ProxyError:
-    """The single table from aiohttp and socket failures to our errors."""
+    """The single table from aiohttp, socket and ``upstream.http1`` failures to ours."""
     name = provider_name
+    if isinstance(exc, UpstreamDisconnected):
+        return UpstreamError(
+            f"provider '{name}' closed the connection", code="upstream_disconnected"
+        )
+    if isinstance(exc, UpstreamProtocolError):
+        return UpstreamError(f"provider '{name}': {exc}", code="malformed_response")
+    if isinstance(exc, ConnectionRefusedError | socket.gaierror):
+        return UpstreamError(f"provider '{name}' is unreachable", code="upstream_unreachable")
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return UpstreamTimeout(f"provider '{name}' timed out")
     if isinstance(exc, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError):
