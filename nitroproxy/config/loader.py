@@ -101,6 +101,22 @@ def interpolate(text: str, env: Mapping[str, str]) -> str:
     return _ENV_RE.sub(expand, text)
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: YAML keeps the last one
+    silently, so a second ``stats:`` section would throw the first away unseen."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} appears twice in the same mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -111,7 +127,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
         for line in text.splitlines()
     ]
     try:
-        data = yaml.safe_load("\n".join(lines))
+        data = yaml.load("\n".join(lines), _UniqueKeys)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" (line {where.line + 1})" if where is not None else ""

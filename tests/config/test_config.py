@@ -167,3 +167,10 @@ server:
     assert s.storage.journal_after == 2.0 and s.storage.journal_before_answer
     assert s.server.timeouts == config.ClientTimeouts(header=5.0, body=10.0, keepalive=30.0)
     assert s.server.limits == config.ServerLimits(connections=100, body_bytes_in_flight=1048576)
+
+
+def test_a_section_given_twice_is_refused_not_silently_dropped(tmp_path) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text("stats: {min_bucket: 10}\nmodels: {}\nstats: {min_bucket: 20}\n")
+    with pytest.raises(config.ConfigError, match=r"line 3.*'stats' appears twice"):
+        config.load(path)
