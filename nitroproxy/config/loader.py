@@ -127,7 +127,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
         for line in text.splitlines()
     ]
     try:
-        data = yaml.load("\n".join(lines), _UniqueKeys)  # noqa: S506 - a SafeLoader
+        data = yaml.load("\n".join(lines), _UniqueKeys)  # a SafeLoader: no object tags
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" (line {where.line + 1})" if where is not None else ""
