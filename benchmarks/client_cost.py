@@ -10,7 +10,6 @@ rounds, interleaved, so both see the same machine.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import tempfile
 import time

@@ -149,8 +149,8 @@ def feature_costs(agg: Any) -> dict[str, float | None]:
         "metrics + access logs (nitroproxy vs nitroproxy-nometrics)": _cost(
             rps.get("nitroproxy"), rps.get("nitroproxy-nometrics")
         ),
-        "reservations and settlement (nitroproxy-budgets vs nitroproxy)": _cost(
-            rps.get("nitroproxy-budgets"), rps.get("nitroproxy")
+        "limits and budgets (nitroproxy vs nitroproxy-nolimits)": _cost(
+            rps.get("nitroproxy"), rps.get("nitroproxy-nolimits")
         ),
         "OpenTelemetry traces (nitroproxy-traced vs nitroproxy)": _cost(
             rps.get("nitroproxy-traced"), rps.get("nitroproxy")

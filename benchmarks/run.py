@@ -63,7 +63,7 @@ PROFILES = {
 }
 PHASE_TARGETS: dict[str, tuple[str, ...]] = {
     "chat_c50": ("direct", "relay", "nitroproxy", "nitroproxy-bare", "nitroproxy-nometrics",
-                 "nitroproxy-budgets", "nitroproxy-traced", "nitroproxy-traced10", "litellm"),
+                 "nitroproxy-nolimits", "nitroproxy-traced", "nitroproxy-traced10", "litellm"),
     "chat_c1": ("direct", "relay", "nitroproxy", "nitroproxy-bare", "litellm"),
     "stream_c100": ("direct", "relay", "nitroproxy", "nitroproxy-bare", "litellm"),
     "stream_tput": ("direct", "relay", "nitroproxy", "nitroproxy-notokens"),

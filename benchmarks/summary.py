@@ -10,7 +10,7 @@ from benchmarks.report import PHASE_METRICS, PHASE_TITLES, Stat
 _Agg = Mapping[str, Mapping[str, Mapping[str, Stat]]]
 _ORDER = (
     "direct", "relay", "nitroproxy", "nitroproxy-bare", "nitroproxy-nometrics",
-    "nitroproxy-notokens", "nitroproxy-budgets", "nitroproxy-traced",
+    "nitroproxy-notokens", "nitroproxy-nolimits", "nitroproxy-traced",
     "nitroproxy-traced10", "litellm",
 )  # fmt: skip
 _DIGITS = {"rps": 0, "streams_per_s": 1, "tokens_per_s": 0, "ok": 0, "duration_s": 1}

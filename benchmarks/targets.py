@@ -48,23 +48,26 @@ class Variant:
     metrics: bool = True
     access_log: bool = True
     count_tokens: bool = True
-    budgets: bool = False
-    """The key has requests/min, tokens/min, concurrency and daily/monthly budgets (far
-    from reached), so every call reserves and settles."""
+    limits: bool = True
+    """The key's tier has requests/min, tokens/min, concurrency and daily/monthly budgets
+    (far from reached), so every call reserves and settles, as with the shipped tiers."""
     trace_ratio: float = 0.0
     """Above 0: OpenTelemetry traces on, this share of calls sampled, exported over
     OTLP/HTTP to the benchmark upstream's ``/v1/traces`` sink."""
 
 
+# "nitroproxy" is the shipped configuration (config/nitroproxy.yaml) with every feature it
+# turns on; each other variant turns features off to price them.
 VARIANTS: dict[str, Variant] = {
     "nitroproxy": Variant(),
-    "nitroproxy-bare": Variant(storage=False, metrics=False, access_log=False),
+    "nitroproxy-bare": Variant(storage=False, metrics=False, access_log=False, limits=False),
     "nitroproxy-nometrics": Variant(metrics=False, access_log=False),
     "nitroproxy-notokens": Variant(count_tokens=False),
-    "nitroproxy-budgets": Variant(budgets=True),
+    "nitroproxy-nolimits": Variant(limits=False),
     "nitroproxy-traced": Variant(trace_ratio=1.0),
     "nitroproxy-traced10": Variant(trace_ratio=0.1),
 }
+SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "config" / "nitroproxy.yaml"
 _LIMITS = {
     "rpm": 10_000_000,
     "tpm": 10_000_000_000,
@@ -200,8 +203,12 @@ def start_relay(procs: Processes, upstream: Target) -> Target:
 def nitroproxy_config(
     variant: Variant, port: int, upstream: Target, models: Sequence[str], db: Path
 ) -> dict[str, object]:
-    """A realistic config: one OpenAI-compatible provider, static key auth, SQLite records."""
+    """The shipped configuration (config/nitroproxy.yaml, every section it has) pointed at
+    the benchmark upstream, with the variant's features; the client key lives in the
+    database (``start_nitroproxy`` creates it), as a deployment's keys do."""
+    shipped = yaml.safe_load(SHIPPED_CONFIG.read_text(encoding="utf-8"))
     return {
+        **shipped,
         "server": {"host": "127.0.0.1", "port": port, "shutdown_grace": "5s"},
         "upstream": {"max_connections": 4000, "keepalive_timeout": "30s"},
         "providers": {
@@ -217,11 +224,14 @@ def nitroproxy_config(
             m: {"deployments": [{"provider": "bench-upstream", "model": m, "price": _PRICE}]}
             for m in models
         },
-        "storage": {"enabled": variant.storage, "path": str(db)},
+        "storage": {**shipped["storage"], "enabled": variant.storage, "path": str(db)},
         "logging": {"level": "info", "format": "json", "access_log": variant.access_log},
-        "metrics": {"enabled": variant.metrics},
-        "tokens": {"count": variant.count_tokens},
+        "metrics": {**shipped["metrics"], "enabled": variant.metrics},
+        "tokens": {**shipped["tokens"], "count": variant.count_tokens},
         "auth": {"required": True},
+        # The shipped tiers' shape with limits the load never reaches: the work is done, no
+        # call is refused.
+        "tiers": {"default": _LIMITS if variant.limits else {}},
         **(
             {
                 "tracing": {
@@ -233,14 +243,7 @@ def nitroproxy_config(
             if variant.trace_ratio > 0
             else {}
         ),
-        "keys": [
-            {
-                "name": "bench",
-                "key": API_KEY,
-                "user": "bench-user",
-                **(_LIMITS if variant.budgets else {}),
-            }
-        ],
+        "keys": [],
     }
 
 
@@ -256,11 +259,29 @@ def start_nitroproxy(
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     # ``python -m nitroproxy`` is the ``nitroproxy`` command (same cli.main), but it runs the
     # tree the harness runs from, also when that is a snapshot of another commit.
+    secret = _database_key(path) if config["storage"]["enabled"] else None  # type: ignore[index]
+    if secret is None:  # no database: the key is declared in the file instead
+        config["keys"] = [{"name": "bench", "key": API_KEY}]
+        path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     argv = [sys.executable, "-m", "nitroproxy", "serve", "--config", str(path)]
     proc = procs.start(name, pinned(PROXY_CPU, argv))
+    key = secret or API_KEY
     return Target(
-        name, f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {API_KEY}"}, proc.pid
+        name, f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {key}"}, proc.pid
     ), proc
+
+
+def _database_key(config: Path) -> str:
+    """A client key made the way an operator makes one, before the server starts."""
+    argv = [sys.executable, "-m", "nitroproxy", "keys", "create", "--config", str(config)]
+    done = subprocess.run(
+        [*argv, "--name", "bench", "--secret-only"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return done.stdout.strip()
 
 
 def wait_ready(target: Target, proc: subprocess.Popen[bytes], path: str, timeout: float) -> None:

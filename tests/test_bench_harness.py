@@ -26,7 +26,7 @@ NITRO_TARGETS = {
     "nitroproxy-bare",
     "nitroproxy-nometrics",
     "nitroproxy-notokens",
-    "nitroproxy-budgets",
+    "nitroproxy-nolimits",
     "nitroproxy-traced",
     "nitroproxy-traced10",
 }
