@@ -30,16 +30,21 @@ _NANOS_PER_PRICE_UNIT = Decimal(1000)
 
 
 @functools.lru_cache(maxsize=1024)
-def _nanos_per_token(price: float) -> Decimal:
-    # Prices come from config, so there are few distinct ones: convert each once.
-    return Decimal(repr(price)) * _NANOS_PER_PRICE_UNIT
+def _nanos_per_token(price: float) -> int | Decimal:
+    """A token's cost in nano-USD: an int when the price has at most three decimals (every
+    published price has), so the sum is exact integer arithmetic, else the exact Decimal.
+    Prices come from config, so there are few distinct ones: convert each once."""
+    exact = Decimal(repr(price)) * _NANOS_PER_PRICE_UNIT
+    return int(exact) if exact == exact.to_integral_value() else exact
 
 
 def _nanos(pairs: list[tuple[int, float]]) -> int:
-    total = Decimal(0)
+    total: int | Decimal = 0
     for tokens, price in pairs:
         if tokens > 0 and price:
             total += tokens * _nanos_per_token(price)
+    if isinstance(total, int):
+        return total
     return int(total.to_integral_value(ROUND_HALF_EVEN))
 
 

@@ -26,6 +26,7 @@ from nitroproxy.core import models
 __all__ = [
     "ANTHROPIC_IMAGE_TOKENS",
     "ENCODINGS",
+    "PromptSize",
     "IMAGE_TOKENS_DEFAULT",
     "IMAGE_TOKENS_LOW",
     "OFFLOAD_CHARS",
@@ -38,6 +39,7 @@ __all__ = [
     "count_text",
     "encoding_name_for_model",
     "prompt_chars",
+    "prompt_size",
 ]
 
 # Above this many characters (see prompt_chars) a caller should count in a worker thread:
@@ -363,3 +365,36 @@ def prompt_chars(body: Mapping[str, Any]) -> int:
         elif isinstance(value, list):
             stack.extend(value)
     return total
+
+
+# -- sizes for admission, without a tokenizer ----------------------------------------------
+
+# One image or document part counts at most this many prompt tokens (OpenAI's largest image
+# tiles and Anthropic's ~1.15 megapixel images stay under it); tool definitions may add a
+# provider's hidden tool-use prompt (Anthropic's is ~350 tokens).
+MEDIA_TOKEN_ALLOWANCE = 3000
+TOOLS_TOKEN_ALLOWANCE = 1000
+_MEDIA_MARKS = (b'"image', b'"document"', b'"input_file"', b'"file"')
+
+
+@dataclass(frozen=True, slots=True)
+class PromptSize:
+    """What admission knows of a prompt from its request bytes alone.
+
+    ``guess`` is OpenAI's own rate-limit estimate (a token per four bytes): tokens/min
+    windows hold it until the call settles at its real count. ``ceiling`` can only be
+    passed by text that was not in the request: a byte-pair token stands for at least one
+    byte of UTF-8 text, JSON escapes only add bytes, and a chat template adds fewer tokens
+    per message than its JSON wrapper has bytes; image and document parts and tool
+    definitions get the allowances above. Budgets reserve the ceiling."""
+
+    guess: int
+    ceiling: int
+
+
+def prompt_size(raw: bytes | bytearray) -> PromptSize:
+    """The size of a request's prompt from its raw JSON body, in a few C-speed scans."""
+    n = len(raw)
+    media = sum(raw.count(mark) for mark in _MEDIA_MARKS)
+    tools = TOOLS_TOKEN_ALLOWANCE if b'"tools"' in raw else 0
+    return PromptSize(guess=n // 4, ceiling=n + media * MEDIA_TOKEN_ALLOWANCE + tools)

@@ -14,7 +14,10 @@ from nitroproxy.config import ModelSettings
 from nitroproxy.core import selection
 from nitroproxy.core.accounting import Meter
 from nitroproxy.core.principal import Principal
+from nitroproxy.core.tokens import PromptSize
 from nitroproxy.core.types import ApiFormat, Endpoint
+
+_NO_PROMPT = PromptSize(guess=0, ceiling=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,9 @@ class Call:
     wants_usage: bool = False
     cache_header: str | None = None
     """The client's ``x-nitroproxy-cache`` header, as sent."""
+    prompt: PromptSize = _NO_PROMPT
+    """The prompt's size from the request bytes: what admission reserves, with no
+    tokenizer on the hot path."""
     end_user: str | None = None
     """The end user the client names (OpenAI ``user``, Anthropic ``metadata.user_id``), as
     sent; what a record keeps of it is ``privacy.end_user``'s to say."""

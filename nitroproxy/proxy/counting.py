@@ -25,6 +25,12 @@ def count_prompt(call: Call) -> int:
 
 
 def prompt_is_large(call: Call, offload_chars: int) -> bool:
+    """Worth a thread: the request's bytes (which the prompt's characters never exceed)
+    say so at once; a call built without them is measured."""
+    if call.prompt.ceiling:
+        return call.prompt.guess * 4 > offload_chars and (
+            tokens.prompt_chars(call.body) > offload_chars
+        )
     return tokens.prompt_chars(call.body) > offload_chars
 
 

@@ -31,7 +31,7 @@ from nitroproxy.core.errors import (
     status_of,
 )
 from nitroproxy.core.health import HealthBook
-from nitroproxy.core.limits import KeyLimits, ratelimit_headers, to_error
+from nitroproxy.core.limits import ratelimit_headers, to_error
 from nitroproxy.core.types import Outcome, Usage
 from nitroproxy.proxy import caching, counting
 from nitroproxy.proxy.caching import CachePlan
@@ -210,23 +210,22 @@ class Gateway:
         """Reserve the call's worst case against its key's (and end user's) limits and
         budgets, atomically; refused calls raise 429 with OpenAI's x-ratelimit headers.
 
-        The reservation is the prompt estimate plus the call's max_tokens (the model's
-        default_max_tokens when it sends none), as tokens for tokens/min and as their cost at
-        the dearest price among the model's deployments for the budgets."""
+        Tokens/min hold OpenAI's estimate of the prompt (a token per four request bytes)
+        plus the call's max_tokens (the model's default_max_tokens when it sends none);
+        budgets hold the cost of the prompt's ceiling (``core.tokens.prompt_size``) and those
+        output tokens at the dearest price among the model's deployments. No tokenizer runs
+        here; settlement puts the real counts in their place."""
         scopes = self._scopes(call)
         if not scopes:
             return None
         meter = call.meter
         tokens = cost = 0
         # Token counting is never billed: it takes a request slot, no tokens, no budget.
-        if not call.endpoint.counts_tokens and any(_needs_estimate(s.limits) for s in scopes):
-            if meter.prompt_estimate is None:
-                offload = self.settings.tokens.offload_chars
-                meter.prompt_estimate = await counting.count_prompt_async(call, offload)
+        if not call.endpoint.counts_tokens:
             output = call.max_output_tokens
-            tokens = meter.prompt_estimate + output
+            tokens = call.prompt.guess + output
             cost = pricing.estimate_cost_nanos(
-                self._ceilings[call.model.name], meter.prompt_estimate, output
+                self._ceilings[call.model.name], call.prompt.ceiling, output
             )
         ticket = await self.limiter.reserve(
             Reservation(scopes, tokens=tokens, cost_nanos=cost, wall=meter.ts)
@@ -404,14 +403,6 @@ class Gateway:
             self.metrics.set_deployment_health(
                 name, cooling_down=self.health.state(name, now) == "cooling_down"
             )
-
-
-def _needs_estimate(limits: KeyLimits) -> bool:
-    return (
-        limits.tpm is not None
-        or limits.budget_day_usd is not None
-        or limits.budget_month_usd is not None
-    )
 
 
 def _transport(settings: Settings) -> Transport:

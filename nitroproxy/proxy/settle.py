@@ -99,6 +99,8 @@ class Settler:
         self._new_id = IdSource()
         self._log = logs.get_logger("nitroproxy.access")
         self._pending: set[asyncio.Task[None]] = set()
+        # A limiter that never waits (the in-memory one) settles in line: no task per call.
+        self._settle_now = getattr(limiter, "settle_now", None)
 
     def settle(
         self,
@@ -158,13 +160,11 @@ class Settler:
             # The reservation gives way to what was used: zero for a call no provider
             # answered, the record's own numbers otherwise (the sum of record costs is the
             # spend the budgets see).
-            self._spawn(
-                self._limiter.settle(
-                    ticket,
-                    tokens=record.prompt_tokens + record.completion_tokens,
-                    cost_nanos=record.cost_nanos,
-                )
-            )
+            used = record.prompt_tokens + record.completion_tokens
+            if self._settle_now is not None:
+                self._settle_now(ticket, tokens=used, cost_nanos=record.cost_nanos)
+            else:
+                self._spawn(self._limiter.settle(ticket, tokens=used, cost_nanos=record.cost_nanos))
         self._metrics.observe_request(record)
         if record.cache_hit:
             self._metrics.cache_saved(record.model, meter.saved_nanos)

@@ -16,6 +16,7 @@ from nitroproxy.core import (
     openai_wire,
     responses_wire,
     selection,
+    tokens,
 )
 from nitroproxy.core.accounting import client_ip
 from nitroproxy.core.errors import InvalidRequest, ModelNotFound, PermissionDenied
@@ -28,6 +29,11 @@ from nitroproxy.web.middleware import REQUEST_ID
 
 async def read_json(request: web.Request) -> Any:
     """The parsed body. The raw bytes are dropped once parsed (``web.bodies``)."""
+    return (await _read_json(request))[0]
+
+
+async def _read_json(request: web.Request) -> tuple[Any, tokens.PromptSize]:
+    """The parsed body and the prompt's size measured on its bytes."""
     server = request.app[SETTINGS].server
     raw = await read_body(
         request,
@@ -38,7 +44,7 @@ async def read_json(request: web.Request) -> Any:
     if not raw:
         raise InvalidRequest("the request body is empty; expected a JSON object")
     try:
-        return orjson.loads(raw)
+        return orjson.loads(raw), tokens.prompt_size(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the request body is not valid JSON: {exc.msg}") from None
 
@@ -82,7 +88,8 @@ async def decode_call(request: web.Request, endpoint: Endpoint, fmt: ApiFormat) 
     app = request.app
     settings = app[SETTINGS]
     principal = app[AUTH].authenticate(request.headers)
-    body = _validator(endpoint)(await read_json(request))
+    raw, prompt = await _read_json(request)
+    body = _validator(endpoint)(raw)
     name, forced = selection.split_model_suffix(body["model"])
     model = app[GATEWAY].settings.models.get(name)  # the gateway's: SIGHUP reloads them
     if model is None:
@@ -122,5 +129,6 @@ async def decode_call(request: web.Request, endpoint: Endpoint, fmt: ApiFormat) 
         wants_usage=wants_usage,
         cache_header=request.headers.get(cache_policy.HEADER),
         end_user=end_users.from_body(body, fmt),
+        prompt=prompt,
         client_headers=_forwardable(request),
     )

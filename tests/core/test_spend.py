@@ -23,4 +23,4 @@ def test_seed_replaces_and_old_days_are_forgotten() -> None:
     assert book.totals("k", MAR_31) == (3.0, 3.0)
     for i in range(60):
         book.add("k", MAR_31 + i * DAY, 1)
-    assert len(book._days["k"]) == 40
+    assert len(book._spent["k"].days) == 40

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from nitroproxy import config
-from nitroproxy.core import replay, selection
+from nitroproxy.core import replay, selection, tokens
 from nitroproxy.core.principal import Principal
 from nitroproxy.core.types import ApiFormat, Endpoint
 from nitroproxy.proxy.call import Call
@@ -199,6 +199,7 @@ class Rig:
         if stream:
             payload["stream"] = True
         return Call(
+            prompt=tokens.prompt_size(orjson.dumps(payload)),
             request_id="req-1",
             endpoint=Endpoint.CHAT,
             client_format=ApiFormat.OPENAI,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -135,10 +136,12 @@ async def test_key_limits_and_models_are_enforced(admin: Admin) -> None:
     other = {"model": "claude-test", "messages": CHAT["messages"]}
     refused = await admin("POST", "/v1/chat/completions", other, key=key["secret"], expect=403)
     assert_openai_error(refused, param="model")
-    # One call reserves $0.00014 (8 prompt tokens by our count, 12 max_tokens) and costs
-    # $0.0001375 (the mock's 7 + 12): a $0.0003 daily budget admits exactly two, since a
-    # third could pass it.
-    budgeted = await admin.key(name="budget", user_id=ann["id"], budget_day_usd=0.0003)
+    # One call costs 137.5 micro-dollars (the mock's 7 + 12 tokens) and reserves its prompt's
+    # ceiling (its request bytes) and 12 output tokens: the budget admits exactly two, since
+    # a third could pass it.
+    cost, reserved = 137_500, len(json.dumps(CHAT)) * 2_500 + 12 * 10_000
+    budget = (2 * cost + reserved - cost // 2) / 1e9
+    budgeted = await admin.key(name="budget", user_id=ann["id"], budget_day_usd=budget)
     for status in (200, 200):
         await admin.chat(budgeted["secret"], expect=status)
     over = await admin.chat(budgeted["secret"], expect=429)

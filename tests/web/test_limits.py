@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tests.conftest import CLIENT_KEY, ProxyFactory, wait_records
@@ -81,9 +82,13 @@ async def test_concurrent_streams_are_capped(
 async def test_budget_cut_off_is_insufficient_quota(
     make_proxy: ProxyFactory, proxy_config: dict[str, Any]
 ) -> None:
-    # $2.5/M in, $10/M out: one call reserves $0.00014 and costs $0.0001375; a $0.0003
-    # budget admits exactly two (a third could pass it).
-    proxy = await make_proxy(limited(proxy_config, budget_day_usd=0.0003))
+    # $2.5/M in, $10/M out. A call costs 7 x 2.5 + 12 x 10 = 137.5 micro-dollars (the mock's
+    # counts) and reserves its prompt's ceiling (its request bytes) and 12 output tokens; the
+    # budget leaves room for two calls and the reservation of a third, not for a third.
+    cost = 137_500
+    reserved = len(json.dumps(BODY)) * 2_500 + 12 * 10_000
+    budget = (2 * cost + reserved - cost // 2) / 1e9
+    proxy = await make_proxy(limited(proxy_config, budget_day_usd=budget))
     statuses = []
     for _ in range(3):
         async with await proxy.post("/v1/chat/completions", BODY) as r:
