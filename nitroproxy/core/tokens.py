@@ -26,10 +26,10 @@ from nitroproxy.core import models
 __all__ = [
     "ANTHROPIC_IMAGE_TOKENS",
     "ENCODINGS",
-    "PromptSize",
     "IMAGE_TOKENS_DEFAULT",
     "IMAGE_TOKENS_LOW",
     "OFFLOAD_CHARS",
+    "PromptSize",
     "build_encoding",
     "check_encoding_name",
     "count_anthropic_prompt",
