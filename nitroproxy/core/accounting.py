@@ -107,9 +107,10 @@ def client_ip(address: str | None, policy: str) -> str | None:
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestFacts:
-    """The parts of a record known when the request arrives."""
+    """The parts of a record known when the request arrives (built once per call and read
+    once: not frozen, which would cost a ``__setattr__`` per field)."""
 
     record_id: str
     request_id: str

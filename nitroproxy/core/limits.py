@@ -2,16 +2,18 @@
 
 The windows are sliding logs of ``(timestamp, amount)`` over the last 60 s, not GCRA or a
 token bucket: "60 requests per minute" then means exactly "never more than 60 in any 60 s",
-request N+1 inside the window is refused and admitted again the instant the oldest entry is
-60 s old, and a token estimate can be corrected afterwards at its own timestamp. Memory per
-key is one entry per distinct admission instant in the last minute (so at most ``rpm``
-entries when requests are limited); idle keys are swept away.
+request N+1 inside the window is refused and admitted again once the oldest entry is 60 s
+old (to the millisecond, rounded up: an entry never leaves early), and a token estimate can
+be corrected afterwards at its own timestamp. Memory per key is one entry per distinct
+millisecond of admission in the last minute (at most 60,000, and at most ``rpm`` when
+requests are limited); idle keys are swept away.
 
 Time is always an argument (``now``), on one monotonic scale.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, fields
@@ -36,6 +38,20 @@ __all__ = [
 ]
 
 WINDOW_S = 60.0
+
+
+def _tick(t: float) -> float:
+    """Window entries are kept to the millisecond, rounded up: admissions in the same
+    millisecond share one entry (memory stays below 60,000 entries a window at any rate),
+    and an entry never leaves its window before its exact time would have."""
+    return math.ceil(t * 1000.0) / 1000.0
+
+
+@functools.lru_cache(maxsize=1024)
+def _nanos(usd: float) -> int:
+    return round(usd * 1e9)
+
+
 # A refused concurrency slot frees when some stream ends, which no clock predicts; this is
 # the hint sent as Retry-After.
 CONCURRENCY_RETRY_AFTER_S = 1.0
@@ -86,10 +102,13 @@ def layered(*layers: KeyLimits) -> KeyLimits:
     return KeyLimits(**values)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Admission:
     """The verdict plus what the ``x-ratelimit-*`` headers report. Header fields are
-    ``None`` for unlimited dimensions; resets are seconds until the window is empty."""
+    ``None`` for unlimited dimensions; resets are seconds until the window is empty.
+
+    Not frozen only because a frozen dataclass sets each field through
+    ``object.__setattr__``, which made one per call cost ~2 us; treat it as immutable."""
 
     allowed: bool
     reason: Reason | None = None
@@ -130,6 +149,7 @@ class _Window:
 
     def add(self, now: float, amount: int) -> None:
         self.total += amount
+        now = _tick(now)
         if self.stamps and self.stamps[-1] == now:
             self.amounts[-1] += amount  # coalesce admissions at the same instant
             return
@@ -139,6 +159,7 @@ class _Window:
 
     def adjust(self, at: float, delta: int) -> None:
         """Change the amount recorded at ``at``; a pruned or unknown entry is left alone."""
+        at = _tick(at)
         i = bisect_left(self.stamps, at, self.head)
         if i < len(self.stamps) and self.stamps[i] == at:
             new = max(0, self.amounts[i] + delta)
@@ -281,6 +302,19 @@ class RateLimits:
         state.tokens.adjust(at, actual_tokens - admitted_tokens)
         self._drop_if_idle(key, state)
 
+    def finish(
+        self, key: str, *, admitted_tokens: int, actual_tokens: int, at: float, now: float
+    ) -> None:
+        """:meth:`release` and :meth:`settle` in one step (one prune): the end of a call."""
+        state = self._keys.get(key)
+        if state is None:
+            return
+        state.active = max(0, state.active - 1)
+        state.prune(now)
+        if actual_tokens != admitted_tokens:
+            state.tokens.adjust(at, actual_tokens - admitted_tokens)
+        self._drop_if_idle(key, state)
+
     def release(self, key: str, now: float) -> None:
         """Return a concurrency slot taken by :meth:`admit`."""
         state = self._keys.get(key)
@@ -406,7 +440,7 @@ def check_budget(
     ):
         if budget is None:
             continue
-        cap, used = round(budget * 1e9), round(spent * 1e9)
+        cap, used = _nanos(budget), round(spent * 1e9)
         if used >= cap:
             return QuotaExceeded(
                 f"You exceeded your {period} budget of ${usd(budget)} (spent ${usd(spent)})"
@@ -448,6 +482,7 @@ def ratelimit_headers(adm: Admission) -> dict[str, str]:
     return headers
 
 
+@functools.lru_cache(maxsize=4096)
 def format_duration(seconds: float) -> str:
     """OpenAI's (Go's) duration style at millisecond precision, rounded up:
     ``"20ms"``, ``"1s"``, ``"1.5s"``, ``"6m0s"``, ``"1h0m0s"``."""

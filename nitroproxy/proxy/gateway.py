@@ -82,6 +82,8 @@ class Gateway:
         durable_sink: DurableSink | None = None,
     ) -> None:
         self.settings = settings
+        self.forward_names = _forward_names(settings)
+        """The client headers some provider forwards (``forward_headers``), for decoding."""
         self.tracing = tracing
         self._can_record = can_record
         self.metrics = metrics
@@ -140,6 +142,7 @@ class Gateway:
             for m in settings.models.values()
         }
         self.settings = self._parts.settings = settings
+        self.forward_names = _forward_names(settings)
 
     def end_streams(self) -> int:
         """The server's shutdown grace is over: end every upstream stream still running
@@ -409,3 +412,7 @@ def _transport(settings: Settings) -> Transport:
     if settings.upstream.client == "aiohttp":
         return AiohttpTransport(settings.upstream, settings.providers.values())
     return Http1Transport(settings.upstream, settings.providers.values())
+
+
+def _forward_names(settings: Settings) -> frozenset[str]:
+    return frozenset(name for p in settings.providers.values() for name in p.forward_headers)

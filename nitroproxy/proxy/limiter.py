@@ -179,8 +179,7 @@ class InMemoryLimiter:
         now = self._clock()
         r = ticket.reservation
         for scope in r.scopes:
-            self._limits.release(scope.id, now)
-            self._limits.settle(
+            self._limits.finish(
                 scope.id, admitted_tokens=r.tokens, actual_tokens=tokens, at=ticket.at, now=now
             )
             if _has_budget(scope.limits):

@@ -57,7 +57,8 @@ class Transport(Protocol):
     async def post(
         self, provider: Provider, url: str, body: bytes, headers: Mapping[str, str]
     ) -> Response:
-        """Send with ``headers`` and wait for the status line; any status comes back,
+        """Send with ``headers`` and wait for the status line, at most the provider's
+        ``timeouts.first_byte`` (a ``TimeoutError`` past it); any status comes back,
         foreign errors raise."""
         ...
 
@@ -122,13 +123,14 @@ class AiohttpTransport:
             # and this body. In pieces, with a drain after each, that copy stays small.
             data = _pieces(body)
             headers = {**headers, "Content-Length": str(len(body))}
-        return await self._session.post(
-            url,
-            data=data,
-            headers=headers,
-            timeout=self._timeouts[provider.name],
-            ssl=self._ssl.get(provider.name, True),
-        )
+        async with asyncio.timeout(provider.settings.timeouts.first_byte):
+            return await self._session.post(
+                url,
+                data=data,
+                headers=headers,
+                timeout=self._timeouts[provider.name],
+                ssl=self._ssl.get(provider.name, True),
+            )
 
 
 def _timeout(p: ProviderSettings) -> aiohttp.ClientTimeout:
@@ -173,10 +175,9 @@ class UpstreamClient:
         ``headers`` default to the provider's own."""
         url = provider.url(endpoint)
         with provider.errors:
-            async with asyncio.timeout(provider.settings.timeouts.first_byte):
-                resp = await self.transport.post(
-                    provider, url, body, headers if headers is not None else provider.headers
-                )
+            resp = await self.transport.post(
+                provider, url, body, headers if headers is not None else provider.headers
+            )
         if resp.status >= 400:
             payload = b""
             try:

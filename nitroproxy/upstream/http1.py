@@ -415,7 +415,8 @@ class Http1Transport:
         head = _head(origin, body, headers)
         t = provider.settings.timeouts
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + t.total
+        now = loop.time()
+        deadline, first_byte = now + t.total, now + t.first_byte
         key = (origin.scheme, origin.host, origin.port)
         conn = self._pool.take(key, time.monotonic())
         limit = self._settings.max_connections
@@ -423,13 +424,14 @@ class Http1Transport:
             conn = await self._pool.turn(key, limit, t.connect)
         if conn is not None:
             try:
-                return await _exchange(conn, head, body, t.idle, deadline)
+                return await _exchange(conn, head, body, t.idle, deadline, first_byte)
             except UpstreamDisconnected:
                 if conn.received:
                     raise
                 # The server dropped an idle connection as we took it: once more, fresh.
-        conn = await self._connect(provider, origin, key)
-        return await _exchange(conn, head, body, t.idle, deadline)
+        async with asyncio.timeout_at(first_byte):
+            conn = await self._connect(provider, origin, key)
+        return await _exchange(conn, head, body, t.idle, deadline, first_byte)
 
     async def _connect(
         self, provider: Provider, origin: _Origin, key: tuple[str, str, int]
@@ -472,16 +474,25 @@ class Http1Transport:
 
 
 async def _exchange(
-    conn: _Connection, head: bytes, body: bytes, idle: float, deadline: float
+    conn: _Connection, head: bytes, body: bytes, idle: float, deadline: float, first_byte: float
 ) -> Http1Response:
-    """Send and wait for the response's headers; a wait that is cancelled (the first-byte
-    timeout, the client gone) closes the connection, whose response nobody will read."""
+    """Send and wait for the response's headers until ``first_byte`` (loop time; a plain
+    timer, cheaper than a timeout scope per call); a wait that ends otherwise (the timer,
+    the client gone) closes the connection, whose response nobody will read."""
     ready = conn.send(head, body, idle, deadline)
+    timer = asyncio.get_running_loop().call_at(first_byte, _expire, ready)
     try:
         return await ready
     except BaseException:
         conn.close()
         raise
+    finally:
+        timer.cancel()
+
+
+def _expire(ready: asyncio.Future[Http1Response]) -> None:
+    if not ready.done():
+        ready.set_exception(TimeoutError())
 
 
 _OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})

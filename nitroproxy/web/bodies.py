@@ -25,6 +25,31 @@ BODY_BYTES = web.RequestKey("body_bytes", int)
 """The bytes this request holds against the in-flight cap; released when it ends."""
 
 
+_AT_ONCE = 64 * 1024
+
+
+async def _rest(
+    request: web.Request,
+    budget: BodyBudget,
+    head: bytes,
+    length: int,
+    timeout: float,  # noqa: ASYNC109 - the body's own deadline
+) -> bytes:
+    budget.take(request, length)
+    parts, pos = [head], len(head)
+    try:
+        async with asyncio.timeout(timeout):
+            while pos < length:
+                chunk = await request.content.read(length - pos)
+                if not chunk:
+                    raise InvalidRequest("the request body ended before its Content-Length")
+                parts.append(chunk)
+                pos += len(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
+    return b"".join(parts)
+
+
 class BodyBudget:
     """The bytes of request bodies held in memory, summed. One event loop; no lock."""
 
@@ -66,6 +91,15 @@ async def read_body(
     if length is not None and length > max_bytes:
         raise PayloadTooLarge("the request body is larger than the server's limit")
     content = request.content
+    if length is not None and length <= _AT_ONCE:
+        # A small body usually came in the same read as the headers: take it without a
+        # timer, and wait (under the deadline) only for what has not arrived yet.
+        head = content.read_nowait(length)
+        if len(head) == length:
+            budget.take(request, length)
+            return head
+        if head:
+            return await _rest(request, budget, head, length, timeout)
     try:
         async with asyncio.timeout(timeout):
             if length is not None:

@@ -67,9 +67,11 @@ def _validator(endpoint: Endpoint) -> Callable[[Any], Mapping[str, Any]]:
 
 def _forwardable(request: web.Request) -> dict[str, str]:
     """The client headers some provider's ``forward_headers`` allow (lower-case names)."""
-    providers = request.app[GATEWAY].settings.providers.values()  # SIGHUP reloads them
-    names = {name for p in providers for name in p.forward_headers}
-    return {name: request.headers[name] for name in names if name in request.headers}
+    names = request.app[GATEWAY].forward_names  # SIGHUP reloads them
+    if not names:
+        return {}
+    headers = request.headers
+    return {name: headers[name] for name in names if name in headers}
 
 
 # Answered whole whatever ``stream`` says: embeddings, and token counting.
