@@ -20,9 +20,9 @@ from typing import Any
 
 from benchmarks.bench_writer import _run as run_writer
 from nitroproxy import config, data
-from nitroproxy.core import sse
+from nitroproxy.core import sse, tokens
 from nitroproxy.core.completion_counter import CompletionCounter
-from nitroproxy.core.pipeline import OpenAIStream
+from nitroproxy.core.pipeline import OpenAIStream, TextLog
 from nitroproxy.core.types import ApiFormat
 from nitroproxy.mock.content import WORDS
 from nitroproxy.web.auth import Authenticator
@@ -53,14 +53,18 @@ def _sse(n: int) -> None:
 
 
 def _pipeline(count: bool) -> Callable[[int], None]:
+    """Per chunk as the exchange runs it: feed, then commit once written. With ``count``
+    the delivered text is kept and counted once at the end, as for a stream cut short."""
     enc = data.encoding_for_model("gpt-4o")
 
     def go(n: int) -> None:
-        counter = CompletionCounter(enc) if count else None
-        pipe = OpenAIStream(client=ApiFormat.OPENAI, counter=counter)
+        log = TextLog() if count else None
+        pipe = OpenAIStream(client=ApiFormat.OPENAI, counter=log)
         for _ in range(n):
             pipe.feed(CHUNK)
-        _ = pipe.counted_completion_tokens
+            pipe.commit()
+        if log is not None:
+            tokens.count_text(enc, log.text())
 
     return go
 

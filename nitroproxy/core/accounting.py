@@ -45,6 +45,9 @@ class Meter:
     body that is not the API's) cost nothing."""
     counted: bool = False
     """``completion_estimate`` is the proxy's count of what reached the client."""
+    completion_text: str | None = None
+    """A stream's delivered text, left for settlement to count (a stream cut short, or one
+    whose provider sent no usage); None when the provider's count stands."""
 
     def attempt(self, deployment: str, provider: str, upstream_model: str, price: Price) -> None:
         """A new attempt starts: the record names the last deployment tried."""

@@ -44,13 +44,37 @@ from nitroproxy.core.types import ApiFormat, Usage
 class Counter(Protocol):
     def feed(self, text: str) -> None: ...
 
-    @property
-    def total(self) -> int: ...
+
+class TextLog:
+    """The ``Counter`` streams use: the delivered text, kept until someone needs its tokens.
+
+    A completed stream whose provider reported usage never needs them, so nothing is
+    encoded on the way (no tokenizer loaded, no CPU per chunk); a stream cut short, or one
+    whose upstream sent no usage, is counted once at its end, exactly, from this text. The
+    text is at most what the model wrote, so memory stays within its output limit."""
+
+    __slots__ = ("_parts", "chars")
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self.chars = 0
+
+    def feed(self, text: str) -> None:
+        self._parts.append(text)
+        self.chars += len(text)
+
+    def text(self) -> str:
+        if len(self._parts) > 1:
+            self._parts = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
 
 
 class MalformedStream(UpstreamError):
     default_code = "malformed_upstream_stream"
 
+
+# A delta with only these keys holds no text but ``content`` (the fast path of _meter_chunk).
+_PLAIN_DELTA = frozenset({"content", "role"})
 
 # OpenAI adds ``"usage":null`` to every chunk once include_usage is on; a client that did not
 # ask for usage never saw it, so it is taken out again (compact JSON, as OpenAI sends it).
@@ -95,13 +119,12 @@ class UpstreamStream(abc.ABC):
         return self._dispatch(self._decoder.flush())
 
     @property
-    def counted_completion_tokens(self) -> int:
-        """Tokens of the text committed so far (the text the client was sent)."""
-        return self._counter.total if self._counter is not None else 0
-
-    @property
     def counting(self) -> bool:
         return self._counter is not None
+
+    @property
+    def counter(self) -> Counter | None:
+        return self._counter
 
     def commit(self) -> None:
         """The bytes of the last ``feed`` reached the client: count their text."""
@@ -130,19 +153,14 @@ class UpstreamStream(abc.ABC):
         out: list[bytes] = []
         try:
             for event in events:
-                self._event(event, out)
+                if event.data is None:
+                    if self.same_format:
+                        out.append(event.raw)  # comments and keep-alives pass through
+                elif not self.completed:  # nothing after the end marker is meaningful
+                    self._data(event, out)
         except ProxyError as exc:
             self.failure = exc
-        return b"".join(out)
-
-    def _event(self, event: sse.Event, out: list[bytes]) -> None:
-        if event.data is None:
-            if self.same_format:
-                out.append(event.raw)  # comments and keep-alives pass through
-            return
-        if self.completed:
-            return  # nothing after the end marker is meaningful
-        self._data(event, out)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     @abc.abstractmethod
     def _data(self, event: sse.Event, out: list[bytes]) -> None:
@@ -188,9 +206,36 @@ class OpenAIStream(UpstreamStream):
                 model=model, message_id=message_id, prompt_tokens=prompt_tokens
             )
 
+    def feed(self, data: bytes) -> bytes:
+        """As ``UpstreamStream.feed``, with a fast path for what OpenAI-compatible servers
+        send nearly always: whole ``data: {...}`` events, one line each, LF endings. Those
+        are split and read without the general decoder; anything else takes it."""
+        if (
+            self.failure is None
+            and not self.completed
+            and not self._decoder.pending
+            and data.endswith(b"\n\n")
+            and b"\r" not in data
+        ):
+            blocks = data[:-2].split(b"\n\n")
+            if all(b.startswith(b"data: ") and b"\n" not in b for b in blocks):
+                out: list[bytes] = []
+                whole = len(blocks) == 1
+                try:
+                    for block in blocks:
+                        if not self.completed:
+                            self._payload(block[6:], data if whole else block + b"\n\n", out)
+                except ProxyError as exc:
+                    self.failure = exc
+                return out[0] if len(out) == 1 else b"".join(out)
+        return super().feed(data)
+
     def _data(self, event: sse.Event, out: list[bytes]) -> None:
         data = event.data
         assert data is not None
+        self._payload(data, event.raw, out)
+
+    def _payload(self, data: bytes, raw: bytes, out: list[bytes]) -> None:
         if data == b"[DONE]":
             self.completed = True
             if self.usage is None and self._wants_usage:
@@ -200,7 +245,7 @@ class OpenAIStream(UpstreamStream):
             elif self._responses_out is not None:
                 out.extend(_encode_named(self._responses_out.finish()))
             else:
-                out.append(event.raw)
+                out.append(raw)
             return
         chunk = _loads(data)
         if not self._envelope:
@@ -215,21 +260,40 @@ class OpenAIStream(UpstreamStream):
         if raw_usage is not None:
             self.usage = openai_wire.usage_from(raw_usage)
             usage_only = not chunk.get("choices")
-        for text in openai_wire.chunk_texts(chunk):
-            if text:
-                self._meter_text(text)
-        reason = openai_wire.finish_reason(chunk)
-        if reason is not None:
-            self.finish_reason = reason
+        self._meter_chunk(chunk)
         if self._anthropic_out is not None:
             out.extend(_encode_named(self._anthropic_out.feed(chunk)))
         elif self._responses_out is not None:
             out.extend(_encode_named(self._responses_out.feed(chunk)))
         elif self._strip_usage:
             if not usage_only:
-                out.append(event.raw.replace(_USAGE_NULL, b"", 1))
+                out.append(raw.replace(_USAGE_NULL, b"", 1))
         else:
-            out.append(event.raw)
+            out.append(raw)
+
+    def _meter_chunk(self, chunk: dict[str, Any]) -> None:
+        """Count a chunk's text and keep its finish reason. Nearly every chunk is one choice
+        whose delta holds text (or nothing): read that shape directly; anything else goes
+        through the general walk (tool calls, refusals, several choices, legacy text)."""
+        choices = chunk.get("choices")
+        if type(choices) is list and len(choices) == 1:
+            choice = choices[0]
+            if type(choice) is dict:
+                delta = choice.get("delta")
+                if type(delta) is dict and delta.keys() <= _PLAIN_DELTA and "text" not in choice:
+                    text = delta.get("content")
+                    if type(text) is str and text:
+                        self._meter_text(text)
+                    reason = choice.get("finish_reason")
+                    if type(reason) is str:
+                        self.finish_reason = reason
+                    return
+        for text in openai_wire.chunk_texts(chunk):
+            if text:
+                self._meter_text(text)
+        reason = openai_wire.finish_reason(chunk)
+        if reason is not None:
+            self.finish_reason = reason
 
     def _usage_tail(self, usage: Usage) -> bytes:
         if self._anthropic_out is not None:
@@ -310,8 +374,8 @@ class AnthropicStream(UpstreamStream):
             block = payload.get("content_block") or {}
             if block.get("type") == "tool_use":
                 self.output_started = True
-                if self._counter is not None and isinstance(block.get("name"), str):
-                    self._counter.feed(block["name"])
+                if isinstance(block.get("name"), str):
+                    self._meter_text(block["name"])
         elif kind == "message_start":
             message = payload.get("message") or {}
             if isinstance(message.get("usage"), dict):

@@ -11,13 +11,16 @@ from dataclasses import dataclass
 _LF2 = b"\n\n"
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Event:
     raw: bytes
     """The event block as received, normalized to LF line ends, ending in a blank line."""
     event: str | None
     data: bytes | None
-    """The data lines joined by LF; None for a block with no data (a comment, a keep-alive)."""
+    """The data lines joined by LF; None for a block with no data (a comment, a keep-alive).
+
+    Not frozen: one is made per event, and a frozen dataclass pays a ``__setattr__`` per
+    field; treat it as immutable."""
 
 
 class SSEDecoder:

@@ -12,7 +12,7 @@ import tiktoken
 from nitroproxy.core import pricing, tokens
 from nitroproxy.core.types import Price
 
-__all__ = ["encoding_for_model", "get_encoding", "load_default_prices"]
+__all__ = ["encoding_for_model", "encoding_ready", "get_encoding", "load_default_prices"]
 
 
 @functools.cache
@@ -26,11 +26,23 @@ def get_encoding(name: str) -> tiktoken.Encoding:
     # Not tiktoken.load.load_tiktoken_bpe: given a path, it still copies the file into
     # TIKTOKEN_CACHE_DIR (default: the temp dir) and fails if that dir is read-only.
     data = (files("nitroproxy.data") / f"{name}.tiktoken").read_bytes()
-    return tokens.build_encoding(name, data)
+    encoding = tokens.build_encoding(name, data)
+    _LOADED.add(name)
+    return encoding
 
 
 def encoding_for_model(model: str) -> tiktoken.Encoding:
     return get_encoding(tokens.encoding_name_for_model(model)[0])
+
+
+def encoding_ready(model: str) -> bool:
+    """True when ``encoding_for_model(model)`` returns at once; the first load reads a 2-4 MB
+    rank file (~0.3 s), which belongs in a thread, never on the event loop."""
+    name = tokens.encoding_name_for_model(model)[0]
+    return name in _LOADED
+
+
+_LOADED: set[str] = set()
 
 
 def load_default_prices() -> dict[str, Price]:

@@ -23,16 +23,14 @@ from typing import Any
 
 import orjson
 
-from nitroproxy import data
 from nitroproxy.cache.store import CachedEntry
 from nitroproxy.config import Settings
 from nitroproxy.core import replay, sse
 from nitroproxy.core.assembler import StreamAssembler
 from nitroproxy.core.cache_policy import CacheResult
-from nitroproxy.core.completion_counter import CompletionCounter
 from nitroproxy.core.error_shapes import responses_failed_event, stream_error_event
 from nitroproxy.core.errors import ProxyError, ServerShuttingDown, UpstreamError
-from nitroproxy.core.pipeline import UpstreamStream
+from nitroproxy.core.pipeline import TextLog, UpstreamStream
 from nitroproxy.core.types import Endpoint, Outcome, Usage
 from nitroproxy.proxy import counting
 from nitroproxy.proxy.caching import HEADER, SAVED_HEADER, CachePlan
@@ -163,6 +161,7 @@ class UpstreamExchange(Exchange):
 
     __slots__ = (
         "_cache_plan",
+        "_counted",
         "_document",
         "_ended",
         "_finish",
@@ -192,6 +191,7 @@ class UpstreamExchange(Exchange):
         self._document: dict[str, Any] | None = None
         self._gen: AsyncGenerator[bytes, None] | None = None
         self._sent = False
+        self._counted = False
         self._finish: str | None = None
         self._ended = False
         self._opening: asyncio.Future[Opened] | None = None
@@ -262,9 +262,7 @@ class UpstreamExchange(Exchange):
         opened = self._opened
         parts, call, meter = self._parts, self.call, self.call.meter
         route = opened.route
-        counter = None
-        if parts.settings.tokens.count:
-            counter = CompletionCounter(data.encoding_for_model(route.deployment.upstream_model))
+        counter = TextLog() if parts.settings.tokens.count else None
         transform = route.provider.adapter.stream(
             call, counter, context_for(parts.clock, call, route)
         )
@@ -306,11 +304,14 @@ class UpstreamExchange(Exchange):
             meter.provider_usage = transform.usage
             meter.completed = transform.completed
             self._finish = transform.finish_reason
-            if transform.usage is None or not transform.completed:
-                # Only then does the in-flight count decide anything; reading it encodes
-                # the last, not yet counted stretch of text, so skip it when the
-                # provider's usage wins.
-                meter.completion_estimate = transform.counted_completion_tokens
+            if (
+                counter is not None
+                and not self._counted
+                and (transform.usage is None or not transform.completed)
+            ):
+                # Only then does the proxy's own count decide anything: settlement counts
+                # the delivered text (no tokenizer ran while the stream flowed).
+                meter.completion_text = counter.text()
             parts.metrics.stream_ended()
             if assembler is not None and transform.completed:
                 self._document = assembler.assembled(usage=transform.usage)
@@ -371,9 +372,14 @@ class UpstreamExchange(Exchange):
         if meter.prompt_estimate is None:
             offload = self._parts.settings.tokens.offload_chars
             meter.prompt_estimate = await counting.count_prompt_async(self.call, offload)
+        assert isinstance(transform.counter, TextLog)
+        offload = self._parts.settings.tokens.offload_chars
+        meter.completion_estimate = await counting.count_output(
+            self.call, transform.counter.text(), offload
+        )
+        self._counted = True  # the record carries these numbers; settlement counts nothing
         return Usage(
-            prompt_tokens=meter.prompt_estimate,
-            completion_tokens=transform.counted_completion_tokens,
+            prompt_tokens=meter.prompt_estimate, completion_tokens=meter.completion_estimate
         )
 
     async def _open_with_keepalive(self) -> AsyncGenerator[bytes, None]:

@@ -308,9 +308,7 @@ class Gateway:
         # will carry, in its own format (usage_source "estimated").
         offload = self.settings.tokens.offload_chars
         meter.counted = True
-        meter.completion_estimate = await counting.count_output(
-            opened.route.deployment.upstream_model, answer.output_text, offload
-        )
+        meter.completion_estimate = await counting.count_output(call, answer.output_text, offload)
         if meter.prompt_estimate is None:
             meter.prompt_estimate = await counting.count_prompt_async(call, offload)
         usage = Usage(

@@ -22,11 +22,10 @@ from nitroproxy.core.end_users import EndUsers
 from nitroproxy.core.errors import ProxyError, UpstreamTimeout, status_of
 from nitroproxy.core.health import HealthBook
 from nitroproxy.core.types import Outcome, UsageRecord
-from nitroproxy.proxy import caching
+from nitroproxy.proxy import caching, counting
 from nitroproxy.proxy.caching import CachePlan
 from nitroproxy.proxy.call import Call
 from nitroproxy.proxy.clock import Clock
-from nitroproxy.proxy.counting import count_prompt, prompt_is_large
 from nitroproxy.proxy.limiter import Limiter, Ticket
 from nitroproxy.security.ids import IdSource
 from nitroproxy.telemetry import logs
@@ -117,12 +116,25 @@ class Settler:
         needs_prompt = meter.prompt_estimate is None and not (
             meter.provider_usage is not None and meter.completed
         )
-        if needs_prompt and meter.produced:
-            if prompt_is_large(call, self._settings.tokens.offload_chars):
-                task = self._spawn(self._count_then_record(call, ticket, cache, trace))
+        text = meter.completion_text
+        if (needs_prompt or text is not None) and meter.produced:
+            if not counting.on_loop(call, self._settings.tokens.offload_chars, text or ""):
+                work = self._count_then_record(call, needs_prompt, ticket, cache, trace)
+                task = self._spawn(work)
                 return task if self._durable is not None else None
-            meter.prompt_estimate = count_prompt(call)
+            self._count(call, needs_prompt)
         return self._record(call, ticket, cache, trace)
+
+    @staticmethod
+    def _count(call: Call, prompt: bool) -> None:
+        """The proxy's own counts, where the provider's do not stand: the prompt, and the
+        text a stream delivered (see ``core.pipeline.TextLog``)."""
+        meter = call.meter
+        if prompt:
+            meter.prompt_estimate = counting.count_prompt(call)
+        if meter.completion_text is not None:
+            meter.completion_estimate = counting.count_completion(call, meter.completion_text)
+            meter.completion_text = None
 
     async def close(self) -> None:
         """Wait for settlements still counting a prompt or settling limits."""
@@ -136,11 +148,16 @@ class Settler:
         return task
 
     async def _count_then_record(
-        self, call: Call, ticket: Ticket | None, cache: CacheWrite | None, trace: CallTrace | None
+        self,
+        call: Call,
+        prompt: bool,
+        ticket: Ticket | None,
+        cache: CacheWrite | None,
+        trace: CallTrace | None,
     ) -> None:
         loop = asyncio.get_running_loop()
         try:
-            call.meter.prompt_estimate = await loop.run_in_executor(None, count_prompt, call)
+            await loop.run_in_executor(None, self._count, call, prompt)
         finally:
             durable = self._record(call, ticket, cache, trace)
             if durable is not None:

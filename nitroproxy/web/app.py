@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiosqlite
 from aiohttp import web, web_response
 
-from nitroproxy import data
 from nitroproxy.cache.store import ResponseCache, default_path
 from nitroproxy.config import Settings
 from nitroproxy.core.end_users import EndUsers
@@ -302,11 +301,6 @@ def _tracing(given: Tracing | None) -> Callable[[web.Application], AsyncIterator
     return ctx
 
 
-def _preload_encodings(models: list[str]) -> None:
-    for model in models:
-        data.encoding_for_model(model)
-
-
 class _KeySpend:
     """``seed_spend``'s sink for the key scopes of a limiter."""
 
@@ -330,10 +324,9 @@ def _gateway(
     clock: Callable[[], float] | None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        # Loading a rank file takes a few hundred milliseconds: do it now, off the loop, not
-        # inside the first request that needs it.
-        models = [d.upstream_model for m in app[SETTINGS].models.values() for d in m.deployments]
-        await asyncio.get_running_loop().run_in_executor(None, _preload_encodings, models)
+        # Tokenizers load lazily, in a thread, the first time a count is needed (a provider
+        # that reports no usage, a stream cut short): most deployments never load one, and
+        # start-up and idle memory stay small (proxy.counting).
         settings = app[SETTINGS]
         writer = app.get(WRITER)
         conn = app.get(STORE)

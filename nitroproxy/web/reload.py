@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from nitroproxy import config, data
+from nitroproxy import config
 from nitroproxy.config import Settings
 from nitroproxy.config.resolved import resolve
 from nitroproxy.telemetry import logs
@@ -36,11 +36,6 @@ def merged(running: Settings, loaded: Settings) -> tuple[Settings, list[str]]:
         if f.name not in RELOADABLE and getattr(loaded, f.name) != getattr(running, f.name)
     ]
     return live, ignored
-
-
-def _preload(models: set[str]) -> None:
-    for model in models:
-        data.encoding_for_model(model)
 
 
 class Reloader:
@@ -90,9 +85,6 @@ class Reloader:
         gateway = app[GATEWAY]
         live, ignored = merged(gateway.settings, loaded)
         try:
-            # Rank files load in a thread now, not inside the first request that needs one.
-            upstream = {d.upstream_model for m in live.models.values() for d in m.deployments}
-            await asyncio.to_thread(_preload, upstream)
             await gateway.reload(live)
         except config.StartupError as exc:  # e.g. a CA bundle that cannot be read
             self._log.error("config reload refused; the running config is kept", error=str(exc))
