@@ -173,6 +173,38 @@ class StorageSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class FailPolicy:
+    """Per limit kind, what admission does while the shared state (Redis) is unreachable:
+    ``open`` serves on, each process enforcing the limit alone from its own memory (so N
+    processes admit at most N times the limit); ``closed`` refuses with a 503."""
+
+    requests: str = "open"
+    tokens: str = "open"
+    concurrency: str = "open"
+    budget: str = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class StateSettings:
+    """Where limits, budgets, cool-downs and measurements live: ``memory`` (one process) or
+    ``redis`` (shared by every process and machine that names the same URL and prefix)."""
+
+    backend: str = "memory"
+    url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    prefix: str = "nitroproxy"
+    timeout: float = 0.1
+    """No request waits on Redis longer than this (seconds)."""
+    retry_interval: float = 0.5
+    """While Redis is down, how often it is probed; requests meanwhile do not wait on it."""
+    lease: float = 30.0
+    """How long a concurrency slot or a reservation outlives a process that died holding it."""
+    resync_interval: float = 5.0
+    """Full resync of keys and shared health, so a missed pub/sub message heals."""
+    health_interval: float = 0.25
+    fail: FailPolicy = FailPolicy()
+
+
+@dataclass(frozen=True, slots=True)
 class RetentionSettings:
     """Seconds each kind of data is kept (``core.retention`` says what each window covers)."""
 
@@ -310,6 +342,7 @@ class Settings:
     keys: tuple[KeySettings, ...] = ()
     cache: CacheSettings = CacheSettings()
     stats: StatsSettings = StatsSettings()
+    state: StateSettings = StateSettings()
     end_users: KeyLimits = field(default_factory=KeyLimits)
     """Limits for each end user of each key (requests/min, tokens/min, concurrency and
     budgets), on top of the key's own; unlimited by default."""

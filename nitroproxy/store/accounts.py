@@ -48,6 +48,8 @@ class AccountStore:
         self.models = frozenset(models) if models is not None else None
         self.clock = clock
         self.lock = asyncio.Lock()
+        self.on_write: list[Callable[[], None]] = []
+        """Called after each committed accounts write (propagation to other processes)."""
 
     @classmethod
     async def open(
@@ -83,6 +85,8 @@ class AccountStore:
                 "INSERT INTO meta (name, value) VALUES ('accounts_version', 1) "
                 "ON CONFLICT (name) DO UPDATE SET value = value + 1"
             )
+        for hook in self.on_write:
+            hook()
 
     async def read(self, sql: str, params: Any = ()) -> list[Any]:
         """One query, alone on the connection."""

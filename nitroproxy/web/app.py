@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiosqlite
@@ -20,9 +21,11 @@ from nitroproxy.config import Settings
 from nitroproxy.core.end_users import EndUsers
 from nitroproxy.core.types import UsageRecord
 from nitroproxy.mock import MockSettings, create_mock_app
+from nitroproxy.proxy.clock import Clock
 from nitroproxy.proxy.gateway import Gateway
 from nitroproxy.proxy.limiter import Limiter, end_user_scope, key_scope
 from nitroproxy.proxy.settle import DurableSink, RecordSink
+from nitroproxy.state.shared import SharedState
 from nitroproxy.store.db import open_db
 from nitroproxy.store.meta import installation_secret
 from nitroproxy.store.rights import erased_usage_step
@@ -32,6 +35,7 @@ from nitroproxy.store.writer import UsageWriter
 from nitroproxy.telemetry.metrics import Metrics
 from nitroproxy.telemetry.traces import Tracing
 from nitroproxy.web.appkeys import (
+    ACCOUNTS,
     AUTH,
     BODIES,
     CACHE,
@@ -39,6 +43,7 @@ from nitroproxy.web.appkeys import (
     GATEWAY,
     METRICS,
     SETTINGS,
+    STATE,
     STORE,
     TRACING,
     TRACKER,
@@ -80,6 +85,7 @@ def create_app(
     app[TRACKER].on_refused = app[METRICS].refused
     # First: it refuses to start on a wrong data key before anything else is running.
     app.cleanup_ctx.append(admin.accounts_context)
+    app.cleanup_ctx.append(_state)
     app.cleanup_ctx.append(_mock_provider)
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_cache)
@@ -156,6 +162,24 @@ async def _mock_provider(app: web.Application) -> AsyncIterator[None]:
     await web.TCPSite(runner, mock.host, mock.port).start()
     yield
     await runner.cleanup()
+
+
+async def _state(app: web.Application) -> AsyncIterator[None]:
+    """``state.backend: redis``: limits, budgets and health shared with every process."""
+    settings = app[SETTINGS]
+    if settings.state.backend != "redis":
+        yield
+        return
+    state = SharedState(settings)
+    await state.start(app[METRICS].registry)
+    accounts = app.get(ACCOUNTS)
+    if accounts is not None:
+        accounts.on_write.append(state.watch_accounts(app[AUTH].refresh))
+    app[STATE] = state
+    try:
+        yield
+    finally:
+        await state.close()
 
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
@@ -347,21 +371,31 @@ def _gateway(
                 can_record = _accepting(writer)
             if storage.journal_before_answer:
                 durable = _durable_sink(writer, app[FEED])
+        gateway_clock = Clock(clock or time.monotonic)
+        state = app.get(STATE)
+        limiter, health = state.bind(gateway_clock) if state is not None else (None, None)
         gateway = Gateway(
             settings,
             app[METRICS],
             sink=_sink(writer, app[FEED]),
-            clock=clock,
+            clock=gateway_clock,
             cache=app.get(CACHE),
             end_users=end_users,
             tracing=app.get(TRACING),
             can_record=can_record,
             durable_sink=durable,
+            limiter=limiter,
+            health=health,
         )
         await gateway.start()
         try:
             if conn is not None:
                 await _seed_spend(conn, gateway, end_users)
+            if state is not None:
+                db = conn
+                await state.serve(
+                    None if db is None else lambda: _seed_spend(db, gateway, end_users)
+                )
             app[GATEWAY] = gateway
             loop = asyncio.get_running_loop()
             app[METRICS].set_tasks_source(lambda: float(len(asyncio.all_tasks(loop))))

@@ -1,0 +1,352 @@
+"""``RedisLimiter``: the :class:`~nitroproxy.proxy.limiter.Limiter` shared by every process
+that names the same Redis and prefix.
+
+One ``reserve`` is one script (``state.scripts.RESERVE``): it prunes, checks every scope's
+requests/min, tokens/min, concurrency and budgets and, only if all pass, counts the request
+in all of them, atomically on the server. One ``settle`` is one script too. So the bound is
+the one ``InMemoryLimiter`` promises, across processes and machines: requests/min and
+tokens/min are never passed (a sliding 60 s window on the server's clock), concurrency is
+never passed, and a budget is never passed by more than what admitted requests were not made
+to reserve (zero with ``max_tokens`` sent and the provider's own prompt count).
+
+The verdict's reason, message and headers come from ``core.limits.verdict`` over the figures
+the script read, so a refusal reads the same whichever backend made it.
+
+Slots and reservations are leases (``state.lease``): a process renews those of its calls in
+flight every third of a lease, so a process that dies frees its slots and reservations
+within one lease instead of holding them forever.
+
+When Redis is unreachable (``RedisLink``), ``reserve`` applies the failure policy of every
+limit kind the call is subject to: any ``closed`` kind refuses with a 503 at once; when all
+are ``open`` the call is admitted by this process's own memory (each process then enforces
+the limits alone). Settlements that cannot be sent wait in a bounded queue and are replayed,
+idempotently, when Redis answers again: no spend is lost and none is counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import itertools
+import os
+from collections.abc import Iterable, Sequence
+
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from nitroproxy.config import FailPolicy
+from nitroproxy.core.days import day_of, month_of
+from nitroproxy.core.errors import Overloaded
+from nitroproxy.core.limits import Admission, KeyLimits, WindowFigures, verdict
+from nitroproxy.proxy.clock import Clock
+from nitroproxy.proxy.limiter import InMemoryLimiter, Reservation, Scope, Ticket
+from nitroproxy.state.link import RedisLink, StateUnavailable, as_text
+from nitroproxy.state.scripts import RENEW, RESERVE, SEED, SETTLE, SPEND
+from nitroproxy.telemetry import logs
+
+__all__ = ["LimitsUnavailable", "RedisLimiter"]
+
+MAX_PENDING = 100_000
+_FIGURES = 9
+
+
+class LimitsUnavailable(Overloaded):
+    default_code = "limits_unavailable"
+
+
+class _Settlement:
+    __slots__ = ("args",)
+
+    def __init__(self, args: list[str | int]) -> None:
+        self.args = args
+
+
+class RedisLimiter:
+    def __init__(self, link: RedisLink, clock: Clock, policy: FailPolicy) -> None:
+        self._link = link
+        self._clock = clock
+        self._policy = policy
+        self._local = InMemoryLimiter(clock.now)
+        self._local_tickets: dict[str, Ticket] = {}
+        self._open: dict[str, tuple[str, ...]] = {}
+        self._pending: collections.deque[_Settlement] = collections.deque()
+        self._seeds: list[tuple[str, str, int]] = []
+        self._totals: dict[str, tuple[float, float]] = {}
+        self._token = os.urandom(6).hex()
+        self._ids = itertools.count(1)
+        self._lease_ms = int(link.settings.lease * 1000)
+        client = link.client
+        self._reserve = client.register_script(RESERVE)
+        self._settle = client.register_script(SETTLE)
+        self._renew = client.register_script(RENEW)
+        self._seed = client.register_script(SEED)
+        self._spend = client.register_script(SPEND)
+        self._renewer: asyncio.Task[None] | None = None
+        self._log = logs.get_logger("nitroproxy.state")
+        self.dropped = 0
+        link.on_up(self.replay)
+        link.add_gauge(self._gauges)
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._renewer = asyncio.get_running_loop().create_task(
+            self._renew_leases(), name="nitroproxy-state-leases"
+        )
+
+    async def close(self) -> None:
+        task, self._renewer = self._renewer, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(StateUnavailable):
+            await self.replay()
+
+    # -- the Limiter protocol -----------------------------------------------------------------
+
+    async def reserve(self, reservation: Reservation) -> Ticket:
+        r = reservation
+        ticket_id = f"{self._token}:{next(self._ids)}"
+        args: list[str | int] = [
+            self._link.prefix,
+            ticket_id,
+            r.tokens,
+            r.cost_nanos,
+            day_of(r.wall),
+            month_of(r.wall),
+            self._lease_ms,
+        ]
+        for scope in r.scopes:
+            args.extend(_scope_args(scope))
+        try:
+            reply = await self._link.run(lambda: self._reserve(args=args))
+        except StateUnavailable:
+            return await self._fallback(r)
+        at = self._clock.now()
+        ticket = Ticket(id=ticket_id, reservation=r, admission=self._verdict(r, reply), at=at)
+        if ticket.allowed:
+            self._open[ticket_id] = tuple(s.id for s in r.scopes)
+        return ticket
+
+    async def settle(self, ticket: Ticket, *, tokens: int, cost_nanos: int) -> None:
+        local = self._local_tickets.pop(ticket.id, None)
+        if local is not None:
+            await self._local.settle(local, tokens=tokens, cost_nanos=cost_nanos)
+        if not ticket.claim_settle():
+            return
+        self._open.pop(ticket.id, None)
+        r = ticket.reservation
+        args: list[str | int] = [
+            self._link.prefix,
+            ticket.id,
+            tokens - r.tokens,
+            cost_nanos,
+            day_of(r.wall),
+            month_of(r.wall),
+            *(s.id for s in r.scopes),
+        ]
+        settlement = _Settlement(args)
+        try:
+            await self._link.run(lambda: self._settle(args=settlement.args))
+        except StateUnavailable:
+            self._hold(settlement)
+
+    def seed_spend(self, scope_id: str, day: str, nanos: int) -> None:
+        """Collected, then sent by :meth:`flush_seeds` in one script: the first process to
+        start on a fresh Redis loads the recorded spend, every later one finds it there."""
+        self._seeds.append((scope_id, day, nanos))
+        self._local.seed_spend(scope_id, day, nanos)
+
+    async def flush_seeds(self) -> bool:
+        """True when this process's seeds were the ones loaded."""
+        seeds, self._seeds = self._seeds, []
+        args: list[str | int] = [self._link.prefix, self._token]
+        for scope_id, day, nanos in seeds:
+            args.extend((scope_id, day[:7], day, nanos))
+        loaded = await self._link.background(lambda: self._seed(args=args))
+        return bool(loaded)
+
+    async def needs_seed(self) -> bool:
+        """True when Redis has lost its data (restarted) since spend was loaded."""
+        key = self._link.key("seeded")
+        return not await self._link.background(lambda: self._link.client.exists(key))
+
+    def spent(self, scope_id: str, wall: float) -> tuple[float, float]:
+        """The last figures Redis reported for ``scope_id`` (see :meth:`fetch_spent`)."""
+        return self._totals.get(scope_id, self._local.spent(scope_id, wall))
+
+    async def fetch_spent(self, scope_id: str, wall: float) -> tuple[float, float]:
+        """Spent today and this month in USD, read from Redis."""
+        args = [self._link.prefix, scope_id, month_of(wall)]
+        flat = await self._link.background(lambda: self._spend(args=args))
+        day, month = day_of(wall), 0
+        today = 0
+        for name, value in zip(flat[::2], flat[1::2], strict=True):
+            month += int(value)
+            if as_text(name) == day:
+                today = int(value)
+        self._totals[scope_id] = (today / 1e9, month / 1e9)
+        return self._totals[scope_id]
+
+    # -- while Redis is down --------------------------------------------------------------
+
+    async def _fallback(self, r: Reservation) -> Ticket:
+        closed = [kind for kind in _kinds(r.scopes) if getattr(self._policy, kind) == "closed"]
+        if closed:
+            self._link.fell_back("closed")
+            raise LimitsUnavailable(
+                f"limits are unavailable: the shared state is unreachable and the {closed[0]} "
+                "limit fails closed; retry shortly",
+                retry_after=max(1.0, self._link.settings.retry_interval),
+            )
+        self._link.fell_back("open")
+        local = await self._local.reserve(r)
+        ticket = Ticket(
+            id=f"{self._token}:{next(self._ids)}",
+            reservation=r,
+            admission=local.admission,
+            at=local.at,
+        )
+        if ticket.allowed:
+            # Settled here and replayed into Redis, so the spend reaches the shared budget.
+            self._local_tickets[ticket.id] = local
+        return ticket
+
+    def _hold(self, settlement: _Settlement) -> None:
+        if len(self._pending) >= MAX_PENDING:
+            self.dropped += 1
+            self._log.error("state settlement queue full; a settlement was dropped")
+            return
+        self._pending.append(settlement)
+
+    async def replay(self) -> None:
+        """Send the settlements held while Redis was down, in order, each once."""
+        while self._pending:
+            batch = [self._pending.popleft() for _ in range(min(500, len(self._pending)))]
+
+            async def send(batch: Sequence[_Settlement] = batch) -> None:
+                await self._send(batch)
+
+            try:
+                await self._link.background(send)
+            except StateUnavailable:
+                self._pending.extendleft(reversed(batch))
+                raise
+
+    async def _send(self, batch: Sequence[_Settlement]) -> None:
+        async with self._link.client.pipeline(transaction=False) as pipe:
+            for s in batch:
+                await self._settle(args=s.args, client=pipe)
+            await pipe.execute()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    # -- leases ---------------------------------------------------------------------------
+
+    async def _renew_leases(self) -> None:
+        period = max(0.05, self._lease_ms / 3000)
+        while True:
+            await asyncio.sleep(period)
+            pairs: list[str | int] = []
+            for ticket_id, scopes in list(self._open.items()):
+                for scope_id in scopes:
+                    pairs.extend((scope_id, ticket_id))
+            if not pairs or not self._link.up:
+                continue
+            args: list[str | int] = [self._link.prefix, self._lease_ms, *pairs]
+
+            async def renew(args: list[str | int] = args) -> None:
+                await self._renew(args=args)
+
+            with contextlib.suppress(StateUnavailable):
+                await self._link.background(renew)
+
+    # -- verdicts -------------------------------------------------------------------------
+
+    def _verdict(self, r: Reservation, reply: list[int]) -> Admission:
+        allowed = reply[0] == 1
+        cost_usd = r.cost_nanos / 1e9
+        first = None
+        for i, scope in enumerate(r.scopes):
+            f = _figures(reply[2 + i * _FIGURES : 2 + (i + 1) * _FIGURES])
+            if _budgeted(scope.limits):
+                self._totals[scope.id] = (f.spent_day_usd, f.spent_month_usd)
+            adm = verdict(
+                scope.limits,
+                f,
+                tokens=r.tokens,
+                cost_usd=cost_usd if _budgeted(scope.limits) else 0.0,
+            )
+            if first is None:
+                first = adm
+            if not allowed and not adm.allowed:
+                return adm
+        assert first is not None
+        if not allowed:
+            # Only possible if a float drew the line differently here than in the script.
+            return dataclasses.replace(first, allowed=False, reason="requests", message=None)
+        if first.allowed:
+            return first
+        return dataclasses.replace(first, allowed=True, reason=None, retry_after=None, message=None)
+
+    def _gauges(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            "nitroproxy_state_pending_settlements",
+            "Settlements waiting for the shared state to answer again.",
+            len(self._pending),
+        )
+
+
+def _figures(v: Sequence[int]) -> WindowFigures:
+    return WindowFigures(
+        active=int(v[0]),
+        requests=int(v[1]),
+        tokens=int(v[2]),
+        request_wait=int(v[3]) / 1000,
+        token_wait=int(v[4]) / 1000,
+        request_reset=max(0, int(v[5])) / 1000,
+        token_reset=max(0, int(v[6])) / 1000,
+        spent_day_usd=int(v[7]) / 1e9,
+        spent_month_usd=int(v[8]) / 1e9,
+    )
+
+
+def _scope_args(scope: Scope) -> tuple[str | int, ...]:
+    lim = scope.limits
+    return (
+        scope.id,
+        -1 if lim.rpm is None else lim.rpm,
+        -1 if lim.tpm is None else lim.tpm,
+        -1 if lim.max_concurrent is None else lim.max_concurrent,
+        _nanos(lim.budget_day_usd),
+        _nanos(lim.budget_month_usd),
+        1 if _budgeted(lim) else 0,
+    )
+
+
+def _nanos(usd: float | None) -> int:
+    # The same rounding as core.limits.check_budget, so both backends draw the line alike.
+    return -1 if usd is None else round(usd * 1e9)
+
+
+def _budgeted(limits: KeyLimits) -> bool:
+    return limits.budget_day_usd is not None or limits.budget_month_usd is not None
+
+
+def _kinds(scopes: Iterable[Scope]) -> list[str]:
+    kinds: list[str] = []
+    for scope in scopes:
+        lim = scope.limits
+        for kind, on in (
+            ("budget", _budgeted(lim)),
+            ("concurrency", lim.max_concurrent is not None),
+            ("requests", lim.rpm is not None),
+            ("tokens", lim.tpm is not None),
+        ):
+            if on and kind not in kinds:
+                kinds.append(kind)
+    return kinds
