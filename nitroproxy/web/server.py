@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import signal
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -46,6 +47,7 @@ async def start(
     shutdown_grace: float = 5.0,
     ssl_context: ssl.SSLContext | None = None,
     backlog: int = 1024,
+    reuse_port: bool = False,
 ) -> tuple[web.AppRunner, int]:
     """Start ``app`` on ``host:port`` (0 picks a free port) the way ``serve`` does; returns the
     runner and the bound port. Tests use this to run the real server. With ``ssl_context``
@@ -76,6 +78,7 @@ async def start(
             header_timeout=server.timeouts.header,
             ssl_context=ssl_context,
             backlog=backlog,
+            reuse_port=reuse_port,
             # aiohttp's own timer: an idle connection between requests.
             keepalive_timeout=server.timeouts.keepalive,
             # After an answer given before the body was read (413, 408, 503), the rest of
@@ -119,7 +122,12 @@ async def drain(runner: web.AppRunner, app: web.Application, grace: float) -> No
                 await tracker.idle.wait()
 
 
-async def _serve(settings: Settings, config_path: str | Path | None) -> None:
+async def _serve(
+    settings: Settings,
+    config_path: str | Path | None,
+    reuse_port: bool = False,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
     log = logs.get_logger("nitroproxy")
     ssl_context = tls.server_context_for(settings)
     server = settings.server
@@ -132,6 +140,7 @@ async def _serve(settings: Settings, config_path: str | Path | None) -> None:
         shutdown_grace=AFTER_GRACE_S,
         ssl_context=ssl_context,
         backlog=server.backlog,
+        reuse_port=reuse_port,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -150,6 +159,8 @@ async def _serve(settings: Settings, config_path: str | Path | None) -> None:
         tls=ssl_context is not None,
         models=sorted(settings.models),
     )
+    if on_ready is not None:
+        on_ready()
     try:
         await stop.wait()
         log.info("stopping", grace_s=server.shutdown_grace)
@@ -164,13 +175,20 @@ async def _serve(settings: Settings, config_path: str | Path | None) -> None:
             loop.remove_signal_handler(sig)
 
 
-def serve(settings: Settings, config_path: str | Path | None = None) -> None:
-    """Run until SIGTERM or SIGINT; SIGHUP reloads ``config_path``."""
+def serve(
+    settings: Settings,
+    config_path: str | Path | None = None,
+    *,
+    reuse_port: bool = False,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT; SIGHUP reloads ``config_path``. ``reuse_port``: one of
+    several workers on one port (``web.workers``); ``on_ready`` runs once it listens."""
     logs.configure_logging(level=settings.logging.level, fmt=settings.logging.format)
     loop = new_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(_serve(settings, config_path))
+        loop.run_until_complete(_serve(settings, config_path, reuse_port, on_ready))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
