@@ -98,11 +98,7 @@ for i = 0, n - 1 do
     if bmonth >= 0 and (cmonth >= bmonth or cmonth + cost > bmonth) then denied = true end
   end
   if maxc >= 0 and active >= maxc then denied = true end
-  local rwait, twait, rreset, treset = W, W, 0, 0
-  local last = redis.call('ZRANGE', rq, -1, -1, 'WITHSCORES')
-  if #last > 0 then rreset = tonumber(last[2]) + W - now end
-  last = redis.call('ZRANGE', tk, -1, -1, 'WITHSCORES')
-  if #last > 0 then treset = tonumber(last[2]) + W - now end
+  local rwait, twait = W, W
   if rpm >= 0 and requests + 1 > rpm then
     denied = true
     local at = redis.call('ZRANGE', rq, requests - rpm, requests - rpm, 'WITHSCORES')
@@ -117,11 +113,21 @@ for i = 0, n - 1 do
       if freed >= excess then twait = tonumber(entries[j+1]) + W - now; break end
     end
   end
-  for _, v in ipairs({active, requests, used, rwait, twait, rreset, treset, cday, cmonth}) do
+  for _, v in ipairs({active, requests, used, rwait, twait, 0, 0, cday, cmonth}) do
     table.insert(out, v)
   end
 end
-if denied then return out end
+if denied then
+  -- A refusal's headers say when each window empties (an admission's: a full window).
+  for i = 0, n - 1 do
+    local S = ARGV[8 + i * 7]
+    for j, k in ipairs({':rq:', ':tk:'}) do
+      local last = redis.call('ZRANGE', P..k..S, -1, -1, 'WITHSCORES')
+      if #last > 0 then out[2 + i * 9 + 5 + j] = tonumber(last[2]) + W - now end
+    end
+  end
+  return out
+end
 out[1] = 1
 for i = 0, n - 1 do
   local b = 8 + i * 7
