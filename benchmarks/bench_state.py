@@ -169,7 +169,9 @@ async def end_to_end(n: int, prefix: str) -> dict[str, dict[str, float]]:
                 try:
                     async with aiohttp.ClientSession(connector=connector) as session:
 
-                        async def call(_: int, session: aiohttp.ClientSession = session) -> None:
+                        async def call(
+                            _: int, session: aiohttp.ClientSession = session, url: str = url
+                        ) -> None:
                             async with session.post(url, json=body, headers=headers) as r:
                                 assert r.status == 200, await r.text()
                                 await r.read()
@@ -190,9 +192,23 @@ async def _clean(prefix: str) -> None:
     await client.aclose()
 
 
+async def _rtt() -> float:
+    client = redis.Redis.from_url(URL)
+    try:
+        samples = []
+        for _ in range(2000):
+            t0 = time.perf_counter()
+            await client.ping()
+            samples.append(time.perf_counter() - t0)
+    finally:
+        await client.aclose()
+    return statistics.median(samples[200:]) * 1e6
+
+
 async def main(n: int) -> None:
     prefix = f"npbench-{uuid.uuid4().hex[:8]}"
     try:
+        print(f"Redis PING round trip now: median {await _rtt():.1f} us")
         print(f"limiter alone, one call at a time, n={n}")
         for name, fig in (await limiter_figures(n, prefix)).items():
             print(f"  {name:30s} median {fig['median_us']:7.1f} us   p99 {fig['p99_us']:7.1f} us")

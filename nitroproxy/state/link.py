@@ -2,7 +2,9 @@
 it is slow or gone.
 
 Every command runs under ``timeout`` (``state.timeout``, 100 ms by default): a request never
-waits on Redis longer than that. The first failure marks the link *down*; from then on calls
+waits on Redis longer than that, and one that timed out gets its failure policy. A refused or
+broken connection, or three timeouts in a row (one alone may be this process's own busy
+event loop, not Redis), mark the link *down*; from then on calls
 fail at once with :class:`StateUnavailable` (callers apply their failure policy) while one
 owned task probes Redis every ``retry_interval``. When a probe answers, the link is *up*
 again and the ``on_up`` callbacks run (replaying settlements that could not be sent,
@@ -24,6 +26,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from nitroproxy.config import StateSettings
 from nitroproxy.telemetry import logs
@@ -33,6 +36,7 @@ __all__ = ["RedisLink", "StateUnavailable"]
 T = TypeVar("T")
 BACKGROUND_TIMEOUT_S = 2.0
 MAX_CONNECTIONS = 32
+TIMEOUTS_DOWN = 3
 
 
 class StateUnavailable(Exception):
@@ -49,7 +53,7 @@ class RedisLink:
         pool = redis.BlockingConnectionPool.from_url(
             settings.url,
             max_connections=MAX_CONNECTIONS,
-            timeout=settings.timeout,
+            timeout=None,  # the wait for a free connection is inside each call's timeout
             socket_timeout=max(settings.timeout, 1.0),
             socket_connect_timeout=settings.timeout,
             retry=Retry(NoBackoff(), 0),
@@ -58,6 +62,7 @@ class RedisLink:
         self.client: redis.Redis = redis.Redis(connection_pool=pool)
         self.up = True
         self.failures = 0
+        self._timeouts_in_a_row = 0
         self.fallbacks: dict[str, int] = {}
         self._on_up: list[Callable[[], Awaitable[None]]] = []
         self._probe: asyncio.Task[None] | None = None
@@ -77,10 +82,18 @@ class RedisLink:
             raise StateUnavailable("the shared state (Redis) is unreachable")
         try:
             async with asyncio.timeout(self.timeout):
-                return await fn()
-        except (RedisError, OSError, TimeoutError) as exc:
+                result = await fn()
+        except (TimeoutError, RedisTimeout) as exc:
+            self.failures += 1
+            self._timeouts_in_a_row += 1
+            if self._timeouts_in_a_row >= TIMEOUTS_DOWN:
+                self._down(exc)
+            raise StateUnavailable("the shared state (Redis) did not answer in time") from exc
+        except (RedisError, OSError) as exc:
             self._down(exc)
             raise StateUnavailable("the shared state (Redis) is unreachable") from exc
+        self._timeouts_in_a_row = 0
+        return result
 
     async def background(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Like :meth:`run` for work no request waits on (sync loops, replays): a longer
@@ -99,6 +112,7 @@ class RedisLink:
 
     def _down(self, exc: BaseException) -> None:
         self.failures += 1
+        self._timeouts_in_a_row = 0
         if not self.up:
             return
         self.up = False

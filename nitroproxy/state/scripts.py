@@ -167,7 +167,7 @@ SETTLE = """
 local P, ticket = ARGV[1], ARGV[2]
 local delta, cost = tonumber(ARGV[3]), tonumber(ARGV[4])
 local day, month = ARGV[5], ARGV[6]
-if not redis.call('SET', P..':done:'..ticket, 1, 'NX', 'EX', 172800) then return 0 end
+if not redis.call('SET', P..':done:'..ticket, 1, 'NX', 'EX', 900) then return 0 end
 for i = 7, #ARGV do
   local S = ARGV[i]
   redis.call('ZREM', P..':cc:'..S, ticket)
