@@ -32,6 +32,7 @@ import dataclasses
 import itertools
 import os
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
@@ -48,6 +49,7 @@ from nitroproxy.telemetry import logs
 __all__ = ["LimitsUnavailable", "RedisLimiter"]
 
 MAX_PENDING = 100_000
+SETTLE_DELAY_S = 0.002
 _FIGURES = 9
 
 
@@ -71,6 +73,9 @@ class RedisLimiter:
         self._local_tickets: dict[str, Ticket] = {}
         self._open: dict[str, tuple[str, ...]] = {}
         self._pending: collections.deque[_Settlement] = collections.deque()
+        self._outbox: list[_Settlement] = []
+        self._flusher: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
         self._seeds: list[tuple[str, str, int]] = []
         self._totals: dict[str, tuple[float, float]] = {}
         self._token = os.urandom(6).hex()
@@ -101,6 +106,12 @@ class RedisLimiter:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        await self.flush()
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
         with contextlib.suppress(StateUnavailable):
             await self.replay()
 
@@ -120,9 +131,12 @@ class RedisLimiter:
         ]
         for scope in r.scopes:
             args.extend(_scope_args(scope))
+        outbox, self._outbox = self._outbox, []
         try:
-            reply = await self._link.run(lambda: self._reserve(args=args))
+            reply = await self._link.run(lambda: self._send_reserve(outbox, args))
         except StateUnavailable:
+            for settlement in outbox:
+                self._hold(settlement)
             return await self._fallback(r)
         at = self._clock.now()
         ticket = Ticket(id=ticket_id, reservation=r, admission=self._verdict(r, reply), at=at)
@@ -147,11 +161,44 @@ class RedisLimiter:
             month_of(r.wall),
             *(s.id for s in r.scopes),
         ]
-        settlement = _Settlement(args)
+        # Sent with the next reservation, in its round trip, or within SETTLE_DELAY_S when
+        # none comes: until then the slot and the reservation stay held, which can only
+        # refuse early, never admit past a limit.
+        if not self._link.up:
+            self._hold(_Settlement(args))
+            return
+        self._outbox.append(_Settlement(args))
+        if self._flusher is None:
+            loop = asyncio.get_running_loop()
+            self._flusher = loop.call_later(SETTLE_DELAY_S, self._flush_soon)
+
+    async def _send_reserve(self, outbox: list[_Settlement], args: list[str | int]) -> Any:
+        if not outbox:
+            return await self._reserve(args=args)
+        async with self._link.client.pipeline(transaction=False) as pipe:
+            for settlement in outbox:
+                await self._settle(args=settlement.args, client=pipe)
+            await self._reserve(args=args, client=pipe)
+            replies = await pipe.execute()
+        return replies[-1]
+
+    def _flush_soon(self) -> None:
+        self._flusher = None
+        if self._outbox:
+            task = asyncio.get_running_loop().create_task(self.flush())
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def flush(self) -> None:
+        """Send the settlements waiting for a reservation to travel with, now."""
+        outbox, self._outbox = self._outbox, []
+        if not outbox:
+            return
         try:
-            await self._link.run(lambda: self._settle(args=settlement.args))
+            await self._link.run(lambda: self._send(outbox))
         except StateUnavailable:
-            self._hold(settlement)
+            for settlement in outbox:
+                self._hold(settlement)
 
     def seed_spend(self, scope_id: str, day: str, nanos: int) -> None:
         """Collected, then sent by :meth:`flush_seeds` in one script: the first process to
@@ -179,6 +226,7 @@ class RedisLimiter:
 
     async def fetch_spent(self, scope_id: str, wall: float) -> tuple[float, float]:
         """Spent today and this month in USD, read from Redis."""
+        await self.flush()
         args = [self._link.prefix, scope_id, month_of(wall)]
         flat = await self._link.background(lambda: self._spend(args=args))
         day, month = day_of(wall), 0
@@ -243,6 +291,7 @@ class RedisLimiter:
 
     @property
     def pending(self) -> int:
+        """Settlements held while Redis was down (not those waiting to travel)."""
         return len(self._pending)
 
     # -- leases ---------------------------------------------------------------------------
