@@ -110,7 +110,7 @@ async def limiter_figures(n: int, prefix: str) -> dict[str, dict[str, float]]:
     out = {"memory": await _time(n, cycle(InMemoryLimiter()))}
     link = RedisLink(StateSettings(backend="redis", url=URL, prefix=prefix, timeout=1.0))
     try:
-        out["redis (1 script per step)"] = await _time(
+        out["redis (settle rides with next reserve)"] = await _time(
             n, cycle(RedisLimiter(link, Clock(), FailPolicy()))
         )
         for batch in (10, 100):

@@ -35,6 +35,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from redis.commands.core import AsyncScript as Script
+from redis.exceptions import NoScriptError
 
 from nitroproxy.config import FailPolicy
 from nitroproxy.core.days import day_of, month_of
@@ -175,12 +177,26 @@ class RedisLimiter:
     async def _send_reserve(self, outbox: list[_Settlement], args: list[str | int]) -> Any:
         if not outbox:
             return await self._reserve(args=args)
-        async with self._link.client.pipeline(transaction=False) as pipe:
-            for settlement in outbox:
-                await self._settle(args=settlement.args, client=pipe)
-            await self._reserve(args=args, client=pipe)
-            replies = await pipe.execute()
-        return replies[-1]
+        calls = [(self._settle, s.args) for s in outbox]
+        calls.append((self._reserve, args))
+        return (await self._pipeline(calls))[-1]
+
+    async def _pipeline(self, calls: Sequence[tuple[Script, Sequence[str | int]]]) -> list[Any]:
+        """Several scripts in one round trip. By EVALSHA on our own: redis-py's script
+        support in pipelines asks SCRIPT EXISTS first, a second round trip each time."""
+        for attempt in (1, 2):
+            pipe = self._link.client.pipeline(transaction=False)
+            for script, args in calls:
+                pipe.evalsha(script.sha, 0, *args)
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                # Redis restarted and forgot them: load each once, then send again.
+                for script, _ in calls:
+                    await self._link.client.script_load(script.script)
+        raise AssertionError("unreachable")
 
     def _flush_soon(self) -> None:
         self._flusher = None
@@ -284,10 +300,7 @@ class RedisLimiter:
                 raise
 
     async def _send(self, batch: Sequence[_Settlement]) -> None:
-        async with self._link.client.pipeline(transaction=False) as pipe:
-            for s in batch:
-                await self._settle(args=s.args, client=pipe)
-            await pipe.execute()
+        await self._pipeline([(self._settle, s.args) for s in batch])
 
     @property
     def pending(self) -> int:
