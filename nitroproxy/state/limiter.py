@@ -41,9 +41,10 @@ from redis.exceptions import NoScriptError
 from nitroproxy.config import FailPolicy
 from nitroproxy.core.days import day_of, month_of
 from nitroproxy.core.errors import Overloaded
-from nitroproxy.core.limits import Admission, KeyLimits, WindowFigures, verdict
+from nitroproxy.core.limits import Admission, verdict
 from nitroproxy.proxy.clock import Clock
-from nitroproxy.proxy.limiter import InMemoryLimiter, Reservation, Scope, Ticket
+from nitroproxy.proxy.limiter import InMemoryLimiter, Reservation, Ticket
+from nitroproxy.state.figures import FIGURES, budgeted, figures, kinds, scope_args
 from nitroproxy.state.link import RedisLink, StateUnavailable, as_text
 from nitroproxy.state.scripts import RENEW, RESERVE, SEED, SETTLE, SPEND
 from nitroproxy.telemetry import logs
@@ -52,7 +53,6 @@ __all__ = ["LimitsUnavailable", "RedisLimiter"]
 
 MAX_PENDING = 100_000
 SETTLE_DELAY_S = 0.002
-_FIGURES = 9
 
 
 class LimitsUnavailable(Overloaded):
@@ -132,7 +132,7 @@ class RedisLimiter:
             self._lease_ms,
         ]
         for scope in r.scopes:
-            args.extend(_scope_args(scope))
+            args.extend(scope_args(scope))
         outbox, self._outbox = self._outbox, []
         try:
             reply = await self._link.run(lambda: self._send_reserve(outbox, args))
@@ -257,7 +257,7 @@ class RedisLimiter:
     # -- while Redis is down --------------------------------------------------------------
 
     async def _fallback(self, r: Reservation) -> Ticket:
-        closed = [kind for kind in _kinds(r.scopes) if getattr(self._policy, kind) == "closed"]
+        closed = [kind for kind in kinds(r.scopes) if getattr(self._policy, kind) == "closed"]
         if closed:
             self._link.fell_back("closed")
             raise LimitsUnavailable(
@@ -334,14 +334,14 @@ class RedisLimiter:
         cost_usd = r.cost_nanos / 1e9
         first = None
         for i, scope in enumerate(r.scopes):
-            f = _figures(reply[2 + i * _FIGURES : 2 + (i + 1) * _FIGURES])
-            if _budgeted(scope.limits):
+            f = figures(reply[2 + i * FIGURES : 2 + (i + 1) * FIGURES])
+            if budgeted(scope.limits):
                 self._totals[scope.id] = (f.spent_day_usd, f.spent_month_usd)
             adm = verdict(
                 scope.limits,
                 f,
                 tokens=r.tokens,
-                cost_usd=cost_usd if _budgeted(scope.limits) else 0.0,
+                cost_usd=cost_usd if budgeted(scope.limits) else 0.0,
             )
             if first is None:
                 first = adm
@@ -361,54 +361,3 @@ class RedisLimiter:
             "Settlements waiting for the shared state to answer again.",
             len(self._pending),
         )
-
-
-def _figures(v: Sequence[int]) -> WindowFigures:
-    return WindowFigures(
-        active=int(v[0]),
-        requests=int(v[1]),
-        tokens=int(v[2]),
-        request_wait=int(v[3]) / 1000,
-        token_wait=int(v[4]) / 1000,
-        request_reset=max(0, int(v[5])) / 1000,
-        token_reset=max(0, int(v[6])) / 1000,
-        spent_day_usd=int(v[7]) / 1e9,
-        spent_month_usd=int(v[8]) / 1e9,
-    )
-
-
-def _scope_args(scope: Scope) -> tuple[str | int, ...]:
-    lim = scope.limits
-    return (
-        scope.id,
-        -1 if lim.rpm is None else lim.rpm,
-        -1 if lim.tpm is None else lim.tpm,
-        -1 if lim.max_concurrent is None else lim.max_concurrent,
-        _nanos(lim.budget_day_usd),
-        _nanos(lim.budget_month_usd),
-        1 if _budgeted(lim) else 0,
-    )
-
-
-def _nanos(usd: float | None) -> int:
-    # The same rounding as core.limits.check_budget, so both backends draw the line alike.
-    return -1 if usd is None else round(usd * 1e9)
-
-
-def _budgeted(limits: KeyLimits) -> bool:
-    return limits.budget_day_usd is not None or limits.budget_month_usd is not None
-
-
-def _kinds(scopes: Iterable[Scope]) -> list[str]:
-    kinds: list[str] = []
-    for scope in scopes:
-        lim = scope.limits
-        for kind, on in (
-            ("budget", _budgeted(lim)),
-            ("concurrency", lim.max_concurrent is not None),
-            ("requests", lim.rpm is not None),
-            ("tokens", lim.tpm is not None),
-        ):
-            if on and kind not in kinds:
-                kinds.append(kind)
-    return kinds

@@ -89,7 +89,9 @@ async def test_redis_stopped_mid_load_policy_holds_and_limits_resume(
                 statuses.append(r.status)
     assert statuses.count(200) == 10, statuses
 
-    assert max(d for *_, d in seen) < 1.0  # nobody waited on the dead Redis
+    # Nobody waited on the dead Redis: refusals came at once, and nothing hung.
+    assert max(d for _, name, status, _, d in seen if status == 503) < 0.5
+    assert max(d for *_, d in seen) < 3.0
     before = [s for s in seen if s[0] + s[4] < down_at]  # answered before the stop
     during = [s for s in seen if down_at + 0.3 < s[0] < up_at]
     after = [s for s in seen if s[0] > up_at + 1.0]

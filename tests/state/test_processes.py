@@ -89,6 +89,17 @@ async def test_a_1_usd_budget_over_4_processes_under_concurrency_is_not_passed(
     statuses = await _spread(fleet, BUDGET_KEY, body, 300)
     assert statuses.count(200) > 50
     assert set(statuses) == {200, 429}
+    # Calls refused while others held reservations: one at a time now, until refused
+    # twice with nothing in flight (a settlement reaches Redis a moment after its answer).
+    extra = refused = 0
+    async with aiohttp.ClientSession() as session:
+        for i in range(80):
+            status, _ = await _post(session, fleet.urls[i % PROCESSES], BUDGET_KEY, body)
+            extra += 1
+            refused = refused + 1 if status == 429 else 0
+            if refused == 2:
+                break
+            await asyncio.sleep(0.05 if refused else 0)
     db = fleet.workdir / "usage.db"
     deadline = time.monotonic() + 10
     while True:
@@ -97,15 +108,15 @@ async def test_a_1_usd_budget_over_4_processes_under_concurrency_is_not_passed(
                 "SELECT count(*), coalesce(sum(cost_nanos), 0) FROM usage WHERE key_id = ?",
                 ("cfg:budget",),
             ).fetchone()
-        if rows[0] >= 300 or time.monotonic() > deadline:
+        if rows[0] >= 300 + extra or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.05)
     count, spent = rows
-    assert count == 300  # every answered request recorded once, by whichever process
+    assert count == 300 + extra  # every answered request recorded once, by whichever process
     # With max_tokens sent and the provider's prompt count, the stated overshoot is zero.
     assert spent <= 1_000_000_000
-    # ...and the budget was used: what is left is less than two requests' reservations.
-    assert spent > 1_000_000_000 - 2 * 8_800_000
+    # ...and used: what is left is less than one request's reservation ($0.0088).
+    assert spent > 1_000_000_000 - 8_800_000
 
 
 async def test_a_key_revoked_on_one_process_is_refused_by_all_within_1s(fleet: Fleet) -> None:
