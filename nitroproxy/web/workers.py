@@ -6,6 +6,8 @@ serve. What must hold across them lives in the shared state: ``state.backend: re
 required, because with ``memory`` every worker would keep its own limits and budgets (a
 100 requests/min key would get 100 per worker).
 
+With ``metrics.port`` set, worker ``i`` serves its own ``/metrics`` on ``metrics.port + i``.
+
 The supervisor starts the workers, waits until every one listens (a worker that cannot
 start ends the whole start with its one-line reason), restarts a worker that dies (at once,
 then backing off while it keeps dying young), and on SIGTERM or SIGINT passes SIGTERM to
@@ -143,6 +145,12 @@ class Supervisor:
         return dataclasses.replace(self.settings, server=server)
 
     def _spawn(self, slot: int, settings: Settings) -> None:
+        metrics = settings.metrics
+        if metrics.port is not None:
+            # Each worker's own /metrics on its own port (metrics.port + slot), so a
+            # scraper sees every worker, not whichever one the kernel picked.
+            metrics = dataclasses.replace(metrics, port=metrics.port + slot)
+            settings = dataclasses.replace(settings, metrics=metrics)
         proc = self._ctx.Process(
             target=_worker, args=(settings, slot, self._events), name=f"nitroproxy-worker-{slot}"
         )

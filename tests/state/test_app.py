@@ -56,3 +56,5 @@ async def test_the_shared_limiter_refuses_with_the_usual_429_and_exposes_its_met
         text = await r.text()
     assert "nitroproxy_state_up 1.0" in text
     assert "nitroproxy_state_pending_settlements 0.0" in text
+    async with one.session.get(one.url + "/readyz") as r:
+        assert (await r.json())["checks"]["state"] == "ok"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +21,19 @@ import yaml
 from tests.services import REDIS_MISSING, SHARED_REDIS, free_port, redis_answers
 
 
-def _config(tmp_path: Path, port: int, backend: str) -> Path:
+def _two_free_ports() -> int:
+    """A port P with P + 1 free too (worker i serves its metrics on metrics.port + i)."""
+    while True:
+        port = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+
+
+def _config(tmp_path: Path, port: int, backend: str, metrics_port: int | None = None) -> Path:
     mock_port = free_port()
     cfg: dict[str, Any] = {
         "server": {
@@ -35,6 +48,8 @@ def _config(tmp_path: Path, port: int, backend: str) -> Path:
         "logging": {"format": "json"},
         "state": {"backend": backend, "url": SHARED_REDIS, "prefix": f"nptest-{uuid.uuid4().hex}"},
     }
+    if metrics_port is not None:
+        cfg["metrics"] = {"port": metrics_port}
     path = tmp_path / "workers.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -103,13 +118,16 @@ def test_workers_share_a_port_a_dead_one_is_replaced_and_sigterm_drains_all(
 ) -> None:
     if not redis_answers():
         pytest.skip(REDIS_MISSING)
-    port = free_port()
-    proc = _serve(_config(tmp_path, port, "redis"), 2)
+    port, metrics = free_port(), _two_free_ports()
+    proc = _serve(_config(tmp_path, port, "redis", metrics), 2)
     try:
         started = _events(proc, "workers started", 90)[-1]
         pids = started["pids"]
         assert len(pids) == 2 and started["port"] == port
         assert all(_chat(port) == 200 for _ in range(10))
+        for worker_metrics in (metrics, metrics + 1):  # each worker's own
+            with urllib.request.urlopen(f"http://127.0.0.1:{worker_metrics}/metrics") as r:
+                assert b"nitroproxy_state_up 1.0" in r.read()
 
         os.kill(pids[0], signal.SIGKILL)
         restarted = _events(proc, "started", 90)
