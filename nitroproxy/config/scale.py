@@ -11,7 +11,10 @@ __all__ = ["parse_state"]
 
 
 def parse_state(r: Reader) -> StateSettings:
-    r.only("backend url prefix timeout retry_interval lease resync_interval health_interval fail")
+    r.only(
+        "backend url prefix ca_bundle timeout retry_interval lease resync_interval "
+        "health_interval fail"
+    )
     d = StateSettings()
     url = r.text("url", d.url)
     if not url.startswith(("redis://", "rediss://", "unix://")):
@@ -30,6 +33,7 @@ def parse_state(r: Reader) -> StateSettings:
         backend=r.choice("backend", ["memory", "redis"], d.backend),
         url=url,
         prefix=prefix,
+        ca_bundle=r.text("ca_bundle", None) or None,
         timeout=timeout,
         retry_interval=r.duration("retry_interval", d.retry_interval),
         lease=r.duration("lease", d.lease),

@@ -192,6 +192,9 @@ class StateSettings:
     backend: str = "memory"
     url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     prefix: str = "nitroproxy"
+    ca_bundle: str | None = None
+    """For ``rediss://``: the CA that signed the server's certificate (default: the
+    system's)."""
     timeout: float = 0.1
     """No request waits on Redis longer than this (seconds)."""
     retry_interval: float = 0.5

@@ -50,8 +50,12 @@ class RedisLink:
         self.timeout = settings.timeout
         # A bounded pool that makes a burst queue for a connection (within the timeout)
         # rather than open one per request in flight.
+        tls: dict[str, str] = {}
+        if settings.url.startswith("rediss://") and settings.ca_bundle:
+            tls["ssl_ca_certs"] = settings.ca_bundle
         pool = redis.BlockingConnectionPool.from_url(
             settings.url,
+            **tls,
             max_connections=MAX_CONNECTIONS,
             timeout=None,  # the wait for a free connection is inside each call's timeout
             socket_timeout=max(settings.timeout, 1.0),
