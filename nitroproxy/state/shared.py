@@ -8,6 +8,7 @@ data). ``web/app.py`` starts it before the gateway and closes it after.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry
@@ -71,7 +72,9 @@ class SharedState:
         re-reads the spend from the database when Redis turns out to have lost it."""
         assert self.limiter is not None and self.health is not None
         self._reseed = reseed
-        await self.limiter.flush_seeds()
+        # Down since start(): the recovery step seeds once Redis answers again.
+        with contextlib.suppress(StateUnavailable):
+            await self.limiter.flush_seeds()
         self.link.on_up(self._check_seeded)
         self.bus.on("resync", self._check_seeded)
         self.limiter.start()
