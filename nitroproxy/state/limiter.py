@@ -116,6 +116,14 @@ class RedisLimiter:
             await asyncio.gather(*self._flushes, return_exceptions=True)
         with contextlib.suppress(StateUnavailable):
             await self.replay()
+        if self._pending:
+            # Their records are in the database; the shared budgets miss this spend until
+            # Redis is next seeded from it (a fresh or restarted Redis).
+            self._log.error(
+                "settlements not sent to the shared state at shutdown",
+                count=len(self._pending),
+                cost_nanos=sum(int(s.args[3]) for s in self._pending),
+            )
 
     # -- the Limiter protocol -----------------------------------------------------------------
 
