@@ -11,12 +11,25 @@ from pathlib import Path
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 REDIS_MISSING = "Redis is not running on 127.0.0.1:6379"
+POSTGRES = "postgresql://127.0.0.1:5432/test"
+POSTGRES_MISSING = "PostgreSQL is not running on 127.0.0.1:5432"
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def postgres_answers(host: str = "127.0.0.1", port: int = 5432) -> bool:
+    """The server accepts a TCP connection and answers an SSL request (a PostgreSQL
+    server says 'S' or 'N'; anything else is not one)."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as s:
+            s.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")
+            return s.recv(1) in (b"S", b"N")
+    except OSError:
+        return False
 
 
 def redis_answers(host: str = "127.0.0.1", port: int = 6379) -> bool:

@@ -1,0 +1,125 @@
+"""The PostgreSQL store layer against a real PostgreSQL, each test in a schema of its own:
+the same tables and columns as SQLite from the same migrations, migrated once by
+instances starting together, usage written by COPY and idempotent by record id, and one
+sweeper of many under an advisory lock."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from nitroproxy.store.db import MIGRATIONS, SchemaTooNewError, open_db
+from nitroproxy.store.pg import schema
+from nitroproxy.store.pg.dialect import ddl, placeholders
+from nitroproxy.store.pg.locks import SWEEP_LOCK, exclusive
+from nitroproxy.store.pg.usage import COLUMNS, insert_many
+from tests.records import make_record
+from tests.services import POSTGRES, POSTGRES_MISSING, postgres_answers
+
+Connect = Callable[[], Awaitable[asyncpg.Connection]]
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Connect]:
+    """Connections whose search_path is a schema of this test's own, dropped afterwards."""
+    if not postgres_answers():
+        pytest.skip(POSTGRES_MISSING)
+    name = f"nptest_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(POSTGRES)
+    await admin.execute(f"CREATE SCHEMA {name}")
+    opened: list[asyncpg.Connection] = []
+
+    async def make() -> asyncpg.Connection:
+        conn = await asyncpg.connect(POSTGRES, server_settings={"search_path": name})
+        opened.append(conn)
+        return conn
+
+    try:
+        yield make
+    finally:
+        for conn in opened:
+            await conn.close()
+        await admin.execute(f"DROP SCHEMA {name} CASCADE")
+        await admin.close()
+
+
+async def test_the_migrations_make_the_same_tables_and_columns_as_sqlite(
+    connect: Connect, tmp_path: Path
+) -> None:
+    conn = await connect()
+    assert await schema.migrate(conn) == len(MIGRATIONS)
+    lite = await open_db(tmp_path / "same.db")
+    try:
+        tables = [r[0] for r in await lite.execute_fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )]  # fmt: skip
+        for table in tables:
+            expected = [r[1] for r in await lite.execute_fetchall(f"PRAGMA table_info({table})")]
+            found = await conn.fetch(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = $1 "
+                "ORDER BY ordinal_position",
+                table,
+            )
+            assert [r["column_name"] for r in found] == expected, table
+    finally:
+        await lite.close()
+
+
+async def test_instances_starting_together_migrate_once(connect: Connect) -> None:
+    conns = [await connect() for _ in range(3)]
+    versions = await asyncio.gather(*(schema.migrate(c) for c in conns))
+    assert versions == [len(MIGRATIONS)] * 3
+    assert await conns[0].fetchval("SELECT count(*) FROM schema_version") == 1
+    assert await schema.migrate(conns[0]) == len(MIGRATIONS)  # and again: nothing to do
+
+
+async def test_a_newer_schema_is_refused(connect: Connect) -> None:
+    conn = await connect()
+    await schema.migrate(conn)
+    await conn.execute("UPDATE schema_version SET version = version + 1")
+    with pytest.raises(SchemaTooNewError):
+        await schema.migrate(conn)
+
+
+async def test_copy_writes_every_field_and_a_replayed_batch_is_stored_once(
+    connect: Connect,
+) -> None:
+    conn = await connect()
+    await schema.migrate(conn)
+    records = [make_record(i, ttft_ms=40.5, output_tps=88.0, end_user="eu-1") for i in range(1000)]
+    records[3] = dataclasses.replace(records[3], stream=True, cache_hit=True, ttft_ms=None)
+    assert await insert_many(conn, records[:600]) == 600
+    assert await insert_many(conn, records) == 400  # the first 600 again: not twice
+    assert await conn.fetchval("SELECT count(*) FROM usage") == 1000
+    row = await conn.fetchrow(f"SELECT {', '.join(COLUMNS)} FROM usage WHERE id = 'rec-3'")
+    stored = {name: row[name] for name in COLUMNS}
+    expected = dataclasses.asdict(records[3])
+    expected["stream"], expected["cache_hit"] = 1, 1
+    assert stored == expected
+
+
+async def test_one_sweeper_of_many_holds_the_lock(connect: Connect) -> None:
+    one, other = await connect(), await connect()
+    async with exclusive(one, SWEEP_LOCK) as mine:
+        assert mine
+        async with exclusive(other, SWEEP_LOCK) as theirs:
+            assert not theirs
+    async with exclusive(other, SWEEP_LOCK) as theirs:
+        assert theirs  # released on exit
+
+
+def test_the_dialect_types_and_placeholders() -> None:
+    assert placeholders("SELECT * FROM t WHERE a = ? AND b = '?' AND c = ?") == (
+        "SELECT * FROM t WHERE a = $1 AND b = '?' AND c = $2"
+    )
+    assert ddl("CREATE TABLE m (name TEXT PRIMARY KEY, value NOT NULL, n INTEGER, x REAL)") == (
+        "CREATE TABLE m (name TEXT PRIMARY KEY, value BYTEA NOT NULL, n BIGINT, x DOUBLE PRECISION)"
+    )
+    assert ddl("ALTER TABLE u ADD COLUMN b BLOB") == "ALTER TABLE u ADD COLUMN b BYTEA"
