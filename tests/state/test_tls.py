@@ -1,5 +1,5 @@
-"""``rediss://`` with a password against a private TLS redis-server: the limiter works
-through it, and a wrong password is a one-line start-up error that does not print it."""
+"""Other ways to reach Redis, against private servers: ``rediss://`` with a password (a
+wrong one is a one-line start-up error that does not print it) and ``unix://``."""
 
 from __future__ import annotations
 
@@ -107,3 +107,40 @@ async def test_a_wrong_password_fails_the_start_in_one_line_without_it(tls_redis
     message = str(err.value)
     assert message.startswith(f"state.backend redis: cannot reach rediss://127.0.0.1:{port}/0")
     assert PASSWORD not in message and "\n" not in message
+
+
+@pytest.fixture
+def unix_redis(tmp_path: Path) -> Iterator[Path]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (needed for a private Redis on a socket)")
+    sock = tmp_path / "redis.sock"
+    proc = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        yield sock
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+async def test_the_limiter_works_over_a_unix_socket(unix_redis: Path) -> None:
+    settings = StateSettings(
+        backend="redis", url=f"unix://{unix_redis}?db=0", prefix="nptest-unix", timeout=2.0
+    )
+    link = RedisLink(settings)
+    limiter = RedisLimiter(link, Clock(), FailPolicy())
+    try:
+        reservation = Reservation((Scope("key:k", KeyLimits(rpm=1)),), wall=1_760_000_000.0)
+        allowed = [(await limiter.reserve(reservation)).allowed for _ in range(2)]
+        assert allowed == [True, False]
+    finally:
+        await limiter.close()
+        await link.close()
