@@ -42,7 +42,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.workers != 1:
             from nitroproxy.web.workers import run_workers
 
-            return run_workers(resolved.settings, args.workers)
+            path = resolved.found.path
+            return run_workers(resolved.settings, args.workers, config_path=str(path))
         serve(resolved.settings, config_path=resolved.found.path)
     except config.StartupError as exc:
         # Raised while the app starts (a wrong data key, an unreadable certificate, a

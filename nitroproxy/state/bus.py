@@ -1,18 +1,21 @@
 """Propagation: what one process changes is in force on every process within a second.
 
-``announce(kind)`` publishes on the prefix's channel (``P:events``); every process's
+``announce(kind)`` publishes on the prefix's channel (``P:events``); every other process's
 listener runs the handlers registered for that kind: ``accounts`` (a key revoked or
 changed, a user suspended or erased) reloads the key table from the database, so the next
-request is judged by it. Publishing is best effort and never delays the caller: a message
-lost to an outage or a reconnect is healed by the periodic full resync (every
-``state.resync_interval``), which runs every handler whatever was received, and by one
-resync each time the listener (re)subscribes.
+request is judged by it; ``config`` (a SIGHUP reload) reloads each process's own config
+file. Publishing is best effort and never delays the caller: a message lost to an outage
+or a reconnect is healed by the periodic full resync (every ``state.resync_interval``),
+which runs every handler registered with ``resync=True`` whatever was received, and by one
+resync each time the listener (re)subscribes. A config reload is not repeated by resyncs
+(it is an operator's act, not a state to converge to); its handler runs on messages only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -32,14 +35,18 @@ class Bus:
         self._channel = link.key("events")
         self._resync_interval = resync_interval
         self._handlers: dict[str, list[Handler]] = {}
+        self._resync: list[Handler] = []
+        self._me = os.urandom(8).hex()
         self._tasks: list[asyncio.Task[None]] = []
         self._sends: set[asyncio.Task[None]] = set()
         self._log = logs.get_logger("nitroproxy.state")
         self.received = 0
         self.subscribed = asyncio.Event()
 
-    def on(self, kind: str, handler: Handler) -> None:
+    def on(self, kind: str, handler: Handler, *, resync: bool = True) -> None:
         self._handlers.setdefault(kind, []).append(handler)
+        if resync:
+            self._resync.append(handler)
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -63,7 +70,7 @@ class Bus:
         task.add_done_callback(self._sends.discard)
 
     async def _publish(self, kind: str) -> None:
-        message = orjson.dumps({"kind": kind})
+        message = orjson.dumps({"kind": kind, "from": self._me})
         with contextlib.suppress(StateUnavailable):
             await self._link.background(lambda: self._link.client.publish(self._channel, message))
 
@@ -84,15 +91,18 @@ class Bus:
 
     async def _dispatch(self, data: object) -> None:
         try:
-            kind = orjson.loads(data)["kind"]  # type: ignore[arg-type]
+            message = orjson.loads(data)  # type: ignore[arg-type]
+            kind, sender = message["kind"], message.get("from")
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return
+        if sender == self._me:
+            return  # this process already did what it announced
         self.received += 1
         await self._run(self._handlers.get(str(kind), []))
 
     async def resync(self) -> None:
         """Run every handler: the full resync that heals a missed message."""
-        await self._run([h for hs in self._handlers.values() for h in hs])
+        await self._run(list(self._resync))
 
     async def _resync_loop(self) -> None:
         while True:

@@ -86,6 +86,21 @@ class SharedState:
         self.bus.on("accounts", refresh)
         return lambda: self.bus.announce("accounts")
 
+    def watch_config(self, reload: Callable[[], None]) -> Callable[[], None]:
+        """Run ``reload`` when another process announces a config reload; returns what
+        SIGHUP should call here: reload, and announce it to the others."""
+
+        async def on_message() -> None:
+            reload()
+
+        self.bus.on("config", on_message, resync=False)
+
+        def here() -> None:
+            reload()
+            self.bus.announce("config")
+
+        return here
+
     async def _check_seeded(self) -> None:
         limiter = self.limiter
         if limiter is None or self._reseed is None:

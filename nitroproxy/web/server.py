@@ -18,7 +18,7 @@ from nitroproxy.config import ServerSettings, Settings
 from nitroproxy.security import tls
 from nitroproxy.telemetry import logs
 from nitroproxy.web.app import create_app
-from nitroproxy.web.appkeys import GATEWAY, SETTINGS, TRACKER
+from nitroproxy.web.appkeys import GATEWAY, SETTINGS, STATE, TRACKER
 from nitroproxy.web.connections import ListenSite, Tracker
 from nitroproxy.web.reload import Reloader
 
@@ -148,9 +148,13 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     # An SSH session that closes sends SIGHUP: reload the config file, never stop.
     reloader = Reloader(app, config_path) if config_path is not None else None
+    on_hup = reloader.request if reloader is not None else lambda: log.warning("SIGHUP: no file")
+    state = app.get(STATE)
+    if state is not None and reloader is not None:  # and on every other instance
+        on_hup = state.watch_config(reloader.request)
     loop.add_signal_handler(
         signal.SIGHUP,
-        reloader.request if reloader is not None else lambda: log.warning("SIGHUP: no file"),
+        on_hup,
     )
     log.info(
         "started",

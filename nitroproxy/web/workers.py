@@ -13,6 +13,7 @@ start ends the whole start with its one-line reason), restarts a worker that die
 then backing off while it keeps dying young), and on SIGTERM or SIGINT passes SIGTERM to
 all of them and waits while they drain (each lets its requests and streams finish within
 ``server.shutdown_grace``, then flushes its records), killing only what outlives that.
+SIGHUP is passed on: each worker reloads the config file.
 
 Workers are *spawned* (a fresh interpreter each), not forked, so no lock or thread state of
 the supervisor is copied into them. The bundled mock provider, when the config runs one,
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
 import signal
 import socket
 import sys
@@ -55,17 +57,24 @@ def check_workers(settings: Settings, workers: int) -> None:
         )
 
 
-def run_workers(settings: Settings, workers: int) -> int:
+def run_workers(settings: Settings, workers: int, *, config_path: str | None = None) -> int:
     check_workers(settings, workers)
-    return Supervisor(settings, workers).run()
+    return Supervisor(settings, workers, config_path=config_path).run()
 
 
-def _worker(settings: Settings, slot: int, events: SimpleQueue[Event]) -> None:
+def _worker(
+    settings: Settings, slot: int, events: SimpleQueue[Event], config_path: str | None
+) -> None:
     """A worker's whole life: serve until SIGTERM; tell the supervisor when listening."""
     from nitroproxy.web.server import serve
 
     try:
-        serve(settings, reuse_port=True, on_ready=lambda: events.put((slot, "ready", "")))
+        serve(
+            settings,
+            config_path,
+            reuse_port=True,
+            on_ready=lambda: events.put((slot, "ready", "")),
+        )
     except StartupError as exc:
         events.put((slot, "error", str(exc)))
         sys.exit(2)
@@ -83,9 +92,10 @@ def _mock(settings: Settings) -> None:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, workers: int) -> None:
+    def __init__(self, settings: Settings, workers: int, *, config_path: str | None = None) -> None:
         self.settings = settings
         self.count = workers
+        self.config_path = config_path
         self._ctx = multiprocessing.get_context("spawn")
         self._events: SimpleQueue[Event] = self._ctx.SimpleQueue()
         self._procs: dict[int, SpawnProcess] = {}
@@ -101,6 +111,7 @@ class Supervisor:
         logs.configure_logging(level=s.logging.level, fmt=s.logging.format)
         worker_settings = self._worker_settings()
         previous = {sig: signal.signal(sig, self._on_signal) for sig in _SIGNALS}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hup)
         try:
             if s.server.mock_provider is not None:
                 self._mock = self._ctx.Process(target=_mock, args=(s,), name="nitroproxy-mock")
@@ -152,7 +163,9 @@ class Supervisor:
             metrics = dataclasses.replace(metrics, port=metrics.port + slot)
             settings = dataclasses.replace(settings, metrics=metrics)
         proc = self._ctx.Process(
-            target=_worker, args=(settings, slot, self._events), name=f"nitroproxy-worker-{slot}"
+            target=_worker,
+            args=(settings, slot, self._events, self.config_path),
+            name=f"nitroproxy-worker-{slot}",
         )
         proc.start()
         self._procs[slot] = proc
@@ -215,6 +228,13 @@ class Supervisor:
         if not self._stopping:
             self._log.info("stopping workers", signal=signal.Signals(signum).name)
         self._stopping = True
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        """SIGHUP: every worker reloads the config file (never a stop)."""
+        del signum, frame
+        for proc in self._procs.values():
+            if proc.exitcode is None and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGHUP)
 
     def _stop_all(self) -> None:
         procs = [p for p in (*self._procs.values(), self._mock) if p is not None]

@@ -108,6 +108,16 @@ class Fleet:
                 )
             )
 
+    def config_of(self, i: int) -> dict[str, Any]:
+        loaded: dict[str, Any] = yaml.safe_load((self.workdir / f"proxy-{i}.yaml").read_text())
+        return loaded
+
+    def rewrite(self, i: int, cfg: dict[str, Any]) -> None:
+        (self.workdir / f"proxy-{i}.yaml").write_text(yaml.safe_dump(cfg))
+
+    def signal(self, i: int, sig: int) -> None:
+        self._procs[i].send_signal(sig)
+
     def wait(self) -> None:
         deadline = time.monotonic() + 60
         pending = set(self.urls)

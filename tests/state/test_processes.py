@@ -4,6 +4,7 @@ across all of them, and a key revoked on one is refused by every one within a se
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
 import time
 import uuid
@@ -152,4 +153,29 @@ async def test_a_key_revoked_on_one_process_is_refused_by_all_within_1s(fleet: F
         async with asyncio.timeout(3):
             delays = await asyncio.gather(*(refused_after(u) for u in fleet.urls))
     print("revocation in force after", [f"{d * 1000:.0f} ms" for d in delays])
+    assert max(delays) < 1.0, delays
+
+
+async def test_a_config_reloaded_on_one_process_is_in_force_on_all_within_1s(
+    fleet: Fleet,
+) -> None:
+    body = {"model": "fresh", "messages": [{"role": "user", "content": "hi"}]}
+    for i in range(PROCESSES):  # the new file is on every machine; one operator's SIGHUP
+        cfg = fleet.config_of(i)
+        cfg["models"]["fresh"] = cfg["models"]["fast"]
+        fleet.rewrite(i, cfg)
+    async with aiohttp.ClientSession() as session:
+        assert (await _post(session, fleet.urls[-1], RPM_KEY, body))[0] == 404
+        reloaded_at = time.monotonic()
+        fleet.signal(0, signal.SIGHUP)
+
+        async def serving_after(url: str) -> float:
+            while True:
+                if (await _post(session, url, BUDGET_KEY, body))[0] != 404:
+                    return time.monotonic() - reloaded_at
+                await asyncio.sleep(0.01)
+
+        async with asyncio.timeout(3):
+            delays = await asyncio.gather(*(serving_after(u) for u in fleet.urls))
+    print("config reload in force after", [f"{d * 1000:.0f} ms" for d in delays])
     assert max(delays) < 1.0, delays
