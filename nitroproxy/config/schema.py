@@ -158,6 +158,10 @@ class StorageSettings:
 
     enabled: bool = True
     path: str = "data/nitroproxy.db"
+    backend: str = "sqlite"
+    """``postgres``: usage records go to ``url`` (keys, accounts and the rest stay in
+    ``path`` for now)."""
+    url: str = field(default="", repr=False)
     batch_size: int = 500
     flush_interval: float = 0.2
     max_queue: int = 50_000

@@ -28,6 +28,7 @@ from nitroproxy.proxy.settle import DurableSink, RecordSink
 from nitroproxy.state.shared import SharedState
 from nitroproxy.store.db import open_db
 from nitroproxy.store.meta import installation_secret
+from nitroproxy.store.pg.records import PgRecords
 from nitroproxy.store.rights import erased_usage_step
 from nitroproxy.store.sweeper import RetentionSweeper, retention_policy
 from nitroproxy.store.usage import end_user_month_spend, seed_spend
@@ -202,6 +203,7 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
     storage = settings.storage
     writer = UsageWriter(
         storage.path,
+        store=PgRecords(storage.url) if storage.backend == "postgres" else None,
         batch_size=storage.batch_size,
         flush_interval=storage.flush_interval,
         max_queue=storage.max_queue,
