@@ -29,6 +29,7 @@ from nitroproxy.state.shared import SharedState
 from nitroproxy.store.db import open_db
 from nitroproxy.store.meta import installation_secret
 from nitroproxy.store.pg.records import PgRecords
+from nitroproxy.store.pg.retention import PgRetention
 from nitroproxy.store.rights import erased_usage_step
 from nitroproxy.store.sweeper import RetentionSweeper, retention_policy
 from nitroproxy.store.usage import end_user_month_spend, seed_spend
@@ -275,9 +276,10 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
         if cache is not None:
             await cache.purge_user(user_id)
 
+    policy = retention_policy(r)
     sweeper = RetentionSweeper(
         settings.storage.path,  # its own connection: its transactions never interleave ours
-        retention_policy(r),
+        policy,
         interval=r.interval,
         batch_size=r.batch_size,
         on_deleted=metrics.retention_deleted,
@@ -285,6 +287,8 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
     )
     # Records of a stream that outlived its erased user's key.
     sweeper.add_step("erased_users", erased_usage_step)
+    if settings.storage.backend == "postgres":  # the records' windows, where they are
+        sweeper.add_step("postgres_usage", PgRetention(settings.storage.url, policy).step)
     if cache is not None:
         sweeper.add_step("cache", cache.sweep_step)
     sweeper.start()

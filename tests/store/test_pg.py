@@ -19,7 +19,7 @@ from nitroproxy.store.pg import schema
 from nitroproxy.store.pg.dialect import ddl, placeholders
 from nitroproxy.store.pg.locks import SWEEP_LOCK, exclusive
 from nitroproxy.store.pg.usage import COLUMNS, insert_many
-from tests.records import make_record
+from tests.records import MAR10, make_record
 from tests.services import POSTGRES, POSTGRES_MISSING, postgres_answers
 
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
@@ -123,3 +123,57 @@ def test_the_dialect_types_and_placeholders() -> None:
         "CREATE TABLE m (name TEXT PRIMARY KEY, value BYTEA NOT NULL, n BIGINT, x DOUBLE PRECISION)"
     )
     assert ddl("ALTER TABLE u ADD COLUMN b BLOB") == "ALTER TABLE u ADD COLUMN b BYTEA"
+
+
+async def test_the_retention_sweep_rolls_up_exactly_as_sqlite_does(
+    connect: Connect, tmp_path: Path
+) -> None:
+    """Old records, one of an objector and some errors, rolled up by both backends: the
+    same daily aggregates and billing lines, and the raw rows gone from both."""
+    from nitroproxy.core.retention import RetentionPolicy
+    from nitroproxy.store import usage as lite_usage
+    from nitroproxy.store.pg.retention import PgRetention
+
+    day = 86400.0
+    records = [
+        make_record(
+            i,
+            ts=MAR10 + (i % 3) * day + i,
+            user_id=("objector" if i % 5 == 0 else f"user-{i % 2}"),
+            status=500 if i % 7 == 0 else 200,
+            model=("gpt-4o", "claude")[i % 2],
+            cost_nanos=1000 + i,
+        )
+        for i in range(60)
+    ]
+    now = MAR10 + 400 * day  # every record is past a 90-day raw window
+    policy = RetentionPolicy(requests_s=90 * day, analytics_s=730 * day, billing_s=3650 * day)
+
+    lite = await open_db(tmp_path / "lite.db")
+    try:
+        await lite.execute(
+            "INSERT INTO preferences (subject, analytics, cache, updated) "
+            "VALUES ('objector', 0, 1, 0)"
+        )
+        await lite_usage.insert_many(lite, records)
+        await lite_usage.roll_up(lite, before=MAR10 + 100 * day, limit=1000)
+        want_daily = sorted(map(tuple, await lite.execute_fetchall("SELECT * FROM usage_daily")))
+        want_billing = sorted(
+            map(tuple, await lite.execute_fetchall("SELECT * FROM billing_lines"))
+        )
+        assert (await lite.execute_fetchall("SELECT count(*) FROM usage"))[0][0] == 0
+
+        pg = await connect()
+        await schema.migrate(pg)
+        await insert_many(pg, records)
+        retention = PgRetention(POSTGRES, policy)
+        assert await retention.sweep_batch(pg, now, 1000, ["objector"]) > 0
+        got_daily = sorted(tuple(r) for r in await pg.fetch("SELECT * FROM usage_daily"))
+        got_billing = sorted(tuple(r) for r in await pg.fetch("SELECT * FROM billing_lines"))
+        assert await pg.fetchval("SELECT count(*) FROM usage") == 0
+    finally:
+        await lite.close()
+    assert got_daily == want_daily
+    assert got_billing == want_billing
+    assert all(row[1] != "objector" for row in got_daily)  # left out of analytics
+    assert any(row[1] == "objector" for row in got_billing)  # ...but billed
