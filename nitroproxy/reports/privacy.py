@@ -402,6 +402,12 @@ def build(
         if s.storage.enabled
         else "none: storage is disabled, no request records are written",
     }
+    if s.storage.enabled and s.storage.backend == "postgres":
+        # Never the URL itself: it may hold a password.
+        database["usage_records"] = (
+            "PostgreSQL (storage.url): the usage, usage_daily and billing_lines tables, the "
+            "same columns and retention windows; the rest stays in the SQLite file"
+        )
     if not public:
         versions = {
             "nitroproxy_version": __version__,

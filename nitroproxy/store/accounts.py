@@ -27,6 +27,7 @@ from nitroproxy.security.crypto import Keyring
 from nitroproxy.store import audit
 from nitroproxy.store.datakey import load_keyring, rotate_batch
 from nitroproxy.store.db import open_db, transaction
+from nitroproxy.store.records import RemoteRecords
 
 __all__ = ["AccountStore"]
 
@@ -48,6 +49,9 @@ class AccountStore:
         self.models = frozenset(models) if models is not None else None
         self.clock = clock
         self.lock = asyncio.Lock()
+        self.remote_records: RemoteRecords | None = None
+        """Usage records kept in another database (PostgreSQL): erasures and exports
+        reach them too."""
         self.on_write: list[Callable[[], None]] = []
         """Called after each committed accounts write (propagation to other processes)."""
 

@@ -49,4 +49,6 @@ async def erase_end_user(store: AccountStore, recorded: str, *, actor: str) -> d
             user_id=None,
             detail={"usage_records_cleared": records},
         )
+    if store.remote_records is not None:  # records kept in PostgreSQL
+        records += await store.remote_records.erase_end_user(recorded)
     return {"usage_records_cleared": records, "wal_truncated": await truncate_wal(store)}

@@ -19,7 +19,7 @@ from nitroproxy.core.types import UsageRecord
 from nitroproxy.store.db import DEFAULT_BUSY_TIMEOUT_S, open_db, probe_write
 from nitroproxy.store.usage import insert_many
 
-__all__ = ["RecordStore", "SqliteRecords"]
+__all__ = ["RecordStore", "RemoteRecords", "SqliteRecords"]
 
 
 class RecordStore(Protocol):
@@ -39,6 +39,19 @@ class RecordStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class RemoteRecords(Protocol):
+    """Usage records kept in another database than the accounts (``store.pg.rights``): the
+    data-rights operations reach them too."""
+
+    async def erase_user(
+        self, user_id: str, key_ids: Sequence[str], *, alias: str, bill: str, objector: bool
+    ) -> int: ...
+
+    async def erase_end_user(self, recorded: str) -> int: ...
+
+    async def records_of(self, user_id: str, key_ids: Sequence[str]) -> list[UsageRecord]: ...
 
 
 class SqliteRecords:

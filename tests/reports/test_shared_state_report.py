@@ -19,3 +19,11 @@ def test_the_data_map_says_what_redis_holds_and_for_how_long() -> None:
 def test_without_redis_the_data_map_says_nothing_is_shared() -> None:
     entry = privacy_report.build(config.parse({}), [])["shared_state"]
     assert entry.startswith("none:")
+
+
+def test_the_data_map_says_where_records_go_with_postgres_and_not_the_url() -> None:
+    url = "postgresql://np:s3cret-pg@db.internal/np"
+    settings = config.parse({"storage": {"backend": "postgres", "url": url}})
+    report = privacy_report.build(settings, [])
+    assert report["database"]["usage_records"].startswith("PostgreSQL (storage.url)")
+    assert "s3cret-pg" not in str(report)

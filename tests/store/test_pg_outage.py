@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 
 from nitroproxy.web.appkeys import WRITER
 from tests.conftest import ProxyFactory
-from tests.services import POSTGRES, POSTGRES_MISSING, free_port, postgres_answers
+from tests.services import POSTGRES, free_port
 
 BODY = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -70,20 +67,6 @@ class Forwarder:
         await self.cut()
         if self._pumps:
             await asyncio.gather(*self._pumps, return_exceptions=True)
-
-
-@pytest.fixture
-async def pg_schema() -> AsyncIterator[str]:
-    if not postgres_answers():
-        pytest.skip(POSTGRES_MISSING)
-    name = f"nptest_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(POSTGRES)
-    await admin.execute(f"CREATE SCHEMA {name}")
-    try:
-        yield name
-    finally:
-        await admin.execute(f"DROP SCHEMA {name} CASCADE")
-        await admin.close()
 
 
 async def test_postgres_cut_mid_load_then_back_every_answer_recorded_once(

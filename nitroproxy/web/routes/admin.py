@@ -22,6 +22,7 @@ from nitroproxy.reports.usage import row_dict
 from nitroproxy.store import billing, end_users, keys, preferences, users
 from nitroproxy.store.accounts import AccountStore
 from nitroproxy.store.keys import IssuedKey, KeySpec
+from nitroproxy.store.pg.rights import remote_records
 from nitroproxy.store.rights import erase_user, export_user
 from nitroproxy.store.usage import GROUP_BY_OPTIONS, list_records, query_usage
 from nitroproxy.web import params
@@ -55,6 +56,7 @@ async def accounts_context(app: web.Application) -> AsyncIterator[None]:
     store = await AccountStore.open(
         settings.storage.path, env=os.environ, tiers=settings.tiers, models=settings.models
     )
+    store.remote_records = remote_records(settings.storage)
     app[ACCOUNTS] = store
     try:
         await app[AUTH].attach(store)
