@@ -177,3 +177,33 @@ async def test_the_retention_sweep_rolls_up_exactly_as_sqlite_does(
     assert got_billing == want_billing
     assert all(row[1] != "objector" for row in got_daily)  # left out of analytics
     assert any(row[1] == "objector" for row in got_billing)  # ...but billed
+
+
+async def test_the_sweeper_step_bills_an_erased_users_stragglers_under_the_lock(
+    pg_schema: str, tmp_path: Path
+) -> None:
+    from nitroproxy.core.retention import RetentionPolicy
+    from nitroproxy.store.pg.retention import PgRetention
+
+    url = f"{POSTGRES}?search_path={pg_schema}"
+    pg = await asyncpg.connect(url)
+    lite = await open_db(tmp_path / "accounts.db")
+    try:
+        await schema.migrate(pg)
+        await lite.execute(
+            "INSERT INTO users (id, tier, status, created, updated) "
+            "VALUES ('gone', 'default', 'erased', 0, 0)"
+        )
+        now = MAR10 + 10 * 86400.0  # inside every window: only the straggler moves
+        await insert_many(pg, [make_record(1, user_id="gone", ts=now - 60), make_record(2)])
+        retention = PgRetention(url, RetentionPolicy())
+        async with exclusive(pg, SWEEP_LOCK):  # another instance is sweeping
+            assert await retention.step(lite, now, 100) == 0
+        assert await retention.step(lite, now, 100) == 1
+        assert await pg.fetchval("SELECT count(*) FROM usage WHERE user_id = 'gone'") == 0
+        line = await pg.fetchrow("SELECT user_id, cost_nanos FROM billing_lines")
+        assert line["user_id"].startswith("erased-") and line["cost_nanos"] == 1000
+        assert await pg.fetchval("SELECT count(*) FROM usage") == 1  # the other record stays
+    finally:
+        await lite.close()
+        await pg.close()

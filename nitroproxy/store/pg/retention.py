@@ -11,13 +11,16 @@ others skip. Who objects to analytics comes from the accounts database the sweep
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 
 import aiosqlite
 import asyncpg
 
 from nitroproxy.core.retention import RetentionPolicy, cutoffs
+from nitroproxy.store.billing import pseudonyms_of
 from nitroproxy.store.pg.locks import SWEEP_LOCK, exclusive
+from nitroproxy.store.pg.rights import PgRights
 from nitroproxy.store.preferences import ANALYTICS_OBJECTORS_SQL
 from nitroproxy.store.usage import ERROR_SQL, TOKEN_COLUMNS
 
@@ -70,14 +73,41 @@ class PgRetention:
     async def step(self, accounts: aiosqlite.Connection, now: float, limit: int) -> int:
         """One batch of every PostgreSQL retention job; 0 when another instance sweeps."""
         objectors = [str(r[0]) for r in await accounts.execute_fetchall(ANALYTICS_OBJECTORS_SQL)]
+        erased = [
+            str(r[0])
+            for r in await accounts.execute_fetchall("SELECT id FROM users WHERE status = 'erased'")
+        ]
         conn = await asyncpg.connect(self._url, timeout=10)
         try:
             async with exclusive(conn, SWEEP_LOCK) as mine:
                 if not mine:
                     return 0
-                return await self.sweep_batch(conn, now, limit, objectors)
+                moved = await self._stragglers(conn, accounts, erased, limit)
+                return moved + await self.sweep_batch(conn, now, limit, objectors)
         finally:
             await conn.close()
+
+    async def _stragglers(
+        self,
+        conn: asyncpg.Connection,
+        accounts: aiosqlite.Connection,
+        erased: Sequence[str],
+        limit: int,
+    ) -> int:
+        """As ``store.rights.erased_usage_step``: records of erased users that arrived after
+        the erase go to billing under the user's billing pseudonym, then away."""
+        found = await conn.fetch(
+            "SELECT DISTINCT user_id FROM usage WHERE user_id = ANY($1::text[]) LIMIT $2",
+            list(erased),
+            limit,
+        )
+        moved = 0
+        for row in found:
+            user_id = str(row["user_id"])
+            known = await pseudonyms_of(accounts, user_id)
+            bill = known[-1] if known else "erased-" + secrets.token_hex(8)
+            moved += await PgRights(self._url).bill_stragglers(conn, user_id, bill)
+        return moved
 
     async def sweep_batch(
         self, conn: asyncpg.Connection, now: float, limit: int, objectors: Sequence[str]

@@ -85,6 +85,14 @@ class PgRights:
             await conn.close()
         return int(deleted.rsplit(" ", 1)[-1])
 
+    async def bill_stragglers(self, conn: asyncpg.Connection, user_id: str, bill: str) -> int:
+        """Raw records of an erased user that arrived after the erase (a stream that
+        outlived its key): billed under ``bill``, nothing to analytics, then deleted."""
+        async with conn.transaction():
+            await conn.execute(_RAW_BILLING, user_id, [], bill)
+            status = await conn.execute(f"DELETE FROM usage WHERE {_OWNED}", user_id, [])
+        return int(status.rsplit(" ", 1)[-1])
+
     async def erase_end_user(self, recorded: str) -> int:
         conn = await self._connect()
         try:
