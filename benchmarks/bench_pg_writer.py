@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import tempfile
 import time
 import uuid
 
@@ -17,7 +18,9 @@ import asyncpg
 
 from nitroproxy.core.types import UsageRecord
 from nitroproxy.store.pg import schema
+from nitroproxy.store.pg.records import PgRecords
 from nitroproxy.store.pg.usage import insert_many
+from nitroproxy.store.writer import UsageWriter
 
 DSN = "postgresql://127.0.0.1:5432/test"
 
@@ -57,7 +60,27 @@ def _records(n: int, start: float) -> list[UsageRecord]:
     ]
 
 
-async def main(n: int, batch_size: int) -> None:
+async def _through_writer(url: str, records: list[UsageRecord], batch_size: int) -> float:
+    """The durable writer (queue, batches, retries, journal) with ``PgRecords``: from the
+    first put until close() returns, everything committed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = UsageWriter(
+            None,
+            store=PgRecords(url),
+            batch_size=batch_size,
+            flush_interval=0.05,
+            max_queue=len(records) + 1,
+            journal_dir=tmp,
+        )
+        await writer.start()
+        started = time.perf_counter()
+        for record in records:
+            writer.put(record)
+        await writer.close(timeout=600)
+        return time.perf_counter() - started
+
+
+async def main(n: int, batch_size: int, through_writer: bool) -> None:
     name = f"npbench_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(DSN)
     await admin.execute(f"CREATE SCHEMA {name}")
@@ -66,10 +89,13 @@ async def main(n: int, batch_size: int) -> None:
         try:
             await schema.migrate(conn)
             records = _records(n, time.time())
-            started = time.perf_counter()
-            for i in range(0, n, batch_size):
-                await insert_many(conn, records[i : i + batch_size])
-            elapsed = time.perf_counter() - started
+            if through_writer:
+                elapsed = await _through_writer(f"{DSN}?search_path={name}", records, batch_size)
+            else:
+                started = time.perf_counter()
+                for i in range(0, n, batch_size):
+                    await insert_many(conn, records[i : i + batch_size])
+                elapsed = time.perf_counter() - started
             stored = await conn.fetchval("SELECT count(*) FROM usage")
         finally:
             await conn.close()
@@ -77,12 +103,17 @@ async def main(n: int, batch_size: int) -> None:
         await admin.execute(f"DROP SCHEMA {name} CASCADE")
         await admin.close()
     assert stored == n
-    print(f"{n} records in batches of {batch_size}: {elapsed:.2f} s, {n / elapsed:,.0f} records/s")
+    how = "UsageWriter + PgRecords" if through_writer else "insert_many"
+    print(
+        f"{how}: {n} records in batches of {batch_size}: {elapsed:.2f} s, "
+        f"{n / elapsed:,.0f} records/s"
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--through-writer", action="store_true", help="via UsageWriter")
     args = parser.parse_args()
-    asyncio.run(main(args.n, args.batch_size))
+    asyncio.run(main(args.n, args.batch_size, args.through_writer))
