@@ -215,6 +215,8 @@ async def export_key(
         subject = subject or key.get("user_id") or key_id
         choices = await read_preferences(conn, subject)
         entries = await audit.list_entries(conn, target=key_id, limit=_NO_LIMIT)
+    if store.remote_records is not None:  # records kept in PostgreSQL
+        records = [*records, *await store.remote_records.records_of(None, [key_id])]
     await store.note(actor=actor, action="key.export", target=key_id, user_id=subject)
     return {
         "format": EXPORT_FORMAT,

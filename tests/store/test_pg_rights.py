@@ -1,6 +1,7 @@
-"""Data rights with usage records in PostgreSQL, through the admin API of a real proxy: an
-export holds the user's records, an erase leaves none of theirs (records, aggregates,
-billing lines) and keeps the totals under a pseudonym, an end user's erase clears them."""
+"""Data rights with usage records in PostgreSQL, through the admin API of a real proxy: a
+user's and an end user's exports hold their records, an erase leaves none of the user's
+(records, aggregates, billing lines) and keeps the totals under a pseudonym, an end user's
+erase clears them."""
 
 from __future__ import annotations
 
@@ -52,6 +53,10 @@ async def test_export_and_erase_reach_the_records_in_postgres(
         async with s.get(f"{proxy.url}/admin/users/{user['id']}/export", headers=ADMIN) as r:
             exported = await r.json()
         assert len(exported["usage_records"]) == 3
+        async with s.post(
+            proxy.url + "/admin/end-users/export", json={"end_user": "eu-7"}, headers=ADMIN
+        ) as r:
+            assert len((await r.json())["usage_records"]) == 4  # everyone's calls as eu-7
 
         async with s.delete(f"{proxy.url}/admin/users/{user['id']}", headers=ADMIN) as r:
             assert r.status == 200, await r.text()

@@ -103,14 +103,24 @@ class PgRights:
             await conn.close()
         return int(status.rsplit(" ", 1)[-1])
 
-    async def records_of(self, user_id: str, key_ids: Sequence[str]) -> list[UsageRecord]:
+    async def records_of(self, user_id: str | None, key_ids: Sequence[str]) -> list[UsageRecord]:
+        """The records of ``user_id`` or of any of ``key_ids`` (``None``: keys only)."""
+        return await self._records(
+            f"SELECT {', '.join(COLUMNS)} FROM usage WHERE {_OWNED} ORDER BY ts, id",
+            user_id,
+            list(key_ids),
+        )
+
+    async def records_of_end_user(self, recorded: str) -> list[UsageRecord]:
+        return await self._records(
+            f"SELECT {', '.join(COLUMNS)} FROM usage WHERE end_user = $1 ORDER BY ts, id",
+            recorded,
+        )
+
+    async def _records(self, sql: str, *args: object) -> list[UsageRecord]:
         conn = await self._connect()
         try:
-            rows = await conn.fetch(
-                f"SELECT {', '.join(COLUMNS)} FROM usage WHERE {_OWNED} ORDER BY ts, id",
-                user_id,
-                list(key_ids),
-            )
+            rows = await conn.fetch(sql, *args)
         finally:
             await conn.close()
         return [_record(row) for row in rows]
