@@ -29,6 +29,7 @@ from nitroproxy.state.shared import SharedState
 from nitroproxy.store.db import open_db
 from nitroproxy.store.meta import installation_secret
 from nitroproxy.store.pg.records import PgRecords
+from nitroproxy.store.pg.reports import PgReports
 from nitroproxy.store.pg.retention import PgRetention
 from nitroproxy.store.rights import erased_usage_step
 from nitroproxy.store.sweeper import RetentionSweeper, retention_policy
@@ -44,6 +45,7 @@ from nitroproxy.web.appkeys import (
     FEED,
     GATEWAY,
     METRICS,
+    PG_REPORTS,
     SETTINGS,
     STATE,
     STORE,
@@ -225,6 +227,8 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
         lambda: (float(writer.status().writable), float(writer.journal_pending))
     )
     app[WRITER] = writer
+    if storage.backend == "postgres":  # the usage API reads the records where they are
+        app[PG_REPORTS] = PgReports(storage.url)
     yield
     await writer.close(timeout=app[SETTINGS].server.shutdown_grace)
 

@@ -10,6 +10,7 @@ from nitroproxy.config import Settings
 from nitroproxy.proxy.gateway import Gateway
 from nitroproxy.state.shared import SharedState
 from nitroproxy.store.accounts import AccountStore
+from nitroproxy.store.pg.reports import PgReports
 from nitroproxy.store.writer import UsageWriter
 from nitroproxy.telemetry.metrics import Metrics
 from nitroproxy.telemetry.traces import Tracing
@@ -31,3 +32,4 @@ TRACING = web.AppKey("tracing", Tracing)
 BODIES = web.AppKey("bodies", BodyBudget)
 TRACKER = web.AppKey("tracker", Tracker)
 STATE = web.AppKey("state", SharedState)
+PG_REPORTS = web.AppKey("pg_reports", PgReports)

@@ -6,6 +6,7 @@ erase clears them."""
 from __future__ import annotations
 
 import asyncio
+import copy
 from typing import Any
 
 import asyncpg
@@ -79,3 +80,35 @@ async def test_export_and_erase_reach_the_records_in_postgres(
         assert await conn.fetchval("SELECT count(*) FROM usage WHERE end_user IS NOT NULL") == 0
     finally:
         await conn.close()
+
+
+async def test_the_usage_api_reads_the_records_in_postgres_as_sqlite_would(
+    make_proxy: ProxyFactory, proxy_config: dict[str, Any], pg_schema: str
+) -> None:
+    """The same calls through a SQLite proxy and a PostgreSQL one: the same totals."""
+    lite_cfg = copy.deepcopy(proxy_config)
+    proxy_config["storage"].update(
+        {"backend": "postgres", "url": f"postgresql://127.0.0.1:5432/test?search_path={pg_schema}"}
+    )
+    answers = {}
+    for name, cfg in (("sqlite", lite_cfg), ("postgres", proxy_config)):
+        proxy = await make_proxy(cfg)
+        for model in ("gpt-test", "gpt-test", "claude-test"):
+            body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+            async with await proxy.post("/v1/chat/completions", body) as r:
+                assert r.status == 200
+        async with asyncio.timeout(10):
+            while True:
+                async with proxy.session.get(
+                    proxy.url + "/admin/usage/records", headers=ADMIN
+                ) as r:
+                    records = (await r.json())["data"]
+                if len(records) == 3:
+                    break
+                await asyncio.sleep(0.05)
+        async with proxy.session.get(proxy.url + "/admin/usage?group_by=model", headers=ADMIN) as r:
+            rows = (await r.json())["rows"]
+        answers[name] = [{k: v for k, v in row.items() if k != "cost_usd"} for row in rows]
+        assert {rec["model"] for rec in records} == {"gpt-test", "claude-test"}
+    assert answers["postgres"] == answers["sqlite"]
+    assert [row["group"] for row in answers["postgres"]] == ["claude-test", "gpt-test"]
