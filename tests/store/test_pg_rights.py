@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from typing import Any
 
 import asyncpg
 
+from nitroproxy.reports.usage import usage_report
 from tests.conftest import ADMIN_KEY, ProxyFactory
 from tests.services import POSTGRES
 
@@ -112,3 +114,6 @@ async def test_the_usage_api_reads_the_records_in_postgres_as_sqlite_would(
         assert {rec["model"] for rec in records} == {"gpt-test", "claude-test"}
     assert answers["postgres"] == answers["sqlite"]
     assert [row["group"] for row in answers["postgres"]] == ["claude-test", "gpt-test"]
+    # `nitroproxy usage` reads them there too.
+    printed = json.loads(await usage_report(proxy.settings, None, None, "model", "json"))
+    assert [row["group"] for row in printed["rows"]] == ["claude-test", "gpt-test"]
