@@ -207,3 +207,42 @@ async def test_the_sweeper_step_bills_an_erased_users_stragglers_under_the_lock(
     finally:
         await lite.close()
         await pg.close()
+
+
+async def test_the_dashboards_timeline_reads_the_same_from_postgres(
+    pg_schema: str, tmp_path: Path
+) -> None:
+    from nitroproxy.store import timeline
+    from nitroproxy.store import usage as lite_usage
+    from nitroproxy.store.pg.reports import PgQueries
+
+    records = [
+        make_record(
+            i,
+            ts=MAR10 + i * 37.5,
+            latency_ms=100.0 + (i * 7) % 50,
+            ttft_ms=None if i % 4 == 0 else 20.0 + i % 9,
+            status=500 if i % 6 == 0 else 200,
+            deployment=("east", "west", None)[i % 3],
+            key_id=("key-a", "key-b")[i % 2],
+        )
+        for i in range(200)
+    ]
+    url = f"{POSTGRES}?search_path={pg_schema}"
+    pg = await asyncpg.connect(url)
+    lite = await open_db(tmp_path / "lite.db")
+    try:
+        await schema.migrate(pg)
+        await insert_many(pg, records)
+        await lite_usage.insert_many(lite, records)
+        window = {"start": MAR10, "end": MAR10 + 7500.0}
+        for key_id in (None, "key-b"):
+            want = await timeline.query_timeline(lite, **window, step=300, key_id=key_id)
+            got = await timeline.query_timeline(PgQueries(url), **window, step=300, key_id=key_id)
+            assert got == want and len(want) > 20
+        want_rows = await timeline.usage_by_deployment(lite, **window, key_id="key-a")
+        got_rows = await timeline.usage_by_deployment(PgQueries(url), **window, key_id="key-a")
+        assert got_rows == want_rows and {r.group for r in want_rows} == {"", "east", "west"}
+    finally:
+        await lite.close()
+        await pg.close()
