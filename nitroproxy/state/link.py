@@ -141,6 +141,10 @@ class RedisLink:
                 self.failures += 1
                 continue
             break
+        # Connections pooled before the outage point at a server that is gone (a restart):
+        # each would fail once and mark the link down again. Start them all afresh.
+        with contextlib.suppress(RedisError, OSError):
+            await self.client.connection_pool.disconnect()
         self.up = True
         self._log.info("state backend reachable again")
         for fn in self._on_up:
