@@ -57,7 +57,8 @@ LAYERS = {
     "telemetry": ("cli", "proxy", "web", "upstream", "store", "cache"),
     "security": ("cli", "proxy", "web", "upstream", "store", "cache"),
     "config": ("cli", "proxy", "web", "upstream", "store", "cache", "reports", "telemetry"),
-    "proxy": ("cli", "web"),
+    "proxy": ("cli", "web", "state"),
+    "state": ("cli", "web"),
     "web": ("cli", "upstream"),
 }  # fmt: skip
 

@@ -32,6 +32,7 @@ from nitroproxy.store import end_users, keys, preferences, users
 from nitroproxy.store.accounts import AccountStore
 from nitroproxy.store.keys import IssuedKey, KeySpec
 from nitroproxy.store.meta import installation_secret
+from nitroproxy.store.pg.rights import remote_records
 from nitroproxy.store.rights import erase_user, export_user
 
 Loader = Callable[[str | None], Settings]
@@ -206,6 +207,7 @@ def _run(action: Action, load: Loader) -> Callable[[argparse.Namespace], int]:
                 tiers=settings.tiers,
                 models=settings.models,
             )
+            store.remote_records = remote_records(settings.storage)
             try:
                 return await action(store, args)
             finally:

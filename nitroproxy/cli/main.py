@@ -39,6 +39,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     resolved = resolve_or_exit(args.config, providers=True, require_models=True)
     try:
+        if args.workers != 1:
+            from nitroproxy.web.workers import run_workers
+
+            path = resolved.found.path
+            return run_workers(resolved.settings, args.workers, config_path=str(path))
         serve(resolved.settings, config_path=resolved.found.path)
     except config.StartupError as exc:
         # Raised while the app starts (a wrong data key, an unreadable certificate, a
@@ -144,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "serve", "run the proxy until SIGTERM or Ctrl-C")
     add_config_option(p)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N processes on one port (needs state.backend: redis)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = _add(sub, "check-config", "validate a configuration file and exit (2 on an error)")

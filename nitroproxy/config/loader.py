@@ -20,6 +20,7 @@ from nitroproxy.config import process
 from nitroproxy.config.errors import ConfigError
 from nitroproxy.config.providers import read_providers, read_upstream
 from nitroproxy.config.reader import Reader
+from nitroproxy.config.scale import parse_state as _state
 from nitroproxy.config.schema import (
     AuthSettings,
     CacheSettings,
@@ -140,7 +141,7 @@ def parse(data: Any) -> Settings:
     root.require_mapping()
     root.only(
         "server upstream providers models routing storage retention privacy logging "
-        "metrics tokens auth tiers keys cache stats end_users tracing ui"
+        "metrics tokens auth tiers keys cache stats end_users tracing ui state"
     )
     providers = read_providers(root.child("providers"))
     tiers = {name: _limits(r) for name, r in root.child("tiers").items()}
@@ -164,6 +165,7 @@ def parse(data: Any) -> Settings:
         end_users=_limits(root.child("end_users")),
         tracing=_tracing(root.child("tracing")),
         ui=_ui(root.child("ui")),
+        state=_state(root.child("state")),
     )
 
 

@@ -71,15 +71,21 @@ def _mock(r: Reader) -> MockProviderSettings:
 
 def storage(r: Reader) -> StorageSettings:
     r.only(
-        "enabled path batch_size flush_interval max_queue high_water busy_timeout "
+        "enabled path backend url batch_size flush_interval max_queue high_water busy_timeout "
         "journal_dir journal_after on_failure journal_before_answer"
     )
     d = StorageSettings()
     path = r.text("path", d.path)
+    backend = r.choice("backend", ["sqlite", "postgres"], d.backend)
+    url = r.text("url", d.url)
+    if backend == "postgres" and not url.startswith(("postgresql://", "postgres://")):
+        r.fail("url", "storage.backend postgres needs a postgresql:// URL")
     max_queue = r.integer("max_queue", d.max_queue, minimum=1)
     return StorageSettings(
         enabled=r.flag("enabled", d.enabled),
         path=path,
+        backend=backend,
+        url=url,
         batch_size=r.integer("batch_size", d.batch_size, minimum=1),
         flush_interval=r.duration("flush_interval", d.flush_interval),
         max_queue=max_queue,

@@ -158,6 +158,10 @@ class StorageSettings:
 
     enabled: bool = True
     path: str = "data/nitroproxy.db"
+    backend: str = "sqlite"
+    """``postgres``: usage records go to ``url`` (keys, accounts and the rest stay in
+    ``path`` for now)."""
+    url: str = field(default="", repr=False)
     batch_size: int = 500
     flush_interval: float = 0.2
     max_queue: int = 50_000
@@ -170,6 +174,41 @@ class StorageSettings:
 
     def journal_path(self) -> str:
         return self.journal_dir or str(Path(self.path).parent / "journal")
+
+
+@dataclass(frozen=True, slots=True)
+class FailPolicy:
+    """Per limit kind, what admission does while the shared state (Redis) is unreachable:
+    ``open`` serves on, each process enforcing the limit alone from its own memory (so N
+    processes admit at most N times the limit); ``closed`` refuses with a 503."""
+
+    requests: str = "open"
+    tokens: str = "open"
+    concurrency: str = "open"
+    budget: str = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class StateSettings:
+    """Where limits, budgets, cool-downs and measurements live: ``memory`` (one process) or
+    ``redis`` (shared by every process and machine that names the same URL and prefix)."""
+
+    backend: str = "memory"
+    url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    prefix: str = "nitroproxy"
+    ca_bundle: str | None = None
+    """For ``rediss://``: the CA that signed the server's certificate (default: the
+    system's)."""
+    timeout: float = 0.1
+    """No request waits on Redis longer than this (seconds)."""
+    retry_interval: float = 0.5
+    """While Redis is down, how often it is probed; requests meanwhile do not wait on it."""
+    lease: float = 30.0
+    """How long a concurrency slot or a reservation outlives a process that died holding it."""
+    resync_interval: float = 5.0
+    """Full resync of keys and shared health, so a missed pub/sub message heals."""
+    health_interval: float = 0.25
+    fail: FailPolicy = FailPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +349,7 @@ class Settings:
     keys: tuple[KeySettings, ...] = ()
     cache: CacheSettings = CacheSettings()
     stats: StatsSettings = StatsSettings()
+    state: StateSettings = StateSettings()
     end_users: KeyLimits = field(default_factory=KeyLimits)
     """Limits for each end user of each key (requests/min, tokens/min, concurrency and
     budgets), on top of the key's own; unlimited by default."""

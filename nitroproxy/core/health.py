@@ -210,6 +210,41 @@ class HealthBook:
         if dep is not None:
             dep.probe_since = None
 
+    # -- sharing with other processes (``state.health``) ------------------------------------
+
+    def cooldown_until(self, name: str) -> float | None:
+        dep = self._book.get(name)
+        return None if dep is None else dep.cooldown_until
+
+    def impose_cooldown(self, name: str, until: float, now: float) -> None:
+        """Another process opened this deployment's breaker until ``until`` (on this book's
+        scale): cool down as long, unless already cooling down longer."""
+        if until <= now:
+            return
+        dep = self._get(name)
+        if dep.cooldown_until is None or dep.cooldown_until < until:
+            dep.cooldown_until = until
+            dep.probe_since = None
+
+    def adopt(
+        self,
+        name: str,
+        *,
+        ttft_s: float | None,
+        tokens_per_s: float | None,
+        latency_s: float | None,
+        samples: int,
+    ) -> None:
+        """Replace the smoothed measurements by the shared ones (every process's samples
+        folded into one mean); the seeds stay, for as long as samples are few."""
+        dep = self._get(name)
+        pairs = ((dep.ttft, ttft_s), (dep.tokens_per_s, tokens_per_s), (dep.latency, latency_s))
+        for ewma, value in pairs:
+            if value is not None:
+                ewma.mean = value
+                ewma.samples = samples
+        dep.successes = max(dep.successes, samples)
+
     def measurement(self, name: str) -> Measurement:
         dep = self._book.get(name)
         if dep is None:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import functools
 import math
-from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, fields
 from typing import Literal
 
 from nitroproxy.core.errors import QuotaExceeded, RateLimited
 from nitroproxy.core.money import usd
+from nitroproxy.core.windows import WINDOW_S, KeyState
 
 __all__ = [
     "INTEGER_LIMITS",
@@ -29,22 +29,15 @@ __all__ = [
     "Admission",
     "KeyLimits",
     "RateLimits",
+    "WindowFigures",
     "check_budget",
     "format_duration",
     "layered",
     "limits_of",
     "ratelimit_headers",
     "to_error",
+    "verdict",
 ]
-
-WINDOW_S = 60.0
-
-
-def _tick(t: float) -> float:
-    """Window entries are kept to the millisecond, rounded up: admissions in the same
-    millisecond share one entry (memory stays below 60,000 entries a window at any rate),
-    and an entry never leaves its window before its exact time would have."""
-    return math.ceil(t * 1000.0) / 1000.0
 
 
 @functools.lru_cache(maxsize=1024)
@@ -123,78 +116,6 @@ class Admission:
     message: str | None = None
 
 
-class _Window:
-    """A sorted log of (timestamp, amount) with a running total. Pruning advances a head
-    index and compacts the lists once half of them is dead, so it is amortized O(1)."""
-
-    __slots__ = ("amounts", "head", "stamps", "total")
-
-    def __init__(self) -> None:
-        self.stamps: list[float] = []
-        self.amounts: list[int] = []
-        self.head = 0
-        self.total = 0
-
-    def __len__(self) -> int:
-        return len(self.stamps) - self.head
-
-    def prune(self, now: float) -> None:
-        # An entry counts while now < stamp + WINDOW_S.
-        end = bisect_right(self.stamps, now - WINDOW_S, self.head)
-        self.total -= sum(self.amounts[self.head : end])
-        self.head = end
-        if self.head and self.head * 2 >= len(self.stamps):
-            del self.stamps[: self.head], self.amounts[: self.head]
-            self.head = 0
-
-    def add(self, now: float, amount: int) -> None:
-        self.total += amount
-        now = _tick(now)
-        if self.stamps and self.stamps[-1] == now:
-            self.amounts[-1] += amount  # coalesce admissions at the same instant
-            return
-        i = bisect_right(self.stamps, now, self.head)  # == len() unless the clock went back
-        self.stamps.insert(i, now)
-        self.amounts.insert(i, amount)
-
-    def adjust(self, at: float, delta: int) -> None:
-        """Change the amount recorded at ``at``; a pruned or unknown entry is left alone."""
-        at = _tick(at)
-        i = bisect_left(self.stamps, at, self.head)
-        if i < len(self.stamps) and self.stamps[i] == at:
-            new = max(0, self.amounts[i] + delta)
-            self.total += new - self.amounts[i]
-            self.amounts[i] = new
-
-    def wait_for(self, excess: int, now: float) -> float:
-        """Seconds until at least ``excess`` has expired from the window."""
-        freed = 0
-        for i in range(self.head, len(self.stamps)):
-            freed += self.amounts[i]
-            if freed >= excess:
-                return self.stamps[i] + WINDOW_S - now
-        return WINDOW_S
-
-    def reset_in(self, now: float) -> float:
-        return self.stamps[-1] + WINDOW_S - now if len(self) else 0.0
-
-
-class _KeyState:
-    __slots__ = ("active", "requests", "tokens")
-
-    def __init__(self) -> None:
-        self.requests = _Window()
-        self.tokens = _Window()
-        self.active = 0
-
-    def prune(self, now: float) -> None:
-        self.requests.prune(now)
-        self.tokens.prune(now)
-
-    def idle(self) -> bool:
-        return not self.active and not len(self.requests) and not len(self.tokens)
-
-
 class RateLimits:
     """All keys' windows and concurrency counters in one process. Mutable and pure: each
     call is one atomic step, so the async shell needs no lock as long as it doesn't await
@@ -206,7 +127,7 @@ class RateLimits:
     """
 
     def __init__(self) -> None:
-        self._keys: dict[str, _KeyState] = {}
+        self._keys: dict[str, KeyState] = {}
         self._last_sweep: float | None = None
 
     def __len__(self) -> int:
@@ -259,13 +180,15 @@ class RateLimits:
         self._maybe_sweep(now)
         state = self._keys.get(key)
         if state is None:
-            state = _KeyState()
+            state = KeyState()
         else:
             state.prune(now)
-        denial = _deny(
-            state, limits, tokens, now, concurrent, spent_day_usd, spent_month_usd, cost_usd
+        return verdict(
+            limits,
+            _figures(state, limits, tokens, now, concurrent, spent_day_usd, spent_month_usd),
+            tokens=tokens,
+            cost_usd=cost_usd,
         )
-        return _admission(state, limits, tokens, now, denial, counted=denial is None)
 
     def apply(
         self, key: str, limits: KeyLimits, *, tokens: int, now: float, concurrent: bool = True
@@ -273,7 +196,7 @@ class RateLimits:
         """Count one admitted request (after :meth:`check` said yes, with no await between)."""
         state = self._keys.get(key)
         if state is None:
-            state = _KeyState()
+            state = KeyState()
         if limits.rpm is not None:
             state.requests.add(now, 1)
         if limits.tpm is not None:
@@ -341,26 +264,79 @@ class RateLimits:
         elif now - self._last_sweep >= WINDOW_S:
             self.sweep(now)
 
-    def _drop_if_idle(self, key: str, state: _KeyState) -> None:
+    def _drop_if_idle(self, key: str, state: KeyState) -> None:
         if state.idle():
             del self._keys[key]
 
 
-def _deny(
-    state: _KeyState,
+@dataclass(frozen=True, slots=True)
+class WindowFigures:
+    """One scope's state at the instant of a check, before the request is counted: all a
+    verdict needs, so a shared backend (a Lua script in Redis) that reads these figures
+    atomically reaches the same verdict, with the same messages, as :class:`RateLimits`.
+
+    The waits are seconds until enough has left a window for this request to fit, and
+    only mean something when that window is over its limit; resets are seconds until the
+    window is empty."""
+
+    active: int = 0
+    requests: int = 0
+    tokens: int = 0
+    request_wait: float = WINDOW_S
+    token_wait: float = WINDOW_S
+    request_reset: float = 0.0
+    token_reset: float = 0.0
+    spent_day_usd: float = 0.0
+    spent_month_usd: float = 0.0
+    concurrent: bool = True
+
+
+def _figures(
+    state: KeyState,
     limits: KeyLimits,
     tokens: int,
     now: float,
     concurrent: bool,
     spent_day: float,
     spent_month: float,
-    cost: float,
+) -> WindowFigures:
+    requests, used = state.requests.total, state.tokens.total
+    over_requests = limits.rpm is not None and requests + 1 > limits.rpm
+    over_tokens = limits.tpm is not None and used + tokens > limits.tpm
+    return WindowFigures(
+        active=state.active,
+        requests=requests,
+        tokens=used,
+        request_wait=state.requests.wait_for(requests + 1 - (limits.rpm or 0), now)
+        if over_requests
+        else WINDOW_S,
+        token_wait=state.tokens.wait_for(used + tokens - (limits.tpm or 0), now)
+        if over_tokens
+        else WINDOW_S,
+        request_reset=state.requests.reset_in(now),
+        token_reset=state.tokens.reset_in(now),
+        spent_day_usd=spent_day,
+        spent_month_usd=spent_month,
+        concurrent=concurrent,
+    )
+
+
+def verdict(limits: KeyLimits, f: WindowFigures, *, tokens: int, cost_usd: float) -> Admission:
+    """Admit or refuse one request of ``tokens`` estimated tokens and ``cost_usd`` worst
+    case against ``limits``, given the scope's figures; the headers leave the request out
+    when it is refused and count it when it is admitted."""
+    denial = _deny(f, limits, tokens, cost_usd)
+    return _admission(f, limits, tokens, denial, counted=denial is None)
+
+
+def _deny(
+    f: WindowFigures, limits: KeyLimits, tokens: int, cost: float
 ) -> tuple[Reason, float | None, str] | None:
-    quota = check_budget(limits, spent_day, spent_month, cost)
+    quota = check_budget(limits, f.spent_day_usd, f.spent_month_usd, cost)
     if quota is not None:
         return "budget", None, quota.message
     reasons: list[tuple[Reason, float | None, str]] = []
-    if concurrent and limits.max_concurrent is not None and state.active >= limits.max_concurrent:
+    if f.concurrent and limits.max_concurrent is not None and f.active >= limits.max_concurrent:
         reasons.append(
             (
                 "concurrency",
@@ -368,22 +344,21 @@ def _deny(
                 f"Rate limit reached: {limits.max_concurrent} concurrent requests in flight",
             )
         )
-    if limits.rpm is not None and state.requests.total + 1 > limits.rpm:
-        wait = state.requests.wait_for(state.requests.total + 1 - limits.rpm, now)
-        reasons.append(("requests", wait, f"Rate limit reached: {limits.rpm} requests per min"))
+    if limits.rpm is not None and f.requests + 1 > limits.rpm:
+        reasons.append(
+            ("requests", f.request_wait, f"Rate limit reached: {limits.rpm} requests per min")
+        )
     if limits.tpm is not None and tokens > limits.tpm:
         message = (
             f"Request too large: about {tokens} tokens, over the limit of "
             f"{limits.tpm} tokens per min"
         )
         return "tokens", None, message
-    if limits.tpm is not None and state.tokens.total + tokens > limits.tpm:
-        wait = state.tokens.wait_for(state.tokens.total + tokens - limits.tpm, now)
-        used = state.tokens.total
+    if limits.tpm is not None and f.tokens + tokens > limits.tpm:
         message = (
-            f"Rate limit reached: {limits.tpm} tokens per min (used {used}, requested {tokens})"
+            f"Rate limit reached: {limits.tpm} tokens per min (used {f.tokens}, requested {tokens})"
         )
-        reasons.append(("tokens", wait, message))
+        reasons.append(("tokens", f.token_wait, message))
     if not reasons:
         return None
     # Name the first limit hit, but wait for all of them, so a retry then succeeds.
@@ -392,10 +367,9 @@ def _deny(
 
 
 def _admission(
-    state: _KeyState,
+    f: WindowFigures,
     limits: KeyLimits,
     tokens: int,
-    now: float,
     denial: tuple[Reason, float | None, str] | None,
     *,
     counted: bool = False,
@@ -403,8 +377,8 @@ def _admission(
     """The verdict and its headers; ``counted`` when the request is about to be counted, so
     the remaining figures already leave it out."""
     rpm, tpm = limits.rpm, limits.tpm
-    used_requests = state.requests.total + (1 if counted else 0)
-    used_tokens = state.tokens.total + (tokens if counted else 0)
+    used_requests = f.requests + (1 if counted else 0)
+    used_tokens = f.tokens + (tokens if counted else 0)
     return Admission(
         allowed=denial is None,
         reason=None if denial is None else denial[0],
@@ -413,14 +387,10 @@ def _admission(
         limit_requests=rpm,
         remaining_requests=None if rpm is None else max(0, rpm - used_requests),
         # A request just counted is the newest entry: its window ends a full WINDOW_S away.
-        reset_requests=None
-        if rpm is None
-        else WINDOW_S
-        if counted
-        else state.requests.reset_in(now),
+        reset_requests=None if rpm is None else WINDOW_S if counted else f.request_reset,
         limit_tokens=tpm,
         remaining_tokens=None if tpm is None else max(0, tpm - used_tokens),
-        reset_tokens=None if tpm is None else WINDOW_S if counted else state.tokens.reset_in(now),
+        reset_tokens=None if tpm is None else WINDOW_S if counted else f.token_reset,
         tokens_requested=tokens,
     )
 

@@ -80,6 +80,7 @@ class Gateway:
         tracing: Tracing | None = None,
         can_record: Callable[[], bool] | None = None,
         durable_sink: DurableSink | None = None,
+        health: HealthBook | None = None,
     ) -> None:
         self.settings = settings
         self.forward_names = _forward_names(settings)
@@ -97,7 +98,7 @@ class Gateway:
             for m in settings.models.values()
         }
         r = settings.routing
-        self.health = HealthBook(
+        self.health = health or HealthBook(
             alpha=r.ewma_alpha,
             min_samples=r.min_samples,
             failure_threshold=r.failure_threshold,

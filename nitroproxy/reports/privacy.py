@@ -353,6 +353,23 @@ def _journal(settings: Settings, *, public: bool) -> dict[str, Any]:
     return out
 
 
+def _shared_state(settings: Settings, *, public: bool) -> dict[str, Any] | str:
+    state = settings.state
+    if state.backend != "redis":
+        return "none: limits, budgets and health stay in this process's memory"
+    return {
+        "where": "Redis" if public else "Redis, prefix " + state.prefix,
+        "holds": "per scope (a key id, or a key id with an end user's keyed pseudonym, never "
+        "the end user as sent): request and token admissions of the last minute, "
+        "concurrency slots and budget reservations in flight, spend in nano-USD by day; "
+        "per deployment: cool-down end and smoothed speed; no prompt, completion or key",
+        "kept_for": "windows 1 minute, slots and reservations one lease ("
+        + duration(state.lease)
+        + "), settlement markers 15 minutes, spend 40 days",
+        "shared_between": "every NitroProxy process naming the same Redis and prefix",
+    }
+
+
 def build(
     settings: Settings,
     routes: Collection[str],
@@ -385,6 +402,12 @@ def build(
         if s.storage.enabled
         else "none: storage is disabled, no request records are written",
     }
+    if s.storage.enabled and s.storage.backend == "postgres":
+        # Never the URL itself: it may hold a password.
+        database["usage_records"] = (
+            "PostgreSQL (storage.url): the usage, usage_daily and billing_lines tables, the "
+            "same columns and retention windows; the rest stays in the SQLite file"
+        )
     if not public:
         versions = {
             "nitroproxy_version": __version__,
@@ -427,6 +450,7 @@ def build(
         ),
         "memory_only": "per-key rate-limit windows and spend totals (key ids), deployment "
         "health; lost at restart" + ("; Prometheus metrics" if s.metrics.enabled else ""),
+        "shared_state": _shared_state(s, public=public),
         "transport": {
             "listener": "HTTPS" if s.server.tls is not None else "plain HTTP (not encrypted)",
             "client_certificates": "required" if used["tls"]["client_certificates"] else "no",

@@ -13,6 +13,7 @@ import orjson
 from nitroproxy.config import Settings
 from nitroproxy.core.money import usd
 from nitroproxy.store.db import open_db
+from nitroproxy.store.pg.reports import PgReports
 from nitroproxy.store.usage import UsageRow, query_usage
 
 COLUMNS = (
@@ -99,9 +100,15 @@ async def usage_report(
 ) -> str:
     conn = await open_db(settings.storage.path)
     try:
-        rows = await query_usage(
-            conn, start=parse_time(start), end=parse_time(end), group_by=group_by
-        )
+        filters: dict[str, Any] = {
+            "start": parse_time(start),
+            "end": parse_time(end),
+            "group_by": group_by,
+        }
+        if settings.storage.backend == "postgres":  # the records are there
+            rows = await PgReports(settings.storage.url).query_usage(**filters)
+        else:
+            rows = await query_usage(conn, **filters)
         names = await _key_names(conn) if group_by == "key" and fmt == "table" else {}
     finally:
         await conn.close()

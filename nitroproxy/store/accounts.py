@@ -27,6 +27,7 @@ from nitroproxy.security.crypto import Keyring
 from nitroproxy.store import audit
 from nitroproxy.store.datakey import load_keyring, rotate_batch
 from nitroproxy.store.db import open_db, transaction
+from nitroproxy.store.records import RemoteRecords
 
 __all__ = ["AccountStore"]
 
@@ -48,6 +49,11 @@ class AccountStore:
         self.models = frozenset(models) if models is not None else None
         self.clock = clock
         self.lock = asyncio.Lock()
+        self.remote_records: RemoteRecords | None = None
+        """Usage records kept in another database (PostgreSQL): erasures and exports
+        reach them too."""
+        self.on_write: list[Callable[[], None]] = []
+        """Called after each committed accounts write (propagation to other processes)."""
 
     @classmethod
     async def open(
@@ -83,6 +89,8 @@ class AccountStore:
                 "INSERT INTO meta (name, value) VALUES ('accounts_version', 1) "
                 "ON CONFLICT (name) DO UPDATE SET value = value + 1"
             )
+        for hook in self.on_write:
+            hook()
 
     async def read(self, sql: str, params: Any = ()) -> list[Any]:
         """One query, alone on the connection."""

@@ -25,6 +25,8 @@ _NO_LIMIT = 2**62
 async def export_end_user(store: AccountStore, recorded: str) -> dict[str, Any]:
     async with store.lock:
         records = await list_records(store.conn, end_user=recorded, limit=_NO_LIMIT)
+    if store.remote_records is not None:  # records kept in PostgreSQL
+        records = [*records, *await store.remote_records.records_of_end_user(recorded)]
     return {
         "format": EXPORT_FORMAT,
         "exported_at": store.clock(),
@@ -49,4 +51,6 @@ async def erase_end_user(store: AccountStore, recorded: str, *, actor: str) -> d
             user_id=None,
             detail={"usage_records_cleared": records},
         )
+    if store.remote_records is not None:  # records kept in PostgreSQL
+        records += await store.remote_records.erase_end_user(recorded)
     return {"usage_records_cleared": records, "wal_truncated": await truncate_wal(store)}

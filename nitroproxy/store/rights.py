@@ -167,6 +167,9 @@ async def export_user(store: AccountStore, user_id: str, *, actor: str) -> dict[
         )
         lines = await billing_lines(conn, user_id=user_id)
         entries = await audit.list_entries(conn, user_id=user_id, limit=_NO_LIMIT)
+    if store.remote_records is not None:  # records kept in PostgreSQL
+        key_ids = [key_from_row(k).id for k in keys]
+        records = [*records, *await store.remote_records.records_of(user_id, key_ids)]
     await store.note(actor=actor, action="user.export", target=user_id, user_id=user_id)
     return {
         "format": EXPORT_FORMAT,
@@ -212,6 +215,8 @@ async def export_key(
         subject = subject or key.get("user_id") or key_id
         choices = await read_preferences(conn, subject)
         entries = await audit.list_entries(conn, target=key_id, limit=_NO_LIMIT)
+    if store.remote_records is not None:  # records kept in PostgreSQL
+        records = [*records, *await store.remote_records.records_of(None, [key_id])]
     await store.note(actor=actor, action="key.export", target=key_id, user_id=subject)
     return {
         "format": EXPORT_FORMAT,
@@ -249,6 +254,18 @@ async def erase_user(
     async with store.writing() as conn:
         if not await conn.execute_fetchall("SELECT 1 FROM users WHERE id = ?", (user_id,)):
             raise NotFound(f"no user with id {user_id!r}", code="user_not_found")
+        # For records kept elsewhere (PostgreSQL): whose they are, before the keys go.
+        key_ids = [
+            str(r[0])
+            for r in await conn.execute_fetchall(
+                "SELECT id FROM api_keys WHERE user_id = ?", (user_id,)
+            )
+        ]
+        objector = bool(
+            await conn.execute_fetchall(
+                "SELECT 1 FROM preferences WHERE subject = ? AND analytics = 0", (user_id,)
+            )
+        )
         await conn.execute(_PSEUDONYMIZE_SQL, params)  # before the roll-up adds alias rows
         await conn.execute(_BILL_LINES_SQL, params)  # before the raw rows add alias lines
         records = await _move_raw(conn, params)
@@ -283,6 +300,10 @@ async def erase_user(
         await settle()
         async with store.lock, transaction(store.conn):
             records += await _move_raw(store.conn, params)
+    if store.remote_records is not None:  # after settle: the queue is in PostgreSQL now
+        records += await store.remote_records.erase_user(
+            user_id, key_ids, alias=params["alias"], bill=params["bill"], objector=objector
+        )
     truncated = await truncate_wal(store)
     return EraseResult(user_id, keys, records, aggregates, truncated, params["bill"], lines)
 

@@ -10,14 +10,21 @@ event loop only receives one row per bucket and percentile, however many rows th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
-
-import aiosqlite
+from typing import Any, Protocol
 
 from nitroproxy.store.usage import ERROR_SQL, TOKEN_COLUMNS, UsageRow
 
+
 # Bucket widths a chart may use, in seconds: the smallest that gives at most MAX_BUCKETS.
+class Rows(Protocol):
+    """What these reports read through: a SQLite connection, or ``store.pg.reports``'s
+    ``PgQueries`` over records kept in PostgreSQL."""
+
+    async def execute_fetchall(self, sql: str, parameters: Any = ...) -> Iterable[Any]: ...
+
+
 STEPS: tuple[int, ...] = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400)
 MAX_BUCKETS = 120
 PERCENTILES: tuple[int, ...] = (50, 99)
@@ -92,7 +99,7 @@ def _percentile_sql(column: str, key_id: str | None) -> str:
 
 
 async def _percentiles(
-    conn: aiosqlite.Connection, column: str, key_id: str | None, params: dict[str, Any]
+    conn: Rows, column: str, key_id: str | None, params: dict[str, Any]
 ) -> dict[int, dict[int, float]]:
     """bucket -> percentile -> value."""
     out: dict[int, dict[int, float]] = {}
@@ -106,7 +113,7 @@ async def _percentiles(
 
 
 async def query_timeline(
-    conn: aiosqlite.Connection,
+    conn: Rows,
     *,
     start: float,
     end: float,
@@ -143,7 +150,7 @@ async def query_timeline(
 
 
 async def usage_by_deployment(
-    conn: aiosqlite.Connection,
+    conn: Rows,
     *,
     start: float | None,
     end: float | None,

@@ -8,7 +8,7 @@ aggregate up. Timestamps are Unix seconds (non-negative).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -159,6 +159,23 @@ async def query_usage(
     A daily aggregate counts when its day starts inside the range, so totals are exact for
     ranges on UTC day boundaries and do not change when the sweeper rolls days up.
     """
+    sql, params = usage_query(
+        start=start, end=end, group_by=group_by, key_id=key_id, user_id=user_id, end_user=end_user
+    )
+    return usage_rows(await conn.execute_fetchall(sql, params))
+
+
+def usage_query(
+    *,
+    start: float | None,
+    end: float | None,
+    group_by: str,
+    key_id: str | None = None,
+    user_id: str | None = None,
+    end_user: str | None = None,
+) -> tuple[str, list[Any]]:
+    """The statement behind :func:`query_usage` (in SQLite's dialect; ``store.pg.reports``
+    runs the same one on PostgreSQL)."""
     if group_by not in _GROUP_SQL:
         raise ValueError(f"group_by must be one of {', '.join(GROUP_BY_OPTIONS)}")
     raw_group, daily_group = _GROUP_SQL[group_by]
@@ -183,7 +200,10 @@ async def query_usage(
         FROM usage_daily WHERE {daily_where} GROUP BY 1
     ) GROUP BY grp ORDER BY grp
     """
-    rows = await conn.execute_fetchall(sql, [*raw_params, *daily_params])
+    return sql, [*raw_params, *daily_params]
+
+
+def usage_rows(rows: Iterable[Sequence[Any]]) -> list[UsageRow]:
     return [UsageRow(str(r[0]), *(int(v) for v in r[1:])) for r in rows]
 
 
@@ -198,12 +218,28 @@ async def list_records(
     end_user: str | None = None,
 ) -> list[UsageRecord]:
     """Raw records in ``[start, end)``, oldest first (rolled-up records are gone)."""
+    sql, params = records_query(
+        user_id=user_id, key_id=key_id, start=start, end=end, limit=limit, end_user=end_user
+    )
+    rows = await conn.execute_fetchall(sql, params)
+    return [row_to_record(r) for r in rows]
+
+
+def records_query(
+    *,
+    user_id: str | None = None,
+    key_id: str | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    limit: int = 1000,
+    end_user: str | None = None,
+) -> tuple[str, list[Any]]:
+    """The statement behind :func:`list_records` (SQLite's dialect)."""
     if limit < 0:
         raise ValueError("limit must be >= 0")
     where, params = _filters("ts", start, end, key_id, user_id, end_user)
     sql = f"SELECT {_COLUMN_LIST} FROM usage WHERE {where} ORDER BY ts, rowid LIMIT ?"
-    rows = await conn.execute_fetchall(sql, [*params, limit])
-    return [row_to_record(r) for r in rows]
+    return sql, [*params, limit]
 
 
 async def roll_up(conn: aiosqlite.Connection, *, before: float, limit: int) -> tuple[int, int]:

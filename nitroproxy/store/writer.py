@@ -28,30 +28,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiosqlite
-
 from nitroproxy.core.types import UsageRecord
-from nitroproxy.store.db import DEFAULT_BUSY_TIMEOUT_S, open_db, probe_write
+from nitroproxy.store.db import DEFAULT_BUSY_TIMEOUT_S
+from nitroproxy.store.records import RecordStore, SqliteRecords
 from nitroproxy.store.spool import Entry, Spool
-from nitroproxy.store.usage import insert_many
 
 Count = Callable[[int], None]
-# A record refused for what it holds fails the same way on every retry.
-_DATA_ERRORS = (
-    sqlite3.IntegrityError,
-    sqlite3.InterfaceError,
-    sqlite3.ProgrammingError,
-    sqlite3.DataError,
-    OverflowError,
-)
-_DB_ERRORS = (sqlite3.Error, OSError, ValueError)  # ValueError: aiosqlite's closed connection
 _SPILL_BATCH = 5000
 
 
@@ -75,8 +63,9 @@ class WriterStatus:
 class UsageWriter:
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | None,
         *,
+        store: RecordStore | None = None,
         batch_size: int = 500,
         flush_interval: float = 0.2,
         max_queue: int = 50_000,
@@ -100,12 +89,16 @@ class UsageWriter:
             raise ValueError("intervals must be >= 0")
         if on_failure not in ("refuse", "serve"):
             raise ValueError("on_failure must be 'refuse' or 'serve'")
-        self._path = path
+        if store is None:
+            if path is None:
+                raise ValueError("UsageWriter needs a path or a store")
+            store = SqliteRecords(path, busy_timeout=busy_timeout)
+        self._db = store
+        self._opened = False
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._max_queue = max_queue
         self._high_water = high_water if high_water is not None else max(1, max_queue * 4 // 5)
-        self._busy_timeout = busy_timeout
         self._spool = (
             Spool(journal_dir, retry_after=max(retry_initial, retry_max))
             if journal_dir is not None
@@ -123,7 +116,6 @@ class UsageWriter:
         self._wake = asyncio.Event()
         self._spill_wake = asyncio.Event()
         self._halt = asyncio.Event()  # close() deadline passed: stop retrying
-        self._conn: aiosqlite.Connection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._closed = False
@@ -182,15 +174,16 @@ class UsageWriter:
     async def start(self) -> None:
         """Open the connection and replay what earlier runs left in the journal (if the
         database refuses, the replay is retried from the writing task)."""
-        if self._conn is not None or self._closed:
+        if self._opened or self._closed:
             raise RuntimeError("UsageWriter.start() called twice")
-        self._conn = await open_db(self._path, busy_timeout=self._busy_timeout)
+        await self._db.open()
+        self._opened = True
         if self._spool is not None:
             await self._spool.prepare()
-            await self._replay(self._conn, quiet=True)
+            await self._replay(quiet=True)
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._run(self._conn), name="nitroproxy-usage-writer"),
+            loop.create_task(self._run(), name="nitroproxy-usage-writer"),
             loop.create_task(self._spill_loop(), name="nitroproxy-usage-spill"),
         ]
 
@@ -225,8 +218,8 @@ class UsageWriter:
                 self._done(left, dropped="neither the database nor the journal took them")
             if self._spool is not None:
                 await self._spool.close()
-            if self._conn is not None:
-                await self._conn.close()
+            if self._opened:
+                await self._db.close()
 
     # -- handing records over -------------------------------------------------------------
 
@@ -282,7 +275,7 @@ class UsageWriter:
 
     # -- the writing task -----------------------------------------------------------------
 
-    async def _run(self, conn: aiosqlite.Connection) -> None:
+    async def _run(self) -> None:
         queue = self._queue
         backoff = self._retry[0]
         while not self._halt.is_set():
@@ -292,11 +285,11 @@ class UsageWriter:
                 if self._closing:
                     return
                 backoff = await self._backoff(backoff)
-                if await self._probe(conn):
+                if await self._probe():
                     backoff = self._retry[0]
                 continue
             replay = self._replay_due and self._error is None and self._spool is not None
-            if replay and not await self._replay(conn):
+            if replay and not await self._replay():
                 backoff = await self._backoff(backoff)
                 continue
             if not queue:
@@ -315,7 +308,7 @@ class UsageWriter:
                     continue
             n = min(len(queue), self._batch_size)
             batch = self._inflight = [queue.popleft() for _ in range(n)]
-            left = await self._write(conn, batch)
+            left = await self._write(batch)
             self._inflight = []
             if not left:
                 backoff = self._retry[0]
@@ -333,28 +326,28 @@ class UsageWriter:
                 await self._halt.wait()
         return min(delay * 2, self._retry[1])
 
-    async def _probe(self, conn: aiosqlite.Connection) -> bool:
+    async def _probe(self) -> bool:
         try:
-            await probe_write(conn)
-        except _DB_ERRORS as exc:
+            await self._db.probe()
+        except self._db.db_errors as exc:
             self._failed(exc)
             return False
         self._committed([])
         return True
 
-    async def _write(self, conn: aiosqlite.Connection, batch: list[Entry]) -> list[Entry]:
+    async def _write(self, batch: list[Entry]) -> list[Entry]:
         """Insert a batch; what is left to retry (all of it if the database failed)."""
         try:
-            await insert_many(conn, [e.record for e in batch])
-        except _DATA_ERRORS:
+            await self._db.insert([e.record for e in batch])
+        except self._db.data_errors:
             if len(batch) == 1:
                 self._done(batch, dropped="a record the database refused")
                 return []
             for i, entry in enumerate(batch):  # find the bad one; keep the others
-                if await self._write(conn, [entry]):
+                if await self._write([entry]):
                     return batch[i:]
             return []
-        except _DB_ERRORS as exc:
+        except self._db.db_errors as exc:
             self._failed(exc)
             return batch
         self._committed(batch)
@@ -432,17 +425,13 @@ class UsageWriter:
             out.append(queue.popleft())
         return out
 
-    async def _replay(self, conn: aiosqlite.Connection, *, quiet: bool = False) -> bool:
+    async def _replay(self, *, quiet: bool = False) -> bool:
         """Replay the journal into the database; False if the database failed."""
         assert self._spool is not None
         self._replay_due = False
-
-        async def insert(records: Sequence[UsageRecord]) -> None:
-            await insert_many(conn, records)
-
         try:
-            replayed, own = await self._spool.replay(insert, self._batch_size)
-        except _DB_ERRORS as exc:
+            replayed, own = await self._spool.replay(self._db.insert, self._batch_size)
+        except self._db.db_errors as exc:
             if not quiet:
                 self._failed(exc)
             self._replay_due = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiosqlite
@@ -19,11 +20,16 @@ from nitroproxy.config import Settings
 from nitroproxy.core.end_users import EndUsers
 from nitroproxy.core.types import UsageRecord
 from nitroproxy.mock import MockSettings, create_mock_app
+from nitroproxy.proxy.clock import Clock
 from nitroproxy.proxy.gateway import Gateway
 from nitroproxy.proxy.limiter import Limiter, end_user_scope, key_scope
 from nitroproxy.proxy.settle import DurableSink, RecordSink
+from nitroproxy.state.shared import SharedState
 from nitroproxy.store.db import open_db
 from nitroproxy.store.meta import installation_secret
+from nitroproxy.store.pg.records import PgRecords
+from nitroproxy.store.pg.reports import PgReports
+from nitroproxy.store.pg.retention import PgRetention
 from nitroproxy.store.rights import erased_usage_step
 from nitroproxy.store.sweeper import RetentionSweeper, retention_policy
 from nitroproxy.store.usage import end_user_month_spend, seed_spend
@@ -31,13 +37,16 @@ from nitroproxy.store.writer import UsageWriter
 from nitroproxy.telemetry.metrics import Metrics
 from nitroproxy.telemetry.traces import Tracing
 from nitroproxy.web.appkeys import (
+    ACCOUNTS,
     AUTH,
     BODIES,
     CACHE,
     FEED,
     GATEWAY,
     METRICS,
+    PG_REPORTS,
     SETTINGS,
+    STATE,
     STORE,
     TRACING,
     TRACKER,
@@ -79,6 +88,7 @@ def create_app(
     app[TRACKER].on_refused = app[METRICS].refused
     # First: it refuses to start on a wrong data key before anything else is running.
     app.cleanup_ctx.append(admin.accounts_context)
+    app.cleanup_ctx.append(_state)
     app.cleanup_ctx.append(_mock_provider)
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_cache)
@@ -157,6 +167,24 @@ async def _mock_provider(app: web.Application) -> AsyncIterator[None]:
     await runner.cleanup()
 
 
+async def _state(app: web.Application) -> AsyncIterator[None]:
+    """``state.backend: redis``: limits, budgets and health shared with every process."""
+    settings = app[SETTINGS]
+    if settings.state.backend != "redis":
+        yield
+        return
+    state = SharedState(settings)
+    await state.start(app[METRICS].registry)
+    accounts = app.get(ACCOUNTS)
+    if accounts is not None:
+        accounts.on_write.append(state.watch_accounts(app[AUTH].refresh))
+    app[STATE] = state
+    try:
+        yield
+    finally:
+        await state.close()
+
+
 async def _store(app: web.Application) -> AsyncIterator[None]:
     storage = app[SETTINGS].storage
     if not storage.enabled:
@@ -177,6 +205,7 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
     storage = settings.storage
     writer = UsageWriter(
         storage.path,
+        store=PgRecords(storage.url) if storage.backend == "postgres" else None,
         batch_size=storage.batch_size,
         flush_interval=storage.flush_interval,
         max_queue=storage.max_queue,
@@ -197,6 +226,8 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
         lambda: (float(writer.status().writable), float(writer.journal_pending))
     )
     app[WRITER] = writer
+    if storage.backend == "postgres":  # the usage API reads the records where they are
+        app[PG_REPORTS] = PgReports(storage.url)
     yield
     await writer.close(timeout=app[SETTINGS].server.shutdown_grace)
 
@@ -248,9 +279,10 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
         if cache is not None:
             await cache.purge_user(user_id)
 
+    policy = retention_policy(r)
     sweeper = RetentionSweeper(
         settings.storage.path,  # its own connection: its transactions never interleave ours
-        retention_policy(r),
+        policy,
         interval=r.interval,
         batch_size=r.batch_size,
         on_deleted=metrics.retention_deleted,
@@ -258,6 +290,8 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
     )
     # Records of a stream that outlived its erased user's key.
     sweeper.add_step("erased_users", erased_usage_step)
+    if settings.storage.backend == "postgres":  # the records' windows, where they are
+        sweeper.add_step("postgres_usage", PgRetention(settings.storage.url, policy).step)
     if cache is not None:
         sweeper.add_step("cache", cache.sweep_step)
     sweeper.start()
@@ -340,21 +374,31 @@ def _gateway(
                 can_record = _accepting(writer)
             if storage.journal_before_answer:
                 durable = _durable_sink(writer, app[FEED])
+        gateway_clock = Clock(clock or time.monotonic)
+        state = app.get(STATE)
+        limiter, health = state.bind(gateway_clock) if state is not None else (None, None)
         gateway = Gateway(
             settings,
             app[METRICS],
             sink=_sink(writer, app[FEED]),
-            clock=clock,
+            clock=gateway_clock,
             cache=app.get(CACHE),
             end_users=end_users,
             tracing=app.get(TRACING),
             can_record=can_record,
             durable_sink=durable,
+            limiter=limiter,
+            health=health,
         )
         await gateway.start()
         try:
             if conn is not None:
                 await _seed_spend(conn, gateway, end_users)
+            if state is not None:
+                db = conn
+                await state.serve(
+                    None if db is None else lambda: _seed_spend(db, gateway, end_users)
+                )
             app[GATEWAY] = gateway
             loop = asyncio.get_running_loop()
             app[METRICS].set_tasks_source(lambda: float(len(asyncio.all_tasks(loop))))

@@ -8,7 +8,9 @@ from aiohttp import web
 from nitroproxy.cache.store import ResponseCache
 from nitroproxy.config import Settings
 from nitroproxy.proxy.gateway import Gateway
+from nitroproxy.state.shared import SharedState
 from nitroproxy.store.accounts import AccountStore
+from nitroproxy.store.pg.reports import PgReports
 from nitroproxy.store.writer import UsageWriter
 from nitroproxy.telemetry.metrics import Metrics
 from nitroproxy.telemetry.traces import Tracing
@@ -29,3 +31,5 @@ FEED = web.AppKey("feed", CallFeed)
 TRACING = web.AppKey("tracing", Tracing)
 BODIES = web.AppKey("bodies", BodyBudget)
 TRACKER = web.AppKey("tracker", Tracker)
+STATE = web.AppKey("state", SharedState)
+PG_REPORTS = web.AppKey("pg_reports", PgReports)

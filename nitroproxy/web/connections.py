@@ -183,7 +183,7 @@ def _parser_error(status: int, exc: BaseException | None) -> ProxyError:
 class ListenSite(web.BaseSite):
     """A TCP listener whose connections are ``Connection``s, at most ``limit`` at once."""
 
-    __slots__ = ("_host", "_kwargs", "_limit", "_port", "_tracker")
+    __slots__ = ("_host", "_kwargs", "_limit", "_port", "_reuse_port", "_tracker")
 
     def __init__(
         self,
@@ -196,9 +196,11 @@ class ListenSite(web.BaseSite):
         header_timeout: float,
         ssl_context: ssl.SSLContext | None = None,
         backlog: int = 1024,
+        reuse_port: bool = False,
         **handler_kwargs: Any,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
+        self._reuse_port = reuse_port  # one of several workers on one port (web.workers)
         self._host = host
         self._port = port
         self._tracker = tracker
@@ -223,7 +225,12 @@ class ListenSite(web.BaseSite):
             return Connection(server, loop=loop, tracker=self._tracker, **self._kwargs)
 
         self._server = await loop.create_server(
-            factory, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog
+            factory,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_port=self._reuse_port or None,
         )
 
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import signal
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -17,7 +18,7 @@ from nitroproxy.config import ServerSettings, Settings
 from nitroproxy.security import tls
 from nitroproxy.telemetry import logs
 from nitroproxy.web.app import create_app
-from nitroproxy.web.appkeys import GATEWAY, SETTINGS, TRACKER
+from nitroproxy.web.appkeys import GATEWAY, SETTINGS, STATE, TRACKER
 from nitroproxy.web.connections import ListenSite, Tracker
 from nitroproxy.web.reload import Reloader
 
@@ -46,6 +47,7 @@ async def start(
     shutdown_grace: float = 5.0,
     ssl_context: ssl.SSLContext | None = None,
     backlog: int = 1024,
+    reuse_port: bool = False,
 ) -> tuple[web.AppRunner, int]:
     """Start ``app`` on ``host:port`` (0 picks a free port) the way ``serve`` does; returns the
     runner and the bound port. Tests use this to run the real server. With ``ssl_context``
@@ -76,6 +78,7 @@ async def start(
             header_timeout=server.timeouts.header,
             ssl_context=ssl_context,
             backlog=backlog,
+            reuse_port=reuse_port,
             # aiohttp's own timer: an idle connection between requests.
             keepalive_timeout=server.timeouts.keepalive,
             # After an answer given before the body was read (413, 408, 503), the rest of
@@ -119,7 +122,12 @@ async def drain(runner: web.AppRunner, app: web.Application, grace: float) -> No
                 await tracker.idle.wait()
 
 
-async def _serve(settings: Settings, config_path: str | Path | None) -> None:
+async def _serve(
+    settings: Settings,
+    config_path: str | Path | None,
+    reuse_port: bool = False,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
     log = logs.get_logger("nitroproxy")
     ssl_context = tls.server_context_for(settings)
     server = settings.server
@@ -132,6 +140,7 @@ async def _serve(settings: Settings, config_path: str | Path | None) -> None:
         shutdown_grace=AFTER_GRACE_S,
         ssl_context=ssl_context,
         backlog=server.backlog,
+        reuse_port=reuse_port,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -139,9 +148,13 @@ async def _serve(settings: Settings, config_path: str | Path | None) -> None:
         loop.add_signal_handler(sig, stop.set)
     # An SSH session that closes sends SIGHUP: reload the config file, never stop.
     reloader = Reloader(app, config_path) if config_path is not None else None
+    on_hup = reloader.request if reloader is not None else lambda: log.warning("SIGHUP: no file")
+    state = app.get(STATE)
+    if state is not None and reloader is not None:  # and on every other instance
+        on_hup = state.watch_config(reloader.request)
     loop.add_signal_handler(
         signal.SIGHUP,
-        reloader.request if reloader is not None else lambda: log.warning("SIGHUP: no file"),
+        on_hup,
     )
     log.info(
         "started",
@@ -150,6 +163,8 @@ async def _serve(settings: Settings, config_path: str | Path | None) -> None:
         tls=ssl_context is not None,
         models=sorted(settings.models),
     )
+    if on_ready is not None:
+        on_ready()
     try:
         await stop.wait()
         log.info("stopping", grace_s=server.shutdown_grace)
@@ -164,13 +179,20 @@ async def _serve(settings: Settings, config_path: str | Path | None) -> None:
             loop.remove_signal_handler(sig)
 
 
-def serve(settings: Settings, config_path: str | Path | None = None) -> None:
-    """Run until SIGTERM or SIGINT; SIGHUP reloads ``config_path``."""
+def serve(
+    settings: Settings,
+    config_path: str | Path | None = None,
+    *,
+    reuse_port: bool = False,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT; SIGHUP reloads ``config_path``. ``reuse_port``: one of
+    several workers on one port (``web.workers``); ``on_ready`` runs once it listens."""
     logs.configure_logging(level=settings.logging.level, fmt=settings.logging.format)
     loop = new_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(_serve(settings, config_path))
+        loop.run_until_complete(_serve(settings, config_path, reuse_port, on_ready))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()

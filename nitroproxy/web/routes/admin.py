@@ -22,10 +22,20 @@ from nitroproxy.reports.usage import row_dict
 from nitroproxy.store import billing, end_users, keys, preferences, users
 from nitroproxy.store.accounts import AccountStore
 from nitroproxy.store.keys import IssuedKey, KeySpec
+from nitroproxy.store.pg.rights import remote_records
 from nitroproxy.store.rights import erase_user, export_user
 from nitroproxy.store.usage import GROUP_BY_OPTIONS, list_records, query_usage
 from nitroproxy.web import params
-from nitroproxy.web.appkeys import ACCOUNTS, AUTH, CACHE, GATEWAY, SETTINGS, STORE, WRITER
+from nitroproxy.web.appkeys import (
+    ACCOUNTS,
+    AUTH,
+    CACHE,
+    GATEWAY,
+    PG_REPORTS,
+    SETTINGS,
+    STORE,
+    WRITER,
+)
 from nitroproxy.web.auth import actor_of
 from nitroproxy.web.documents import ExportForm, StatementForm
 from nitroproxy.web.session import require_admin
@@ -55,6 +65,7 @@ async def accounts_context(app: web.Application) -> AsyncIterator[None]:
     store = await AccountStore.open(
         settings.storage.path, env=os.environ, tiers=settings.tiers, models=settings.models
     )
+    store.remote_records = remote_records(settings.storage)
     app[ACCOUNTS] = store
     try:
         await app[AUTH].attach(store)
@@ -284,23 +295,30 @@ async def usage_report(
     start = params.query_time(request, "from")
     end = params.query_time(request, "to")
     group_by = params.query_choice(request, "group_by", GROUP_BY_OPTIONS, "day") or "day"
-    rows = await query_usage(
-        request.app[STORE], start=start, end=end, group_by=group_by, key_id=key_id, user_id=user_id
-    )
+    filters: dict[str, Any] = {"start": start, "end": end, "group_by": group_by, "key_id": key_id}
+    pg = request.app.get(PG_REPORTS)  # records kept in PostgreSQL
+    if pg is not None:
+        rows = await pg.query_usage(**filters, user_id=user_id)
+    else:
+        rows = await query_usage(request.app[STORE], **filters, user_id=user_id)
     return {"group_by": group_by, "from": start, "to": end, "rows": [row_dict(r) for r in rows]}
 
 
 async def usage_records(request: web.Request) -> web.Response:
     admin_store(request)
     limit = params.query_limit(request)
-    records = await list_records(
-        request.app[STORE],
-        key_id=params.query_text(request, "key_id"),
-        user_id=params.query_text(request, "user_id"),
-        start=params.query_time(request, "from"),
-        end=params.query_time(request, "to"),
-        limit=limit + 1,
-    )
+    filters: dict[str, Any] = {
+        "key_id": params.query_text(request, "key_id"),
+        "user_id": params.query_text(request, "user_id"),
+        "start": params.query_time(request, "from"),
+        "end": params.query_time(request, "to"),
+        "limit": limit + 1,
+    }
+    pg = request.app.get(PG_REPORTS)
+    if pg is not None:
+        records = await pg.list_records(**filters)
+    else:
+        records = await list_records(request.app[STORE], **filters)
     return web.json_response(
         {"data": [asdict(r) for r in records[:limit]], "has_more": len(records) > limit}
     )

@@ -17,7 +17,7 @@ from nitroproxy.core.errors import Unauthenticated
 from nitroproxy.security import tls
 from nitroproxy.security.crypto import key_digest
 from nitroproxy.telemetry.metrics import Metrics
-from nitroproxy.web.appkeys import GATEWAY, METRICS, SETTINGS, WRITER
+from nitroproxy.web.appkeys import GATEWAY, METRICS, SETTINGS, STATE, WRITER
 from nitroproxy.web.auth import extract_key
 from nitroproxy.web.middleware import error_middleware
 from nitroproxy.web.session import require_admin
@@ -48,6 +48,11 @@ async def readyz(request: web.Request) -> web.Response:
         )
         checks["journal"] = "ok" if status.journal_error is None else "not writable"
         ready = ready and status.ready
+    state = app.get(STATE)
+    if state is not None:
+        # Reported, not gating: every instance shares this Redis, so taking one out of a
+        # load balancer would not help, and the failure policy already decides per call.
+        checks["state"] = "ok" if state.link.up else "unreachable (failure policy applies)"
     gateway = app[GATEWAY]
     now = gateway.clock()
     models: dict[str, str] = {}

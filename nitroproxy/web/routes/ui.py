@@ -30,10 +30,10 @@ from nitroproxy.core.errors import InvalidRequest, PermissionDenied, ProxyError,
 from nitroproxy.core.principal import Principal
 from nitroproxy.reports.usage import COLUMNS, row_dict
 from nitroproxy.security.crypto import key_digest
-from nitroproxy.store.timeline import query_timeline, step_for, usage_by_deployment
+from nitroproxy.store.timeline import Rows, query_timeline, step_for, usage_by_deployment
 from nitroproxy.store.usage import GROUP_BY_OPTIONS
 from nitroproxy.web import params
-from nitroproxy.web.appkeys import AUTH, FEED, GATEWAY, SETTINGS, STORE
+from nitroproxy.web.appkeys import AUTH, FEED, GATEWAY, PG_REPORTS, SETTINGS, STORE
 from nitroproxy.web.routes.admin import usage_report
 from nitroproxy.web.session import (
     COOKIE,
@@ -210,14 +210,18 @@ def _range(request: web.Request) -> tuple[float, float]:
     return start, end
 
 
+def _rows(request: web.Request) -> Rows:
+    """Where the raw records are: PostgreSQL (``storage.backend: postgres``) or SQLite."""
+    pg = request.app.get(PG_REPORTS)
+    return pg.queries if pg is not None else request.app[STORE]
+
+
 async def overview(request: web.Request) -> web.StreamResponse:
     _, principal = authorise(request)
     start, end = _range(request)
     key_id, _ = _scope(request, principal)
     step = step_for(start, end)
-    points = await query_timeline(
-        request.app[STORE], start=start, end=end, step=step, key_id=key_id
-    )
+    points = await query_timeline(_rows(request), start=start, end=end, step=step, key_id=key_id)
     return _json({"from": start, "to": end, "step": step, "points": [p.to_json() for p in points]})
 
 
@@ -228,7 +232,7 @@ async def _usage_report(request: web.Request, principal: Principal) -> dict[str,
         return await usage_report(request, key_id=key_id, user_id=user_id)
     start, end = params.query_time(request, "from"), params.query_time(request, "to")
     rows = await usage_by_deployment(
-        request.app[STORE], start=start, end=end, key_id=key_id, user_id=user_id
+        _rows(request), start=start, end=end, key_id=key_id, user_id=user_id
     )
     return {"group_by": "deployment", "from": start, "to": end, "rows": [row_dict(r) for r in rows]}
 
